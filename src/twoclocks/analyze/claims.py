@@ -1,0 +1,771 @@
+"""Machine-checked verdicts on the paper's claims (arXiv 2606.05863), from trajectories and clocks.
+
+Every claim gets PASS, FAIL or INCONCLUSIVE (with the reason) and the measured numbers behind it.
+Thresholds are module constants so the report states exactly what was checked; `settings` may
+override any of them by lower-case name (e.g. ``{"separation_min_ratio": 3.0}``).
+
+Clock levels follow design.md "Clocks table": `cls` levels are train-CE thresholds eps (eq. 2.1),
+`rep_*` levels are structural-gap thresholds eta (eq. 2.2), `gen_acc` levels are test accuracies.
+Censored clocks (never fired) are counted and reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import optimize, stats
+
+# --- thresholds (documented in the report) ---------------------------------------------------
+CLS_EPS = 1e-6  # train CE level of the paper's "train loss ~1e-6" (Fig. 1)
+GEN_ACC_LEVEL = 0.99  # test accuracy that marks "test loss has dropped" (generalisation clock)
+SEPARATION_MIN_RATIO = 2.0  # T_gen / T_cls above this = "long before"
+MIN_RUNS = 2  # fewer usable runs than this -> INCONCLUSIVE
+WD_RHO_MAX = -0.6  # Spearman rho(weight decay, T_gen) at or below this -> PASS; > 0 -> FAIL
+WD_MIN_CELLS = 3  # distinct weight decays needed for a rank correlation
+SRANK_MIN_DROP = 0.3  # stable rank must fall by >= 30 % between T_cls and T_gen (paper: 36 -> 11)
+MIN_LEVELS = 3  # distinct clock levels needed for a law fit
+REP_EXPONENT_RANGE = (0.0, 1.0)  # 2 theta - 1 in (0, 1) (Thm 4.8/4.9)
+EARLY_FRACTION = 0.1  # "early" = first 10 % of logged steps (step 0 excluded)
+LATE_FRACTION = 0.25  # "late phase" = last 25 % of logged steps
+GATE_FLIP_MAX = 0.01  # median late gate flip fraction per log interval at or below -> stable
+FOURIER_GAP_MAX = 0.5  # final Fourier gap at or below this (and halved from init) -> concentrated
+FOURIER_KEEP = 6  # key frequencies kept when the gap is computed from snapshots
+REP_CLOCK = "rep_srank"  # representation clock used for separation and fits
+
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+_IDENTITY = {"study", "grid", "cell_id", "cell_hash", "dataset_id", "seeds"}
+
+
+def _settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Module thresholds, overridden by lower-case keys of `settings`."""
+    names = [k for k in globals() if k.isupper() and not k.startswith("_")]
+    out = {k.lower(): globals()[k] for k in names if k not in {"PASS", "FAIL", "INCONCLUSIVE"}}
+    out.update({k: v for k, v in (settings or {}).items() if k in out})
+    return out
+
+
+# --- study normalisation -------------------------------------------------------------------------
+def cell_datasets(study: Any) -> list[tuple[str, dict, xr.Dataset]]:
+    """Normalise a study to a sorted list of (cell_id, cell params, trajectory Dataset).
+
+    Accepts None, one trajectory Dataset, a mapping cell_id -> Dataset, a list of Datasets, or a
+    study Dataset stacked along a `cell`/`cell_id` dimension (padding steps that are NaN in every
+    metric are dropped per cell). Params come from the `cell` attr (JSON, design.md).
+    """
+    if study is None:
+        return []
+    if isinstance(study, xr.Dataset):
+        dim = next((d for d in ("cell", "cell_id") if d in study.dims), None)
+        if dim is None:
+            items = [study]
+        else:
+            cells_attr = _json(study.attrs.get("cells"), {})
+            items = []
+            for i in range(study.sizes[dim]):
+                ds = study.isel({dim: i})
+                cid = str(ds[dim].values.item()) if dim in ds.coords else str(i)
+                if "train_loss" in ds and "step" in ds.dims:
+                    keep = ds["train_loss"].notnull().any("seed") if "seed" in ds.dims else None
+                    if keep is not None:
+                        ds = ds.isel(step=np.flatnonzero(keep.values))
+                params = cells_attr.get(cid) if isinstance(cells_attr, dict) else None
+                if params is None and "cell" in ds.coords:
+                    params = _json(ds["cell"].values.item(), None)
+                ds.attrs = dict(ds.attrs, cell=json.dumps(params or {"cell_id": cid}))
+                items.append(ds)
+    elif isinstance(study, Mapping):
+        items = []
+        for cid, ds in study.items():
+            params = _json(ds.attrs.get("cell"), {}) or {}
+            params.setdefault("cell_id", str(cid))
+            ds = ds.copy()
+            ds.attrs["cell"] = json.dumps(params)
+            items.append(ds)
+    else:
+        items = list(study)
+    out = []
+    for i, ds in enumerate(items):
+        params = _json(ds.attrs.get("cell"), {}) or {}
+        cid = str(params.get("cell_id", f"cell{i}"))
+        out.append((cid, params, ds))
+    return sorted(out, key=lambda t: t[0])
+
+
+def _json(value: Any, default: Any) -> Any:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return default
+    return value
+
+
+def is_deep_linear(params: Mapping[str, Any]) -> bool:
+    """True for deep linear cells (model name, or a `depth` param without an embedding)."""
+    model = str(params.get("model", ""))
+    if model:
+        return model == "deep_linear"
+    return "depth" in params and "embed_dim" not in params
+
+
+def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per cell: cell_id, model, weight_decay, depth, label (varying params, short)."""
+    rows = {}
+    for cid, params, _ds in cell_datasets(study):
+        rows[cid] = {
+            "cell_id": cid,
+            "model": "deep_linear" if is_deep_linear(params) else "relu_embed",
+            **{k: v for k, v in params.items() if k not in _IDENTITY and _scalar(v)},
+        }
+    if clocks is not None and len(clocks):
+        axes = [c for c in clocks.columns if c not in _CLOCK_COLS]
+        for cid, g in clocks.groupby("cell_id", sort=True):
+            row = rows.setdefault(str(cid), {"cell_id": str(cid)})
+            for c in axes:
+                if c not in row and g[c].notna().any():
+                    row[c] = g[c].dropna().iloc[0]
+            if "model" not in row:
+                row["model"] = "deep_linear" if is_deep_linear(row) else "relu_embed"
+    table = pd.DataFrame(list(rows.values()))
+    if table.empty:
+        return pd.DataFrame(columns=["cell_id", "model", "label"])
+    varying = [
+        c
+        for c in table.columns
+        if c not in {"cell_id", "model"} and table[c].astype(str).nunique() > 1
+    ]
+    short = {"weight_decay": "wd", "train_fraction": "frac", "depth": "L", "hidden_width": "h"}
+
+    def label(r: pd.Series) -> str:
+        parts = [f"{short.get(c, c)}={r[c]}" for c in varying if pd.notna(r[c])]
+        return ", ".join(parts) if parts else r["cell_id"]
+
+    table["label"] = table.apply(label, axis=1)
+    return table.sort_values([*(c for c in varying if c != "model"), "cell_id"]).reset_index(
+        drop=True
+    )
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, (int, float, str, bool)) or v is None
+
+
+_CLOCK_COLS = {
+    "study",
+    "grid",
+    "cell_id",
+    "cell_hash",
+    "seed",
+    "clock",
+    "level",
+    "step",
+    "tau",
+    "censored",
+    "below_floor",
+    "diverged",
+    "dtype",
+}
+
+
+# --- clock helpers ----------------------------------------------------------------------------
+def usable(clocks: pd.DataFrame, clock: str) -> pd.DataFrame:
+    """Rows of one clock that are not below the dtype floor and not from diverged runs."""
+    if clocks is None or clocks.empty or "clock" not in clocks:
+        return pd.DataFrame(columns=sorted(_CLOCK_COLS))
+    df = clocks[clocks["clock"] == clock]
+    if "below_floor" in df:
+        df = df[~df["below_floor"].fillna(False).astype(bool)]
+    if "diverged" in df:
+        df = df[~df["diverged"].fillna(False).astype(bool)]
+    return df
+
+
+def pick_level(clocks: pd.DataFrame, clock: str, target: float, log: bool = True) -> float | None:
+    """The level of `clock` nearest to `target` (in log distance if `log`) among usable rows."""
+    levels = np.unique(usable(clocks, clock)["level"].dropna().to_numpy(float))
+    if log:
+        levels = levels[levels > 0]
+    if levels.size == 0:
+        return None
+    dist = np.abs(np.log(levels / target)) if log else np.abs(levels - target)
+    return float(levels[int(np.argmin(dist))])
+
+
+def strictest_level(clocks: pd.DataFrame, clock: str) -> float | None:
+    """The smallest level of `clock` at which at least half of the runs fired."""
+    df = usable(clocks, clock)
+    best = None
+    for level, g in df.groupby("level", sort=True):
+        if (~g["censored"].astype(bool)).mean() >= 0.5:
+            best = float(level) if best is None else min(best, float(level))
+    return best
+
+
+def clock_times(clocks: pd.DataFrame, clock: str, level: float | None) -> pd.DataFrame:
+    """Per (cell_id, seed): `step` of `clock` at `level` (NaN if censored) and `censored`."""
+    df = usable(clocks, clock)
+    if level is None or df.empty:
+        return pd.DataFrame(columns=["cell_id", "seed", "step", "censored"])
+    df = df[np.isclose(df["level"].to_numpy(float), level, rtol=1e-9, atol=0)]
+    out = df[["cell_id", "seed", "step", "censored"]].copy()
+    out["censored"] = out["censored"].astype(bool)
+    out.loc[out["censored"], "step"] = np.nan
+    return out.reset_index(drop=True)
+
+
+def gen_clock(clocks: pd.DataFrame) -> tuple[str, float | None]:
+    """The generalisation clock and level: `gen_acc` nearest GEN_ACC_LEVEL, else `gen_loss`."""
+    level = pick_level(clocks, "gen_acc", GEN_ACC_LEVEL, log=False)
+    if level is not None:
+        return "gen_acc", level
+    return "gen_loss", strictest_level(clocks, "gen_loss")
+
+
+def separation_ratios(
+    clocks: pd.DataFrame, slow: str = "gen", cls_eps: float = CLS_EPS
+) -> pd.DataFrame:
+    """Per run R = T_slow / T_cls(eps) (SCIENCE.md 7); `slow` is "gen" or a rep clock name.
+
+    Columns cell_id, seed, t_cls, t_slow, ratio (NaN where either clock is censored),
+    cls_level, slow_clock, slow_level.
+    """
+    cls_level = pick_level(clocks, "cls", cls_eps)
+    if slow == "gen":
+        slow_clock, slow_level = gen_clock(clocks)
+    else:
+        slow_clock, slow_level = slow, strictest_level(clocks, slow)
+    a = clock_times(clocks, "cls", cls_level).rename(
+        columns={"step": "t_cls", "censored": "cls_censored"}
+    )
+    b = clock_times(clocks, slow_clock, slow_level).rename(
+        columns={"step": "t_slow", "censored": "slow_censored"}
+    )
+    df = a.merge(b, on=["cell_id", "seed"], how="outer")
+    t_cls = df["t_cls"].to_numpy(float)
+    df["ratio"] = df["t_slow"].to_numpy(float) / np.where(t_cls > 0, t_cls, 1.0)
+    df["cls_level"], df["slow_clock"], df["slow_level"] = cls_level, slow_clock, slow_level
+    return df.sort_values(["cell_id", "seed"]).reset_index(drop=True)
+
+
+# --- law fits (used when `fits` has no entry for a cell) -------------------------------------
+def _ic(sse: float, n: int, k: int) -> tuple[float, float]:
+    """Gaussian AIC and BIC from a residual sum of squares."""
+    ll = n * math.log(max(sse, 1e-300) / n)
+    return ll + 2 * k, ll + k * math.log(n)
+
+
+def fit_cls_laws(eps: np.ndarray, steps: np.ndarray) -> dict[str, float]:
+    """Fit T_cls = a + b log(1/eps) (Thm 3.5) and T_cls = c (1/eps)^k, compare by AIC/BIC.
+
+    Both models have two parameters and are fitted by least squares in step units.
+    """
+    x = np.log(1.0 / np.asarray(eps, float))
+    t = np.asarray(steps, float)
+    b, a = np.polyfit(x, t, 1)
+    sse_log = float(np.sum((t - (a + b * x)) ** 2))
+    k0, logc0 = np.polyfit(x, np.log(np.maximum(t, 1e-12)), 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (logc, k), _ = optimize.curve_fit(
+                lambda xx, lc, kk: np.exp(lc + kk * xx), x, t, p0=(logc0, k0), maxfev=5000
+            )
+    except (RuntimeError, ValueError):
+        logc, k = logc0, k0
+    sse_pow = float(np.sum((t - np.exp(logc + k * x)) ** 2))
+    n = len(t)
+    aic_log, bic_log = _ic(sse_log, n, 2)
+    aic_pow, bic_pow = _ic(sse_pow, n, 2)
+    return {
+        "slope": float(b),
+        "intercept": float(a),
+        "power_exponent": float(k),
+        "power_log_prefactor": float(logc),
+        "aic_log": aic_log,
+        "aic_power": aic_pow,
+        "bic_log": bic_log,
+        "bic_power": bic_pow,
+        "delta_aic": aic_pow - aic_log,
+        "delta_bic": bic_pow - bic_log,
+        "n": n,
+    }
+
+
+def fit_rep_power(eta: np.ndarray, steps: np.ndarray, grid_points: int = 400) -> dict[str, float]:
+    """Fit T_rep = T_KL + C (1/eta)^a, a = 2 theta - 1 (Thm 4.8/4.9), least squares in steps.
+
+    T_KL is profiled on a grid in [0, min T_rep); for each T_KL, (log C, a) come from the
+    log-log regression of T_rep - T_KL on 1/eta, scored by the residuals in step units.
+    """
+    x = np.log(1.0 / np.asarray(eta, float))
+    t = np.asarray(steps, float)
+    best = None
+    for t_kl in np.linspace(0.0, t.min(), grid_points, endpoint=False):
+        a, logc = np.polyfit(x, np.log(t - t_kl), 1)
+        sse = float(np.sum((t - t_kl - np.exp(logc + a * x)) ** 2))
+        if best is None or sse < best[0] * (1 - 1e-12):
+            best = (sse, float(t_kl), float(a), float(logc))
+    sse, t_kl, a, logc = best
+    return {
+        "exponent": a,
+        "theta": (a + 1.0) / 2.0,
+        "t_kl": t_kl,
+        "log_prefactor": logc,
+        "sse": sse,
+        "n": len(t),
+    }
+
+
+def _estimate(rec: Mapping[str, Any], name: str) -> float:
+    p = (rec.get("params") or {}).get(name) or {}
+    v = p.get("estimate") if isinstance(p, Mapping) else p
+    return math.nan if v is None else float(v)
+
+
+def _fits_entry(fits: Mapping[str, Any] | None, clock: str, cell_id: str) -> dict | None:
+    """This cell's fit of `clock` from fits.json (design.md "Fits output"), in law_fits' keys.
+
+    cls: `cls_log` (slope, intercept) and `cls_compare` (delta_aic, delta_bic = power minus
+    log); rep clocks: `rep_power` (exponent, theta, t_kl, log_prefactor = intercept). Fits with
+    status other than "ok" are ignored (the local fit or INCONCLUSIVE takes over).
+    """
+    cell = ((fits or {}).get("cells") or {}).get(cell_id)
+    if not isinstance(cell, Mapping):
+        return None
+    recs = {
+        r.get("fit"): r
+        for r in cell.get("fits") or []
+        if r.get("clock") == clock and r.get("status") == "ok"
+    }
+    if clock == "cls" and "cls_log" in recs and "cls_compare" in recs:
+        return {
+            "slope": _estimate(recs["cls_log"], "slope"),
+            "intercept": _estimate(recs["cls_log"], "intercept"),
+            "delta_aic": _estimate(recs["cls_compare"], "delta_aic"),
+            "delta_bic": _estimate(recs["cls_compare"], "delta_bic"),
+        }
+    if clock != "cls" and "rep_power" in recs:
+        r = recs["rep_power"]
+        t_kl = _estimate(r, "t_kl")
+        return {
+            "exponent": _estimate(r, "exponent"),
+            "theta": _estimate(r, "theta"),
+            "t_kl": 0.0 if math.isnan(t_kl) else t_kl,
+            "log_prefactor": _estimate(r, "intercept"),
+        }
+    return None
+
+
+def law_fits(
+    clocks: pd.DataFrame, fits: Mapping[str, Any] | None = None, rep_clock: str = REP_CLOCK
+) -> dict[str, dict[str, dict]]:
+    """Per-cell `cls` log/power fits and `rep` power fits, pooling seeds' uncensored clocks.
+
+    A usable fit in `fits` (fits.json, see `_fits_entry`) takes precedence over the local fit.
+    Cells with fewer than MIN_LEVELS distinct levels get no entry.
+    """
+    out: dict[str, dict[str, dict]] = {"cls": {}, rep_clock: {}}
+    for clock, fitter in (("cls", fit_cls_laws), (rep_clock, fit_rep_power)):
+        df = usable(clocks, clock)
+        df = df[~df["censored"].astype(bool) & df["step"].notna() & (df["level"] > 0)]
+        for cid, g in df.groupby("cell_id", sort=True):
+            given = _fits_entry(fits, clock, str(cid))
+            if given is not None:
+                out[clock][str(cid)] = {**given, "source": "fits"}
+                continue
+            if g["level"].nunique() < MIN_LEVELS:
+                continue
+            fit = fitter(g["level"].to_numpy(float), g["step"].to_numpy(float))
+            out[clock][str(cid)] = {**fit, "source": "claims.law_fits"}
+    return out
+
+
+# --- trajectory helpers -----------------------------------------------------------------------
+def _window(ds: xr.Dataset, lo: float, hi: float) -> xr.Dataset:
+    steps = ds["step"].to_numpy()
+    return ds.isel(step=np.flatnonzero((steps >= lo) & (steps <= hi)))
+
+
+def _nanmedian(x: Any) -> float:
+    arr = np.asarray(x, float)
+    arr = arr[np.isfinite(arr)]
+    return float(np.median(arr)) if arr.size else math.nan
+
+
+def srank_matrix(ds: xr.Dataset) -> str | None:
+    """Matrix whose stable rank tracks the representation: UW (relu), A (deep linear), else E."""
+    if "srank" not in ds or "matrix" not in ds["srank"].dims:
+        return None
+    names = [str(m) for m in ds["matrix"].values]
+    return next((m for m in ("UW", "A", "E") if m in names), names[0] if names else None)
+
+
+def fourier_concentration(snap: np.ndarray, modulus: int, keep: int = FOURIER_KEEP) -> float:
+    """Fraction of embedding energy outside the top `keep` frequencies (rows = residues 0..p-1)."""
+    rows = np.asarray(snap, float)[:modulus]
+    coef = np.fft.rfft(rows - rows.mean(axis=0), axis=0)
+    energy = np.sum(np.abs(coef[1:]) ** 2, axis=1)
+    total = energy.sum()
+    if total <= 0:
+        return math.nan
+    return float(1.0 - np.sort(energy)[::-1][:keep].sum() / total)
+
+
+# --- the claims -------------------------------------------------------------------------------
+def _claim(cid: str, claim: str, verdict: str, evidence: str, **details: Any) -> dict:
+    return {"id": cid, "claim": claim, "verdict": verdict, "evidence": evidence, "details": details}
+
+
+def _fmt(x: float) -> str:
+    return "nan" if x is None or not np.isfinite(x) else f"{x:.3g}"
+
+
+def _claim_separation(clocks, cells, s) -> dict:
+    text = "Train CE reaches ~1e-6 long before the test loss drops (T_gen / T_cls > 2)."
+    relu = set(cells.loc[cells["model"] != "deep_linear", "cell_id"])
+    df = separation_ratios(clocks, "gen", s["cls_eps"])
+    df = df[df["cell_id"].isin(relu)] if relu else df
+    if df.empty or df["cls_level"].isna().all():
+        return _claim("separation", text, INCONCLUSIVE, "no cls/gen clocks for ReLU cells")
+    ok = df["ratio"].notna()
+    n_cls_cens = int(df["cls_censored"].fillna(True).astype(bool).sum())
+    n_gen_cens = int(df["slow_censored"].fillna(True).astype(bool).sum())
+    eps, gclock, glevel = (
+        df["cls_level"].iloc[0],
+        df["slow_clock"].iloc[0],
+        df["slow_level"].iloc[0],
+    )
+    head = f"eps={eps:.0e}, {gclock}@{glevel}: "
+    if ok.sum() < s["min_runs"]:
+        why = f"{int(ok.sum())} runs with both clocks ({n_cls_cens} cls, {n_gen_cens} gen censored)"
+        return _claim("separation", text, INCONCLUSIVE, head + why)
+    per_cell = df[ok].groupby("cell_id")["ratio"].median()
+    med = float(np.median(per_cell))
+    verdict = PASS if med > s["separation_min_ratio"] else FAIL
+    ev = (
+        f"{head}median over cells of median T_gen/T_cls = {med:.3g} "
+        f"(range {per_cell.min():.3g}-{per_cell.max():.3g}, {int(ok.sum())} runs; "
+        f"censored: {n_cls_cens} cls, {n_gen_cens} gen)"
+    )
+    return _claim(
+        "separation", text, verdict, ev, per_cell={k: float(v) for k, v in per_cell.items()}
+    )
+
+
+def _claim_weight_decay(clocks, cells, s) -> dict:
+    text = "Larger weight decay groks earlier (T_gen decreases with weight decay)."
+    if "weight_decay" not in cells:
+        return _claim("wd_earlier", text, INCONCLUSIVE, "weight decay is not a grid axis")
+    relu = cells[cells["model"] != "deep_linear"]
+    gclock, glevel = gen_clock(clocks)
+    t = clock_times(clocks, gclock, glevel)
+    if t.empty:
+        return _claim("wd_earlier", text, INCONCLUSIVE, "no generalisation clock")
+    t["step"] = t["step"].fillna(np.inf)  # never grokked = latest
+    med = t.groupby("cell_id")["step"].median().rename("t_gen").reset_index()
+    df = relu.merge(med, on="cell_id")
+    other = [
+        c
+        for c in df.columns
+        if c not in {"cell_id", "label", "weight_decay", "t_gen", "model"}
+        and df[c].astype(str).nunique() > 1
+    ]
+    rhos, n_used, pairs = [], 0, {}
+    for _, g in df.groupby(other, sort=True) if other else [(None, df)]:
+        g = g[np.isfinite(g["t_gen"]) | (g["t_gen"] == np.inf)]
+        if g["weight_decay"].nunique() < s["wd_min_cells"] or not np.isfinite(g["t_gen"]).any():
+            continue
+        if g["t_gen"].nunique() < 2:
+            rho = 0.0  # T_gen does not depend on weight decay at all
+        else:
+            rho = stats.spearmanr(g["weight_decay"], g["t_gen"]).statistic
+        if np.isfinite(rho):
+            rhos.append(float(rho))
+            n_used += len(g)
+            pairs.update({str(r.cell_id): float(r.t_gen) for r in g.itertuples()})
+    if not rhos:
+        return _claim(
+            "wd_earlier",
+            text,
+            INCONCLUSIVE,
+            f"fewer than {s['wd_min_cells']} weight decays with a grokked cell",
+        )
+    rho = float(np.mean(rhos))
+    verdict = PASS if rho <= s["wd_rho_max"] else FAIL if rho > 0 else INCONCLUSIVE
+    ev = (
+        f"Spearman rho(weight decay, median {gclock}@{glevel}) = {rho:.3g} over {n_used} cells "
+        f"({len(rhos)} group(s)); PASS if <= {s['wd_rho_max']}, FAIL if > 0"
+    )
+    return _claim("wd_earlier", text, verdict, ev, rho=rhos, t_gen=pairs)
+
+
+def _claim_srank(study, clocks, cells, s) -> dict:
+    text = "The stable rank falls substantially inside the generalisation window."
+    cls_level = pick_level(clocks, "cls", s["cls_eps"])
+    gclock, glevel = gen_clock(clocks)
+    t_cls = clock_times(clocks, "cls", cls_level).set_index(["cell_id", "seed"])["step"]
+    t_gen = clock_times(clocks, gclock, glevel).set_index(["cell_id", "seed"])["step"]
+    drops, n_missing = {}, 0
+    for cid, params, ds in cell_datasets(study):
+        mat = srank_matrix(ds)
+        if is_deep_linear(params) or mat is None:
+            continue
+        for seed in ds["seed"].to_numpy():
+            a, b = t_cls.get((cid, int(seed)), np.nan), t_gen.get((cid, int(seed)), np.nan)
+            if not (np.isfinite(a) and np.isfinite(b)):
+                n_missing += 1
+                continue
+            sr = ds["srank"].sel(seed=seed, matrix=mat)
+            lo = float(sr.sel(step=min(a, b), method="nearest"))
+            hi = float(sr.sel(step=max(a, b), method="nearest"))
+            if np.isfinite(lo) and lo > 0 and np.isfinite(hi):
+                drops[f"{cid}/seed={int(seed)}"] = (lo, hi, 1.0 - hi / lo)
+    if len(drops) < s["min_runs"]:
+        why = f"{len(drops)} runs with srank and both clocks ({n_missing} censored/missing)"
+        return _claim("srank_drop", text, INCONCLUSIVE, why)
+    rel = np.array([d[2] for d in drops.values()])
+    starts, ends = (
+        np.array([d[0] for d in drops.values()]),
+        np.array([d[1] for d in drops.values()]),
+    )
+    verdict = PASS if np.median(rel) >= s["srank_min_drop"] else FAIL
+    ev = (
+        f"srank from T_cls(eps={cls_level:.0e}) to T_gen ({gclock}@{glevel}): median "
+        f"{np.median(starts):.3g} -> {np.median(ends):.3g}, median relative drop "
+        f"{np.median(rel):.0%} over {len(rel)} runs (PASS if >= {s['srank_min_drop']:.0%})"
+    )
+    return _claim("srank_drop", text, verdict, ev, runs={k: list(v) for k, v in drops.items()})
+
+
+def _claim_cls_law(clocks, fits, s) -> dict:
+    text = "The classifier clock is logarithmic in 1/eps (log law preferred over a power law)."
+    lf = law_fits(clocks, fits, s["rep_clock"])["cls"]
+    cells = {k: v for k, v in lf.items() if np.isfinite(v.get("delta_aic", np.nan))}
+    if not cells:
+        return _claim(
+            "cls_log_law",
+            text,
+            INCONCLUSIVE,
+            f"no cell with >= {s['min_levels']} uncensored eps levels",
+        )
+    d_aic = {k: v["delta_aic"] for k, v in cells.items()}
+    d_bic = {k: v.get("delta_bic", np.nan) for k, v in cells.items()}
+    wins = sum(1 for k in cells if d_aic[k] > 0 and cells[k].get("slope", 1.0) > 0)
+    verdict = PASS if wins > len(cells) / 2 else FAIL
+    slopes = [v.get("slope", np.nan) for v in cells.values()]
+    ev = (
+        f"log law preferred by AIC in {wins}/{len(cells)} cells (median dAIC power-log = "
+        f"{_fmt(_nanmedian(list(d_aic.values())))}, dBIC = {_fmt(_nanmedian(list(d_bic.values())))}"
+        f"); median slope dT/dlog(1/eps) = {_fmt(_nanmedian(slopes))} steps; {_sources(cells)}"
+    )
+    return _claim("cls_log_law", text, verdict, ev, fits=cells)
+
+
+def _claim_rep_law(clocks, fits, s) -> dict:
+    text = "The representation clock is polynomial in 1/eta with exponent 2 theta - 1 in (0, 1)."
+    lf = law_fits(clocks, fits, s["rep_clock"])[s["rep_clock"]]
+    exps = {k: float(v["exponent"]) for k, v in lf.items() if "exponent" in v}
+    if not exps:
+        return _claim(
+            "rep_power_law",
+            text,
+            INCONCLUSIVE,
+            f"no cell with >= {s['min_levels']} uncensored {s['rep_clock']} levels",
+        )
+    lo, hi = s["rep_exponent_range"]
+    inside = sum(1 for e in exps.values() if lo < e < hi)
+    verdict = PASS if inside > len(exps) / 2 else FAIL
+    ev = (
+        f"{s['rep_clock']}: exponent in ({lo}, {hi}) in {inside}/{len(exps)} cells, median "
+        f"{_fmt(_nanmedian(list(exps.values())))} (theta = "
+        f"{_fmt((_nanmedian(list(exps.values())) + 1) / 2)}); {_sources(lf)}"
+    )
+    return _claim("rep_power_law", text, verdict, ev, fits=lf)
+
+
+def _sources(fits_by_cell: Mapping[str, Mapping]) -> str:
+    n = sum(1 for v in fits_by_cell.values() if v.get("source") == "fits")
+    return f"fits.json: {n} cells, local fit: {len(fits_by_cell) - n} cells"
+
+
+def _relu_runs(study):
+    for cid, params, ds in cell_datasets(study):
+        if not is_deep_linear(params):
+            yield cid, ds
+
+
+def _claim_grad_hierarchy(study, s) -> dict:
+    text = "Early in training the head receives larger gradients than the embedding (Prop. 4.2)."
+    ratios = {}
+    for cid, ds in _relu_runs(study):
+        if "grad_norm" not in ds or not {"U", "E"} <= {str(b) for b in ds["block"].values}:
+            continue
+        steps = ds["step"].to_numpy()
+        early = steps[(steps > 0)]
+        early = early[: max(1, int(math.ceil(s["early_fraction"] * early.size)))]
+        g = ds["grad_norm"].sel(step=early)
+        r = (g.sel(block="U") / g.sel(block="E")).median("step", skipna=True)
+        for seed, v in zip(ds["seed"].to_numpy(), r.to_numpy(), strict=True):
+            if np.isfinite(v):
+                ratios[f"{cid}/seed={int(seed)}"] = float(v)
+    if len(ratios) < s["min_runs"]:
+        return _claim("grad_hierarchy", text, INCONCLUSIVE, f"{len(ratios)} runs with grad norms")
+    vals = np.array(list(ratios.values()))
+    frac = float(np.mean(vals > 1))
+    verdict = (
+        PASS
+        if np.median(vals) > 1 and frac >= 2 / 3
+        else FAIL
+        if np.median(vals) < 1
+        else INCONCLUSIVE
+    )
+    ev = (
+        f"median over the first {s['early_fraction']:.0%} of steps of ||grad_U||/||grad_E||: "
+        f"median {np.median(vals):.3g} over {vals.size} runs, > 1 in {frac:.0%}"
+    )
+    return _claim("grad_hierarchy", text, verdict, ev, ratios=ratios)
+
+
+def _claim_gates(study, s) -> dict:
+    text = "ReLU gates are stable in the late phase (few flips: frozen-gate reduction, Prop. 4.1)."
+    flips = {}
+    for cid, ds in _relu_runs(study):
+        if "gate_flip_fraction" not in ds:
+            continue
+        steps = ds["step"].to_numpy()
+        late = ds["gate_flip_fraction"].isel(
+            step=slice(int(math.floor((1 - s["late_fraction"]) * steps.size)), None)
+        )
+        for seed, v in zip(ds["seed"].to_numpy(), late.median("step").to_numpy(), strict=True):
+            if np.isfinite(v):
+                flips[f"{cid}/seed={int(seed)}"] = float(v)
+    if len(flips) < s["min_runs"]:
+        return _claim("gates_stable", text, INCONCLUSIVE, f"{len(flips)} runs with gate logs")
+    vals = np.array(list(flips.values()))
+    verdict = PASS if np.median(vals) <= s["gate_flip_max"] else FAIL
+    ev = (
+        f"median gate flip fraction per log interval over the last {s['late_fraction']:.0%} "
+        f"of steps: median {np.median(vals):.3g}, max {vals.max():.3g} over {vals.size} runs "
+        f"(PASS if <= {s['gate_flip_max']})"
+    )
+    return _claim("gates_stable", text, verdict, ev, flips=flips)
+
+
+def _claim_fourier(study, s) -> dict:
+    text = "After grokking the embedding energy concentrates in few Fourier frequencies."
+    gaps, source = {}, None
+    for cid, ds in _relu_runs(study):
+        params = _json(ds.attrs.get("cell"), {}) or {}
+        for seed_i, seed in enumerate(ds["seed"].to_numpy()):
+            first = last = np.nan
+            if "fourier_gap" in ds:
+                fg = ds["fourier_gap"].isel(seed=seed_i).dropna("step")
+                if fg.size:
+                    first, last, source = float(fg[0]), float(fg[-1]), "fourier_gap"
+            elif "snap_E" in ds and params.get("modulus"):
+                snap = ds["snap_E"].isel(seed=seed_i).to_numpy()
+                p = int(params["modulus"])
+                first = fourier_concentration(snap[0], p, s["fourier_keep"])
+                last = fourier_concentration(snap[-1], p, s["fourier_keep"])
+                source = f"snap_E (top {s['fourier_keep']} frequencies)"
+            if np.isfinite(first) and np.isfinite(last):
+                gaps[f"{cid}/seed={int(seed)}"] = (first, last)
+    if len(gaps) < s["min_runs"]:
+        return _claim("fourier", text, INCONCLUSIVE, f"{len(gaps)} runs with Fourier data")
+    first = np.array([g[0] for g in gaps.values()])
+    last = np.array([g[1] for g in gaps.values()])
+    ok = (last <= s["fourier_gap_max"]) & (last <= 0.5 * first)
+    verdict = PASS if ok.mean() > 0.5 else FAIL
+    ev = (
+        f"energy outside the key frequencies ({source}): median {np.median(first):.3g} at init "
+        f"-> {np.median(last):.3g} at the end; concentrated in {int(ok.sum())}/{ok.size} runs "
+        f"(final <= {s['fourier_gap_max']} and halved)"
+    )
+    return _claim("fourier", text, verdict, ev, gaps={k: list(v) for k, v in gaps.items()})
+
+
+def _claim_deep_linear(clocks, cells, s) -> dict:
+    text = "In deep linear networks the classifier and representation clocks separate."
+    deep = set(cells.loc[cells["model"] == "deep_linear", "cell_id"])
+    if not deep:
+        return _claim("deep_linear", text, INCONCLUSIVE, "no deep linear cells in this study")
+    sub = clocks[clocks["cell_id"].isin(deep)]
+    df = separation_ratios(sub, s["rep_clock"], s["cls_eps"])
+    ok = df["ratio"].notna()
+    if ok.sum() < s["min_runs"]:
+        return _claim(
+            "deep_linear",
+            text,
+            INCONCLUSIVE,
+            f"{int(ok.sum())} deep linear runs with both cls and {s['rep_clock']} clocks",
+        )
+    per_cell = df[ok].groupby("cell_id")["ratio"].median()
+    med = float(np.median(per_cell))
+    verdict = PASS if med > s["separation_min_ratio"] else FAIL
+    ev = (
+        f"T_rep/T_cls (cls eps={df['cls_level'].iloc[0]:.0e}, {s['rep_clock']}@"
+        f"{df['slow_level'].iloc[0]}): median over cells {med:.3g} "
+        f"(range {per_cell.min():.3g}-{per_cell.max():.3g}, {len(per_cell)} cells)"
+    )
+    return _claim(
+        "deep_linear", text, verdict, ev, per_cell={k: float(v) for k, v in per_cell.items()}
+    )
+
+
+def evaluate_claims(
+    study_ds_or_trajectories: Any,
+    clocks: pd.DataFrame,
+    fits: dict | None,
+    settings: dict | None = None,
+) -> list[dict]:
+    """Evaluate the paper's checkable claims; each {id, claim, verdict, evidence, details}.
+
+    `study_ds_or_trajectories`: anything `cell_datasets` accepts. `fits`: fits.json content;
+    per-cell entries fits[clock][cell_id] override the local law fits. `settings`: threshold
+    overrides by lower-case constant name.
+    """
+    s = _settings(settings)
+    study = study_ds_or_trajectories
+    clocks = clocks if clocks is not None else pd.DataFrame(columns=sorted(_CLOCK_COLS))
+    cells = cell_table(study, clocks)
+    if "model" not in cells:
+        cells["model"] = "relu_embed"
+    return [
+        _claim_separation(clocks, cells, s),
+        _claim_weight_decay(clocks, cells, s),
+        _claim_srank(study, clocks, cells, s),
+        _claim_cls_law(clocks, fits, s),
+        _claim_rep_law(clocks, fits, s),
+        _claim_grad_hierarchy(study, s),
+        _claim_gates(study, s),
+        _claim_fourier(study, s),
+        _claim_deep_linear(clocks, cells, s),
+    ]
+
+
+def claims_to_json(claims: list[dict]) -> str:
+    """Deterministic JSON for claims.json (NaN/inf written as null)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (np.floating, float)):
+            return float(v) if np.isfinite(v) else None
+        if isinstance(v, np.integer):
+            return int(v)
+        if isinstance(v, np.bool_):
+            return bool(v)
+        return v
+
+    return json.dumps(clean(claims), indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,379 @@
+"""Study configuration: load, validate (JSON schema + semantic checks), expand the grid into cells.
+
+A study is a set of named grids; each grid is `base` <- grid `set` <- one point of the cartesian
+product of its `axes`; `extra_cells` add single cells. Every cell is one training job that stacks
+all `seeds`. Validation collects every problem and raises one `ConfigError` naming the key, the bad
+value, what is allowed and how to fix it, before anything is computed or written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from twoclocks.data.modular import is_prime
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+# Which cell keys apply to which task / model; everything else is common.
+TASK_KEYS = {
+    "modular": ("op", "modulus", "train_fraction", "split", "split_seed"),
+    "teacher": ("input_dim", "num_classes", "teacher_rank", "train_size", "test_size", "data_seed"),
+}
+MODEL_KEYS = {
+    "relu_embed": ("embed_dim", "combine", "hidden_width", "hidden_layers", "bias"),
+    "deep_linear": ("depth", "width", "balanced_init"),
+}
+OPTIMIZER_KEYS = {"adamw": ("betas", "adam_eps"), "sgd": ("momentum",)}
+COMMON_KEYS = ("task", "model", "optimizer", "lr", "weight_decay", "steps", "init_scale", "dtype")
+MODULAR_ONLY_KEYS = ("fourier_keep",)
+
+# Short names used in readable cell ids.
+ABBREVIATIONS = {
+    "weight_decay": "wd",
+    "train_fraction": "frac",
+    "modulus": "p",
+    "hidden_width": "width",
+    "embed_dim": "d",
+    "init_scale": "init",
+    "split_seed": "split_seed",
+    "teacher_rank": "rank",
+    "hidden_layers": "layers",
+}
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._=/+-]+$")
+NON_COMMUTATIVE = ("sub", "div")
+
+
+class ConfigError(ValueError):
+    """A study configuration that cannot run; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid cell: resolved params (design.md) plus the grid-axis values that label it."""
+
+    params: dict[str, Any]
+    axes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.params["cell_id"]
+
+    @property
+    def hash(self) -> str:
+        return self.params["cell_hash"]
+
+    @property
+    def dataset_id(self) -> str:
+        return self.params["dataset_id"]
+
+
+@dataclass
+class Study:
+    """A validated study: its cells, datasets and analysis settings."""
+
+    name: str
+    config: dict[str, Any]
+    cells: list[Cell]
+
+    @property
+    def datasets(self) -> dict[str, dict[str, Any]]:
+        """dataset_id -> the params that generate it."""
+        from twoclocks.data.io import data_params
+
+        return {c.dataset_id: data_params(c.params) for c in self.cells}
+
+    def cell(self, cell_id: str) -> Cell:
+        for c in self.cells:
+            if c.id == cell_id:
+                return c
+        raise KeyError(f"no cell {cell_id!r} in study {self.name!r}")
+
+    @property
+    def axis_names(self) -> list[str]:
+        """Every grid axis used by some cell, in first-seen order."""
+        names: dict[str, None] = {}
+        for c in self.cells:
+            names.update(dict.fromkeys(c.axes))
+        return list(names)
+
+
+def load_schema(path: Path | None = None) -> dict:
+    with open(path or SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def load_config(source: str | Path | dict, schema_path: Path | None = None) -> Study:
+    """Read a YAML file (or take a dict), validate it and expand its grid."""
+    if isinstance(source, dict):
+        raw, where = source, "config"
+    else:
+        where = str(source)
+        try:
+            with open(source) as fh:
+                raw = yaml.safe_load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: no such config file") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{where}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the config must be a mapping with keys study, seeds, grids")
+    schema = load_schema(schema_path)
+    _raise_if(where, _schema_errors(raw, schema))
+    config = _with_defaults(raw, schema)
+    _raise_if(where, _value_errors(config, schema))
+    cells = expand(config, schema)
+    _raise_if(where, _semantic_errors(config, cells))
+    return Study(name=config["study"], config=config, cells=cells)
+
+
+def _raise_if(where: str, errors: list[str]) -> None:
+    if errors:
+        lines = "\n".join(f"  - {e}" for e in errors)
+        raise ConfigError(f"{where}: {len(errors)} problem(s); nothing was run:\n{lines}")
+
+
+def _path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "<top level>"
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    """One line: key, bad value, what is allowed."""
+    key = _path(err.absolute_path)
+    v = err.validator
+    if v == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        allowed = ", ".join(sorted(err.schema.get("properties", {})))
+        return f"{key}: unknown key(s) {', '.join(map(repr, extra))}; allowed keys: {allowed}"
+    if "propertyNames" in err.absolute_schema_path:
+        allowed = err.validator_value if v == "enum" else None
+        hint = f"allowed: {', '.join(map(str, allowed))}" if allowed else err.message
+        return f"{key}: key {err.instance!r} is not allowed; {hint}"
+    if v == "enum":
+        allowed = ", ".join(map(str, err.validator_value))
+        return f"{key} = {err.instance!r} is not allowed; allowed values: {allowed}"
+    if v == "required":
+        return f"{key}: {err.message}; add it"
+    if v == "type":
+        return f"{key} = {err.instance!r} has the wrong type; expected {err.validator_value}"
+    bounds = {
+        "minimum": ">=",
+        "maximum": "<=",
+        "exclusiveMinimum": ">",
+        "exclusiveMaximum": "<",
+    }
+    if v in bounds:
+        return f"{key} = {err.instance!r} is out of range; it must be {bounds[v]} {err.validator_value}"
+    if v in ("minItems", "minProperties"):
+        return f"{key} is empty; give at least {err.validator_value} entr(y/ies)"
+    return f"{key} = {err.instance!r}: {err.message}"
+
+
+def _schema_errors(instance: Any, schema: dict, prefix: tuple = ()) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = []
+    for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path))):
+        err.path.extendleft(reversed(prefix))
+        errors.append(_describe(err))
+    return errors
+
+
+def _with_defaults(raw: dict, schema: dict) -> dict:
+    """Fill top-level and section defaults from the schema (the schema is the single source)."""
+    config = json.loads(json.dumps(raw))
+    for key, sub in schema["properties"].items():
+        if "default" in sub and key not in config:
+            config[key] = json.loads(json.dumps(sub["default"]))
+        if isinstance(config.get(key), dict) and "properties" in sub:
+            for k, s in sub["properties"].items():
+                if "default" in s:
+                    config[key].setdefault(k, s["default"])
+    cell_defaults = {
+        k: s["default"] for k, s in schema["$defs"]["cell"]["properties"].items() if "default" in s
+    }
+    config["base"] = {**cell_defaults, **config.get("base", {})}
+    config.setdefault("extra_cells", [])
+    return config
+
+
+def _value_errors(config: dict, schema: dict) -> list[str]:
+    """Type/range-check every axis value against the cell schema; check level grids."""
+    cell_props = schema["$defs"]["cell"]["properties"]
+    errors = []
+    for gname, grid in config["grids"].items():
+        for key, values in grid.get("axes", {}).items():
+            sub = {**cell_props[key], "$defs": schema["$defs"]}
+            for i, value in enumerate(values):
+                errors += _schema_errors(value, sub, ("grids", gname, "axes", key, i))
+            if len({json.dumps(v) for v in values}) != len(values):
+                errors.append(f"grids.{gname}.axes.{key} = {values!r} repeats a value; list each once")
+    seeds = config["seeds"]
+    if len(set(seeds)) != len(seeds):
+        dup = sorted({s for s in seeds if seeds.count(s) > 1})
+        errors.append(f"seeds = {seeds!r} has duplicate seed(s) {dup}; list each seed once")
+    for key in ("eps", "eta"):
+        levels = config["analysis"].get(key)
+        if levels is None:
+            continue
+        if any(v <= 0 for v in levels):
+            errors.append(f"analysis.{key} = {levels!r} has non-positive levels; all must be > 0")
+        elif any(a <= b for a, b in itertools.pairwise(levels)):
+            errors.append(
+                f"analysis.{key} = {levels!r} is not strictly decreasing; "
+                f"sort it from the loosest to the tightest level, e.g. {sorted(set(levels), reverse=True)}"
+            )
+    for i, extra in enumerate(config["extra_cells"]):
+        if extra["grid"] not in config["grids"]:
+            errors.append(
+                f"extra_cells[{i}].grid = {extra['grid']!r} is not a grid; "
+                f"allowed: {', '.join(config['grids'])}"
+            )
+    return errors
+
+
+def _format_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, list):
+        return "-".join(_format_value(x) for x in v)
+    return str(v)
+
+
+def _relevant_keys(p: dict) -> tuple[str, ...]:
+    keys = COMMON_KEYS + TASK_KEYS[p["task"]] + MODEL_KEYS[p["model"]]
+    keys += OPTIMIZER_KEYS[p["optimizer"]]
+    if p["task"] == "modular":
+        keys += MODULAR_ONLY_KEYS
+    return keys
+
+
+def dataset_id(p: dict) -> str:
+    """A readable, unique name for the dataset a cell trains on."""
+    if p["task"] == "modular":
+        return (
+            f"modular_{p['op']}_p{p['modulus']}_frac{_format_value(p['train_fraction'])}"
+            f"_{p['split']}_s{p['split_seed']}"
+        )
+    return (
+        f"teacher_d{p['input_dim']}_c{p['num_classes']}_r{p['teacher_rank']}"
+        f"_n{p['train_size']}-{p['test_size']}_s{p['data_seed']}"
+    )
+
+
+def cell_hash(params: dict) -> str:
+    """12 hex chars of sha256 over the canonical JSON of the params that define the run."""
+    core = {k: v for k, v in params.items() if k not in ("study", "cell_id", "cell_hash")}
+    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _resolve(config: dict, grid: str, overrides: dict, label: dict) -> Cell:
+    merged = {**config["base"], **config["grids"][grid].get("set", {}), **overrides}
+    merged.setdefault("dtype", config["dtype"])
+    params = {k: merged[k] for k in _relevant_keys(merged) if k in merged}
+    params["seeds"] = list(config["seeds"])
+    params["device"] = config["device"]
+    params.update(config["logging"])
+    params["grid"] = grid
+    params["dataset_id"] = dataset_id(params)
+    params["study"] = config["study"]
+    parts = [grid] + [f"{ABBREVIATIONS.get(k, k)}={_format_value(v)}" for k, v in label.items()]
+    params["cell_id"] = "/".join(parts)
+    params["cell_hash"] = cell_hash(params)
+    return Cell(params=params, axes=dict(label))
+
+
+def expand(config: dict, schema: dict | None = None) -> list[Cell]:
+    """Every cell of every grid, then the extra cells, in config order."""
+    cells = []
+    for gname, grid in config["grids"].items():
+        axes = grid.get("axes", {})
+        for point in itertools.product(*axes.values()):
+            label = dict(zip(axes, point, strict=True))
+            cells.append(_resolve(config, gname, label, label))
+    for extra in config["extra_cells"]:
+        cells.append(_resolve(config, extra["grid"], extra["set"], extra["set"]))
+    return cells
+
+
+def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
+    """What the schema cannot express: cross-key constraints and id collisions."""
+    errors: list[str] = []
+    if not cells:
+        return ["the grid is empty: every grid needs axes with at least one value each"]
+    for gname, grid in config["grids"].items():
+        probe = {**config["base"], **grid.get("set", {})}
+        keys = set(_relevant_keys(probe)) | {"dtype"}
+        for key in grid.get("axes", {}):
+            if key not in keys:
+                errors.append(
+                    f"grids.{gname}.axes.{key}: does not apply to task {probe['task']!r} with "
+                    f"model {probe['model']!r} and optimizer {probe['optimizer']!r}; remove it or "
+                    f"set the matching task/model in grids.{gname}.set"
+                )
+    seen: dict[str, Cell] = {}
+    seen_hash: dict[str, Cell] = {}
+    log = config["logging"]
+    for c in cells:
+        p, cid = c.params, c.id
+        if not ID_PATTERN.match(cid):
+            errors.append(
+                f"cell id {cid!r} has characters unsafe in file names; use letters, digits, '.', '-'"
+            )
+        if cid in seen:
+            errors.append(
+                f"cell id {cid!r} collides with another cell; give the extra cell a distinct "
+                f"value or put it in its own grid"
+            )
+        seen[cid] = c
+        if p["cell_hash"] in seen_hash and seen_hash[p["cell_hash"]].id != cid:
+            errors.append(
+                f"cells {seen_hash[p['cell_hash']].id!r} and {cid!r} resolve to the same run; "
+                f"remove one"
+            )
+        seen_hash[p["cell_hash"]] = c
+        if p["task"] == "modular":
+            if p["op"] in ("mul", "div") and not is_prime(p["modulus"]):
+                errors.append(
+                    f"cell {cid}: op {p['op']!r} with modulus = {p['modulus']} is not allowed; "
+                    f"mul/div need a prime modulus (e.g. 97, 113)"
+                )
+            if p["model"] == "relu_embed" and p["combine"] == "sum" and p["op"] in NON_COMMUTATIVE:
+                errors.append(
+                    f"cell {cid}: combine = 'sum' makes (a, b) and (b, a) the same input but op "
+                    f"{p['op']!r} is not commutative; use combine: concat"
+                )
+            if p["model"] == "relu_embed" and p["fourier_keep"] > p["modulus"] // 2:
+                errors.append(
+                    f"cell {cid}: fourier_keep = {p['fourier_keep']} exceeds the "
+                    f"{p['modulus'] // 2} distinct frequencies of modulus {p['modulus']}"
+                )
+        else:
+            if p["teacher_rank"] > min(p["input_dim"], p["num_classes"]):
+                errors.append(
+                    f"cell {cid}: teacher_rank = {p['teacher_rank']} exceeds "
+                    f"min(input_dim, num_classes) = {min(p['input_dim'], p['num_classes'])}"
+                )
+            if p["model"] == "relu_embed":
+                errors.append(
+                    f"cell {cid}: model 'relu_embed' needs token inputs (task: modular); "
+                    f"use model: deep_linear for the teacher task"
+                )
+        if log["snapshot_count"] > p["steps"] + 1:
+            errors.append(
+                f"cell {cid}: logging.snapshot_count = {log['snapshot_count']} exceeds the "
+                f"{p['steps'] + 1} available steps; lower it"
+            )
+    return errors

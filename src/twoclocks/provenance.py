@@ -1,0 +1,85 @@
+"""Provenance recorded with every output: library version, git commit, packages, device, dtype.
+
+No timestamps or hostnames: the same inputs must give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import twoclocks
+
+PACKAGES = (
+    "torch",
+    "numpy",
+    "xarray",
+    "zarr",
+    "pandas",
+    "scipy",
+    "statsmodels",
+    "altair",
+    "vl-convert-python",
+    "snakemake",
+)
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the checkout holding this library (suffix `-dirty` if modified), else None."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "") if sha else None
+
+
+@functools.cache
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages whose behaviour shapes our numbers."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def collect(device: str | None = None, dtype: str | None = None) -> dict:
+    """A JSON-safe provenance record for an output file."""
+    record = {
+        "library": "twoclocks",
+        "library_version": twoclocks.__version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+    }
+    if device is not None:
+        record["device"] = device
+    if dtype is not None:
+        record["dtype"] = dtype
+    return record
+
+
+def to_json(record: dict) -> str:
+    """Canonical JSON (sorted keys) so that equal records give equal bytes."""
+    return json.dumps(record, sort_keys=True, default=str)

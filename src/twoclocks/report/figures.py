@@ -1,0 +1,604 @@
+"""Altair figures of a study: the paper's Figs. 1-3, clock laws and mechanism diagnostics.
+
+Each `fig_*` returns an `alt.Chart` (or layered/concatenated chart) or raises `FigureSkipped`
+when the study lacks its inputs. Bands over seeds are precomputed (mean, min, max) and drawn with
+`mark_area(y, y2)`, so the same inputs give byte-identical PNG/SVG; trajectories are thinned to a
+log+linear spaced subset of at most `MAX_POINTS` log points per line (never truncated), and every
+chart stays under altair's 5,000-row limit.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import vl_convert as vlc
+import xarray as xr
+
+from twoclocks.analyze import claims as cl
+
+MAX_POINTS = 400  # log points per line after thinning
+MAX_ROWS = 4800  # rows per chart (altair raises past 5,000)
+WIDTH, HEIGHT = 460, 280
+HEATMAP_COLUMNS = 20  # embedding/head columns shown in the Fig. 2 heatmaps (largest final norm)
+FLOOR = 1e-30  # positive floor for log axes
+
+
+class FigureSkipped(Exception):
+    """The study has no inputs for this figure (e.g. no deep linear cells)."""
+
+
+# --- data shaping -----------------------------------------------------------------------------
+def thin_indices(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
+    """At most `max_points` sorted indices of range(n): half log-spaced, half linear, ends kept."""
+    if n <= max_points:
+        return np.arange(n)
+    half = max_points // 2
+    log_idx = np.round(np.geomspace(1, n, half)).astype(int) - 1
+    lin_idx = np.round(np.linspace(0, n - 1, max_points - half)).astype(int)
+    return np.unique(np.concatenate([[0, n - 1], log_idx, lin_idx]))[:max_points]
+
+
+def _seed_band(da: xr.DataArray, n_points: int) -> pd.DataFrame:
+    """Thin `da` (seed, step) over steps and reduce over seeds to step, mean, lo, hi."""
+    da = da.isel(step=thin_indices(da.sizes["step"], n_points))
+    vals = da.transpose("seed", "step").to_numpy().astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        df = pd.DataFrame(
+            {
+                "step": da["step"].to_numpy().astype(float),
+                "mean": np.nanmean(vals, axis=0),
+                "lo": np.nanmin(vals, axis=0),
+                "hi": np.nanmax(vals, axis=0),
+            }
+        )
+    return df[np.isfinite(df["mean"])]
+
+
+def _bands(
+    cells: list[tuple[str, dict, xr.Dataset]],
+    series: dict[str, Any],
+    n_lines: int | None = None,
+) -> pd.DataFrame:
+    """Long table cell_id, label, series, step, mean, lo, hi for callables/names per series."""
+    labels = _labels(cells)
+    n_lines = n_lines or max(1, len(cells) * len(series))
+    n_points = max(10, min(MAX_POINTS, MAX_ROWS // n_lines))
+    frames = []
+    for cid, _params, ds in cells:
+        for name, get in series.items():
+            da = get(ds) if callable(get) else ds[get] if get in ds else None
+            if da is None:
+                continue
+            df = _seed_band(da, n_points)
+            df.insert(0, "series", name)
+            df.insert(0, "label", labels[cid])
+            df.insert(0, "cell_id", cid)
+            frames.append(df)
+    if not frames:
+        raise FigureSkipped("no trajectories with " + ", ".join(series))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _labels(cells: list[tuple[str, dict, xr.Dataset]]) -> dict[str, str]:
+    table = cl.cell_table({cid: ds for cid, _p, ds in cells})
+    return dict(zip(table["cell_id"], table["label"], strict=True))
+
+
+def _order(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["label"]))
+
+
+def _relu(study: Any) -> list[tuple[str, dict, xr.Dataset]]:
+    return [c for c in cl.cell_datasets(study) if not cl.is_deep_linear(c[1])]
+
+
+def _deep(study: Any) -> list[tuple[str, dict, xr.Dataset]]:
+    return [c for c in cl.cell_datasets(study) if cl.is_deep_linear(c[1])]
+
+
+def _band_chart(
+    df: pd.DataFrame,
+    title: str,
+    y_title: str,
+    log_y: bool = True,
+    color: str = "label",
+    dash: str | None = "series",
+) -> alt.LayerChart:
+    """Seed band (area between min and max) under the seed-mean line, per colour (and dash)."""
+    df = df.copy()
+    if log_y:
+        for c in ("mean", "lo", "hi"):
+            df[c] = df[c].clip(lower=FLOOR)
+    scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    col = alt.Color(f"{color}:N", sort=list(dict.fromkeys(df[color])), title=None)
+    base = alt.Chart(df).encode(x=alt.X("step:Q", title="step"), color=col)
+    detail = [alt.Detail("cell_id:N")] + ([alt.Detail(f"{dash}:N")] if dash else [])
+    area = base.mark_area(opacity=0.18).encode(
+        y=alt.Y("lo:Q", scale=scale, title=y_title), y2="hi:Q", detail=detail
+    )
+    line_enc = {"y": alt.Y("mean:Q", scale=scale, title=y_title), "detail": detail}
+    if dash:
+        line_enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None)
+    line = base.mark_line(strokeWidth=1.5).encode(**line_enc)
+    return alt.layer(area, line).properties(title=title, width=WIDTH, height=HEIGHT)
+
+
+# --- the paper's figures --------------------------------------------------------------------
+def fig_loss(study: Any) -> alt.LayerChart:
+    """Fig. 1: train and test CE vs step per cell (weight decay), log y; band = seed min-max."""
+    cells = _relu(study) or cl.cell_datasets(study)
+    df = _bands(cells, {"train": "train_loss", "test": "test_loss"})
+    return _band_chart(df, "Train and test loss (Fig. 1)", "cross-entropy")
+
+
+def fig_loss_srank(study: Any, matrix: str | None = None) -> alt.LayerChart:
+    """Fig. 3: test loss (log, left axis) and stable rank (right axis) vs step per cell."""
+    cells = _relu(study) or cl.cell_datasets(study)
+    cells = [c for c in cells if "srank" in c[2]]
+    if not cells:
+        raise FigureSkipped("no stable rank logged")
+    mat = matrix or cl.srank_matrix(cells[0][2])
+    n_lines = 2 * len(cells)
+    loss = _bands(cells, {"test loss": "test_loss"}, n_lines)
+    srank = _bands(cells, {f"srank({mat})": lambda ds: ds["srank"].sel(matrix=mat)}, n_lines)
+    left = _band_chart(loss, "", "test loss (log)", log_y=True)
+    right = _band_chart(srank, "", f"stable rank of {mat}", log_y=False)
+    return (
+        alt.layer(left, right)
+        .resolve_scale(y="independent")
+        .properties(title=f"Test loss and stable rank (Fig. 3), matrix {mat}")
+    )
+
+
+def primitive_root(p: int) -> int:
+    """Smallest generator of the multiplicative group of Z/p (p prime)."""
+    factors = {q for q in range(2, p) if (p - 1) % q == 0 and all(q % r for r in range(2, q))}
+    for g in range(2, p):
+        if all(pow(g, (p - 1) // q, p) != 1 for q in factors):
+            return g
+    return 1
+
+
+def generator_order(p: int) -> np.ndarray:
+    """Residues g^0, g^1, ..., g^(p-2) mod p for the smallest generator g (Fig. 2 ordering)."""
+    g = primitive_root(p)
+    return np.array([pow(g, i, p) for i in range(p - 1)])
+
+
+def _pick_cell(study: Any, cell: str | None, var: str) -> tuple[str, dict, xr.Dataset]:
+    cells = [c for c in cl.cell_datasets(study) if var in c[2] and c[1].get("modulus")]
+    if cell is not None:
+        cells = [c for c in cells if c[0] == cell]
+    if not cells:
+        raise FigureSkipped(f"no modular cell with {var} snapshots")
+    return cells[-1]  # cells are sorted: the last has the largest weight decay in a wd grid
+
+
+def _residue_rows(snap: np.ndarray, p: int) -> np.ndarray:
+    """Orient a snapshot (row, col) so rows are residues 0..p-1 (rows or columns of size >= p)."""
+    return snap[:p] if snap.shape[0] >= p else snap.T[:p]
+
+
+def fig_generator_heatmap(
+    study: Any, block: str = "E", cell: str | None = None, seed_index: int = 0
+) -> alt.HConcatChart:
+    """Fig. 2: rows of E (or class rows of U) ordered as g^i mod p, first vs last checkpoint.
+
+    Shows the HEATMAP_COLUMNS columns with the largest final norm (same columns in both panels).
+    """
+    var = f"snap_{block}"
+    cid, params, ds = _pick_cell(study, cell, var)
+    p = int(params["modulus"])
+    snaps = ds[var].isel(seed=seed_index).to_numpy()
+    first, last = _residue_rows(snaps[0], p), _residue_rows(snaps[-1], p)
+    n_cols = min(HEATMAP_COLUMNS, last.shape[1], max(1, MAX_ROWS // (2 * (p - 1))))
+    cols = np.sort(np.argsort(-np.linalg.norm(last, axis=0), kind="stable")[:n_cols])
+    order = generator_order(p)
+    steps = ds["checkpoint_step"].to_numpy() if "checkpoint_step" in ds else [0, -1]
+    panels = []
+    for snap, step in ((first, steps[0]), (last, steps[-1])):
+        m = snap[order][:, cols]
+        i, j = np.meshgrid(np.arange(p - 1), np.arange(n_cols), indexing="ij")
+        df = pd.DataFrame(
+            {"i": i.ravel(), "residue": order[i.ravel()], "col": cols[j.ravel()], "w": m.ravel()}
+        )
+        vmax = float(np.abs(m).max()) or 1.0
+        panels.append(
+            alt.Chart(df)
+            .mark_rect()
+            .encode(
+                x=alt.X("col:O", title=f"{block} column"),
+                y=alt.Y("i:O", title="i (residue g^i mod p)", axis=alt.Axis(labels=False)),
+                color=alt.Color(
+                    "w:Q",
+                    scale=alt.Scale(scheme="redblue", domain=[-vmax, vmax], reverse=True),
+                    legend=None,
+                ),
+                tooltip=["residue:Q", "col:Q", alt.Tooltip("w:Q", format=".3f")],
+            )
+            .properties(title=f"step {int(step)}", width=220, height=260)
+        )
+    g = primitive_root(p)
+    return (
+        alt.hconcat(*panels)
+        .resolve_scale(color="independent")
+        .properties(
+            title=f"{block} rows by residue g^i mod {p} (g = {g}), {cid}, "
+            f"seed {int(ds['seed'][seed_index])}"
+        )
+    )
+
+
+def fourier_spectrum(rows: np.ndarray, op: str = "add") -> np.ndarray:
+    """Energy per frequency k = 0..p//2 of a (p, n) matrix over residues, summed over columns.
+
+    Additive tasks use the natural residue order; multiplicative ones (mul/div) the discrete-log
+    order given by the generator (row 0 dropped), where their Fourier structure lives.
+    """
+    rows = np.asarray(rows, float)
+    if op in {"mul", "div"}:
+        rows = rows[generator_order(rows.shape[0])]
+    coef = np.fft.rfft(rows - rows.mean(axis=0), axis=0)
+    return np.sum(np.abs(coef) ** 2, axis=1)
+
+
+def fig_fourier_spectra(study: Any, cell: str | None = None, seed_index: int = 0) -> alt.Chart:
+    """Fig. 2 (spectra): normalised Fourier energy of E and U rows, first vs last checkpoint."""
+    cid, params, ds = _pick_cell(study, cell, "snap_E")
+    p, op = int(params["modulus"]), str(params.get("op", "add"))
+    frames = []
+    for block in ("E", "U"):
+        var = f"snap_{block}"
+        if var not in ds:
+            continue
+        snaps = ds[var].isel(seed=seed_index).to_numpy()
+        for when, snap in (("first checkpoint", snaps[0]), ("last checkpoint", snaps[-1])):
+            spec = fourier_spectrum(_residue_rows(snap, p), op)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "block": block,
+                        "when": when,
+                        "k": np.arange(spec.size),
+                        "energy": spec / (spec.sum() or 1.0),
+                    }
+                )
+            )
+    df = pd.concat(frames, ignore_index=True)
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("k:O", title="frequency k"),
+            y=alt.Y("energy:Q", title="energy fraction"),
+            color=alt.Color("when:N", title=None),
+            xOffset="when:N",
+            row=alt.Row("block:N", title=None),
+        )
+        .properties(width=WIDTH, height=140, title=f"Fourier spectra of E and U rows, {cid}")
+    )
+
+
+# --- clock figures ----------------------------------------------------------------------------
+def _clock_points(clocks: pd.DataFrame, clock: str, study: Any) -> pd.DataFrame:
+    df = cl.usable(clocks, clock)
+    df = df[~df["censored"].astype(bool) & df["step"].notna() & (df["level"] > 0)]
+    if df.empty:
+        raise FigureSkipped(f"no uncensored {clock} clocks")
+    labels = cl.cell_table(study, clocks).set_index("cell_id")["label"]
+    agg = (
+        df.groupby(["cell_id", "level"], sort=True)["step"]
+        .agg(mean="mean", lo="min", hi="max")
+        .reset_index()
+    )
+    agg["label"] = agg["cell_id"].map(labels).fillna(agg["cell_id"])
+    return agg
+
+
+def _clock_chart(pts: pd.DataFrame, lines: pd.DataFrame, x: str, x_title: str, log: bool, title):
+    xs = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    ys = alt.Scale(type="log") if log else alt.Scale(zero=False)
+    sort = list(dict.fromkeys(pts["label"]))
+    col = alt.Color("label:N", sort=sort, title=None)
+    base = alt.Chart(pts).encode(x=alt.X(f"{x}:Q", scale=xs, title=x_title), color=col)
+    rule = base.mark_rule().encode(y=alt.Y("lo:Q", scale=ys), y2="hi:Q")
+    dots = base.mark_point(filled=True).encode(
+        y=alt.Y("mean:Q", scale=ys, title="step (mean, seed min-max)")
+    )
+    layers = [rule, dots]
+    if not lines.empty:
+        layers.append(
+            alt.Chart(lines)
+            .mark_line(strokeDash=[4, 3])
+            .encode(x=f"{x}:Q", y="fit:Q", color=col, detail="cell_id:N")
+        )
+    return alt.layer(*layers).properties(title=title, width=WIDTH, height=HEIGHT)
+
+
+def fig_cls_clock(clocks: pd.DataFrame, fits: dict | None = None, study: Any = None) -> alt.Chart:
+    """T_cls(eps) vs log(1/eps) per cell with the fitted log law (Thm 3.5, eq. 2.1)."""
+    pts = _clock_points(clocks, "cls", study)
+    pts["x"] = np.log(1.0 / pts["level"])
+    laws = cl.law_fits(clocks, fits)["cls"]
+    rows = []
+    for cid, g in pts.groupby("cell_id", sort=True):
+        f = laws.get(str(cid))
+        if f and "slope" in f:
+            xs = np.linspace(g["x"].min(), g["x"].max(), 20)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "cell_id": cid,
+                        "label": g["label"].iloc[0],
+                        "x": xs,
+                        "fit": f["intercept"] + f["slope"] * xs,
+                    }
+                )
+            )
+    lines = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    return _clock_chart(pts, lines, "x", "log(1/eps)", False, "Classifier clock T_cls (log law)")
+
+
+def fig_rep_clock(
+    clocks: pd.DataFrame, fits: dict | None = None, study: Any = None, clock: str = cl.REP_CLOCK
+) -> alt.Chart:
+    """T_rep(eta) vs eta on log-log axes with the fitted T_KL + C eta^-(2 theta - 1) (Thm 4.8)."""
+    pts = _clock_points(clocks, clock, study)
+    laws = cl.law_fits(clocks, fits, clock)[clock]
+    rows = []
+    for cid, g in pts.groupby("cell_id", sort=True):
+        f = laws.get(str(cid))
+        if f and "exponent" in f:
+            eta = np.geomspace(g["level"].min(), g["level"].max(), 20)
+            fit = f.get("t_kl", 0.0) + np.exp(f["log_prefactor"]) * eta ** -f["exponent"]
+            rows.append(
+                pd.DataFrame(
+                    {"cell_id": cid, "label": g["label"].iloc[0], "level": eta, "fit": fit}
+                )
+            )
+    lines = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    return _clock_chart(pts, lines, "level", "eta", True, f"Representation clock ({clock})")
+
+
+def fig_separation_ratio(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
+    """Separation ratios T_gen/T_cls and T_rep/T_cls per run vs weight decay (SCIENCE.md 7)."""
+    cells = cl.cell_table(study, clocks)
+    if "weight_decay" not in cells:
+        raise FigureSkipped("weight decay is not a grid axis")
+    frames = []
+    for slow in ("gen", cl.REP_CLOCK):
+        df = cl.separation_ratios(clocks, slow)
+        df = df[df["ratio"].notna()]
+        if not df.empty:
+            df["ratio_of"] = f"{df['slow_clock'].iloc[0]} / cls"
+            frames.append(df)
+    if not frames:
+        raise FigureSkipped("no run with both clocks")
+    df = pd.concat(frames, ignore_index=True).merge(
+        cells[["cell_id", "weight_decay", "model"]], on="cell_id"
+    )
+    df = df[["cell_id", "seed", "weight_decay", "model", "ratio", "ratio_of"]]
+    agg = (
+        df.groupby(["ratio_of", "model", "weight_decay"], sort=True)["ratio"]
+        .agg(mean="mean", lo="min", hi="max")
+        .reset_index()
+    )
+    base = alt.Chart(agg).encode(
+        x=alt.X("weight_decay:Q", title="weight decay", scale=alt.Scale(zero=False)),
+        color=alt.Color("ratio_of:N", title=None),
+        shape=alt.Shape("model:N", title=None),
+    )
+    y = alt.Y("mean:Q", scale=alt.Scale(type="log"), title="separation ratio (mean, min-max)")
+    return alt.layer(
+        base.mark_rule().encode(y=alt.Y("lo:Q", scale=alt.Scale(type="log")), y2="hi:Q"),
+        base.mark_line(point=True).encode(y=y, detail="model:N"),
+        alt.Chart(pd.DataFrame({"r": [cl.SEPARATION_MIN_RATIO]}))
+        .mark_rule(strokeDash=[2, 2], color="gray")
+        .encode(y="r:Q"),
+    ).properties(title="Separation ratio vs weight decay", width=WIDTH, height=HEIGHT)
+
+
+def fig_depth_clocks(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
+    """Deep linear nets: T_cls(eps) and T_rep(eta) vs depth L (mean, seed min-max)."""
+    cells = cl.cell_table(study, clocks)
+    if "depth" not in cells or not (cells["model"] == "deep_linear").any():
+        raise FigureSkipped("no deep linear cells")
+    deep = cells[cells["model"] == "deep_linear"][["cell_id", "depth"]]
+    sub = clocks[clocks["cell_id"].isin(deep["cell_id"])]
+    frames = []
+    for clock, level in (
+        ("cls", cl.pick_level(sub, "cls", cl.CLS_EPS)),
+        (cl.REP_CLOCK, cl.strictest_level(sub, cl.REP_CLOCK)),
+    ):
+        t = cl.clock_times(sub, clock, level).dropna(subset=["step"])
+        if not t.empty:
+            t["clock"] = f"{clock} @ {level:g}"
+            frames.append(t)
+    if not frames:
+        raise FigureSkipped("no uncensored deep linear clocks")
+    df = pd.concat(frames, ignore_index=True).merge(deep, on="cell_id")
+    agg = (
+        df.groupby(["clock", "depth"], sort=True)["step"]
+        .agg(mean="mean", lo="min", hi="max")
+        .reset_index()
+    )
+    base = alt.Chart(agg).encode(
+        x=alt.X("depth:O", title="depth L"), color=alt.Color("clock:N", title=None)
+    )
+    y = alt.Y("mean:Q", scale=alt.Scale(type="log"), title="step (mean, seed min-max)")
+    return alt.layer(
+        base.mark_rule().encode(y=alt.Y("lo:Q", scale=alt.Scale(type="log")), y2="hi:Q"),
+        base.mark_line(point=True).encode(y=y),
+    ).properties(title="Deep linear: clocks vs depth", width=WIDTH, height=HEIGHT)
+
+
+# --- mechanism figures --------------------------------------------------------------------------
+def _one(cells, cell: str | None, what: str):
+    if cell is not None:
+        cells = [c for c in cells if c[0] == cell]
+    if not cells:
+        raise FigureSkipped(f"no cell for {what}")
+    return cells[-1]
+
+
+def fig_grad_bounds(study: Any, cell: str | None = None) -> alt.Chart:
+    """Per-block gradient norms vs the Prop. 4.2 bound terms over time (one ReLU cell).
+
+    ||grad_U|| vs ||delta|| ||h|| (equality), ||grad_W|| vs ||U||_2 ||z|| ||delta||,
+    ||grad_E|| vs ||W||_2 ||U||_2 ||delta||.
+    """
+    cid, params, ds = _one([c for c in _relu(study) if "grad_norm" in c[2]], cell, "gradients")
+    need = {"delta_norm", "h_norm", "z_norm", "U_spec", "W_spec"}
+    if not need <= set(ds.data_vars):
+        raise FigureSkipped("bound terms not logged: " + ", ".join(sorted(need - set(ds))))
+    w = next((str(b) for b in ds["block"].values if str(b).startswith("W")), "W1")
+    d = ds["delta_norm"]
+    pairs = {
+        "U": (ds["grad_norm"].sel(block="U"), d * ds["h_norm"]),
+        "W": (ds["grad_norm"].sel(block=w), ds["U_spec"] * ds["z_norm"] * d),
+        "E": (ds["grad_norm"].sel(block="E"), ds["W_spec"] * ds["U_spec"] * d),
+    }
+    n_points = max(10, min(MAX_POINTS, MAX_ROWS // 6))
+    frames = []
+    for block, (grad, bound) in pairs.items():
+        for series, da in (("measured ||grad||", grad), ("Prop. 4.2 term", bound)):
+            df = _seed_band(da, n_points)
+            df.insert(0, "series", series)
+            df.insert(0, "block", block)
+            frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    df["cell_id"] = df["label"] = df["block"]
+    chart = _band_chart(df, "", "norm", log_y=True, color="block", dash="series")
+    return chart.properties(title=f"Gradient norms vs Prop. 4.2 bound terms, {cid}")
+
+
+def fig_gates(study: Any) -> alt.VConcatChart:
+    """Gate flip fraction per log interval and min |pre-activation| over time, per ReLU cell."""
+    cells = [c for c in _relu(study) if "gate_flip_fraction" in c[2]]
+    if not cells:
+        raise FigureSkipped("no gate statistics logged")
+    n_lines = 2 * len(cells)
+    flips = _bands(cells, {"flips": "gate_flip_fraction"}, n_lines)
+    margin = _bands(cells, {"margin": "preact_min_abs"}, n_lines)
+    return alt.vconcat(
+        _band_chart(flips, "Gate flip fraction since previous log", "fraction", dash=None),
+        _band_chart(margin, "Min |pre-activation| on the train set", "|h|", dash=None),
+    )
+
+
+def fig_singular_values(study: Any, cell: str | None = None, top: int = 8) -> alt.Chart:
+    """Deep linear: the `top` singular values of the end-to-end map A over time (Prop. 4.3)."""
+    cid, _p, ds = _one([c for c in _deep(study) if "singular_values" in c[2]], cell, "svs")
+    k = min(top, ds.sizes["sv"])
+    frames = []
+    for i in range(k):
+        df = _seed_band(ds["singular_values"].isel(sv=i), max(10, min(MAX_POINTS, MAX_ROWS // k)))
+        df.insert(0, "label", f"s{i + 1}")
+        df.insert(0, "cell_id", f"s{i + 1}")
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
+    return _band_chart(df, f"Singular values of A, {cid}", "singular value", dash=None)
+
+
+def fig_schatten(study: Any) -> alt.Chart:
+    """Deep linear: sum_l ||W_l||_F^2 vs L * ||A||_{S_2/L}^{2/L} (eq. 2.7) per cell."""
+    cells = [c for c in _deep(study) if "schatten_energy" in c[2] and "sqnorm_total" in c[2]]
+    if not cells:
+        raise FigureSkipped("no deep linear cells with Schatten energy")
+    series = {
+        "sum ||W_l||^2": "sqnorm_total",
+        "L * Schatten energy": lambda ds: ds["schatten_energy"] * _depth(ds),
+    }
+    df = _bands(cells, series)
+    return _band_chart(df, "Schatten energy vs sum of squared norms", "value", log_y=True)
+
+
+def _depth(ds: xr.Dataset) -> int:
+    params = cl._json(ds.attrs.get("cell"), {}) or {}
+    return int(params.get("depth", sum(str(b).startswith("W") for b in ds["block"].values)))
+
+
+# --- all figures, saving ----------------------------------------------------------------------
+def build_figures(
+    study: Any, clocks: pd.DataFrame | None, fits: dict | None
+) -> tuple[dict[str, alt.TopLevelMixin], list[str]]:
+    """All figures this study supports, keyed by file stem, and notes on the skipped ones."""
+    clocks = clocks if clocks is not None else pd.DataFrame()
+    makers = {
+        "fig1_loss": lambda: fig_loss(study),
+        "fig3_loss_srank": lambda: fig_loss_srank(study),
+        "fig2_embedding": lambda: fig_generator_heatmap(study, "E"),
+        "fig2_head": lambda: fig_generator_heatmap(study, "U"),
+        "fig2_spectra": lambda: fig_fourier_spectra(study),
+        "clock_cls": lambda: fig_cls_clock(clocks, fits, study),
+        "clock_rep": lambda: fig_rep_clock(clocks, fits, study),
+        "separation_ratio": lambda: fig_separation_ratio(clocks, study),
+        "clocks_depth": lambda: fig_depth_clocks(clocks, study),
+        "grad_bounds": lambda: fig_grad_bounds(study),
+        "gates": lambda: fig_gates(study),
+        "deep_singular_values": lambda: fig_singular_values(study),
+        "deep_schatten": lambda: fig_schatten(study),
+    }
+    charts, notes = {}, []
+    for name, make in makers.items():
+        try:
+            charts[name] = make()
+        except FigureSkipped as err:
+            notes.append(f"{name}: skipped ({err})")
+        except KeyError as err:
+            notes.append(f"{name}: skipped (missing {err})")
+    return charts, notes
+
+
+@functools.cache
+def js_bundle() -> str:
+    """Vega, Vega-Lite and vega-embed as one offline script (vl-convert), safe inside <script>."""
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    return vlc.javascript_bundle(vl_version=vl_version_for_vl_convert()).replace(
+        "</script", "<\\/script"
+    )
+
+
+def spec_json(chart: alt.TopLevelMixin) -> str:
+    """The chart's Vega-Lite spec as deterministic JSON, safe to embed in HTML."""
+    import json
+
+    return json.dumps(chart.to_dict(), sort_keys=True).replace("</", "<\\/")
+
+
+def chart_html(chart: alt.TopLevelMixin, title: str = "figure") -> str:
+    """A self-contained offline page for one chart (what altair's `save(inline=True)` writes)."""
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'
+        f"{title}</title>\n<script>{js_bundle()}</script></head>\n<body>"
+        '<div id="vis"></div>\n<script>vegaEmbed("#vis", '
+        f'{spec_json(chart)}, {{"actions": false}}).catch(console.error);</script>'
+        "\n</body></html>\n"
+    )
+
+
+def save_chart(chart: alt.TopLevelMixin, base_path: str | Path) -> list[Path]:
+    """Write base.html (self-contained, offline), base.png and base.svg; return the paths.
+
+    HTML inlines the cached vl-convert bundle (as `save(inline=True)` does, without rebuilding
+    the bundle per chart); PNG and SVG come from vl-convert, deterministic for the same spec.
+    """
+    base = Path(base_path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    spec = chart.to_dict()
+    paths = [base.with_suffix(".html"), base.with_suffix(".png"), base.with_suffix(".svg")]
+    paths[0].write_text(chart_html(chart, base.name), encoding="utf-8")
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    vl = vl_version_for_vl_convert()
+    paths[1].write_bytes(vlc.vegalite_to_png(spec, vl_version=vl, scale=2))
+    paths[2].write_text(vlc.vegalite_to_svg(spec, vl_version=vl), encoding="utf-8")
+    return paths

@@ -1,0 +1,41 @@
+"""A small JSON manifest beside each trajectory store.
+
+Snakemake cannot tell an empty zarr directory from a full one (CONVENTIONS.md), so downstream
+rules depend on this file, written only after the store was validated.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+
+def summarize(store: str | Path) -> dict:
+    """What a downstream step may rely on: shapes, seeds, per-seed status, identity."""
+    ds = xr.open_zarr(store, consolidated=False)
+    if "train_loss" not in ds or ds.sizes.get("step", 0) == 0:
+        raise ValueError(f"{store}: not a complete trajectory store (no train_loss over step)")
+    loss = ds["train_loss"].values
+    cell = json.loads(ds.attrs["cell"])
+    return {
+        "store": str(store),
+        "cell_id": cell["cell_id"],
+        "cell_hash": cell["cell_hash"],
+        "sizes": {k: int(v) for k, v in ds.sizes.items()},
+        "seeds": [int(s) for s in ds["seed"].values],
+        "last_step": int(ds["step"].values[-1]),
+        "seed_status": json.loads(ds.attrs.get("seed_status", "{}")),
+        "final_train_loss": [None if np.isnan(v) else float(v) for v in loss[:, -1]],
+        "dtype": ds.attrs.get("dtype"),
+        "device": ds.attrs.get("device"),
+    }
+
+
+def write_manifest(store: str | Path, path: str | Path, **extra) -> dict:
+    """Validate `store` and write its manifest (plus `extra`, e.g. wall_seconds) to `path`."""
+    record = {**summarize(store), **extra}
+    Path(path).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record

@@ -1,0 +1,319 @@
+"""Batched metric primitives for stacked models (leading member axis ``M``).
+
+Every function takes torch tensors whose first axis indexes the ``M`` stacked members, reduces
+each member on its own (no statistic is shared across members), and returns float64 tensors on
+the input's device. Nothing here loops over members or classes in Python, so one call covers a
+whole cell. Non-finite members (e.g. a diverged seed) give NaN for that member only.
+
+Equation numbers refer to arXiv 2606.05863 (see ``shared/SCIENCE.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import reduce
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "accuracy",
+    "balancedness_gap",
+    "cross_entropy",
+    "end_to_end",
+    "fourier_energy",
+    "fourier_gap",
+    "gate_flip_fraction",
+    "logit_metrics",
+    "margins",
+    "preact_min_abs",
+    "schatten_energy",
+    "separation_gap",
+    "simplex_error",
+    "singular_values",
+    "spectral_norm",
+    "spectral_summary",
+    "stable_rank",
+]
+
+F64 = torch.float64
+
+
+# ---------------------------------------------------------------------------------------------
+# Logit metrics
+
+
+def _other_minus_true(logits: Tensor, y: Tensor) -> Tensor:
+    """Float64 ``z_c - z_y`` for every class, with the true class itself set to ``-inf``."""
+    if logits.shape[-1] < 2:
+        raise ValueError("logit metrics need at least two classes")
+    z = logits.to(F64)
+    idx = y.to(device=z.device, dtype=torch.long).view(1, -1, 1).expand(z.shape[0], -1, 1)
+    rel = z - z.gather(-1, idx)
+    return rel.scatter_(-1, idx, float("-inf"))
+
+
+def _loss_and_margin(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample float64 CE and margin, each ``(M, n)``.
+
+    CE is ``log(1 + sum_{c != y} exp(z_c - z_y)) = softplus(lse_{c != y}(z_c - z_y))``, which
+    stays accurate to float64 relative precision for arbitrarily small losses, where
+    ``-log_softmax`` cancels (``log(1 + 1e-17) == 0``) and floors near 1e-16. The max inside the
+    log-sum-exp is minus the margin, so both come from one pass.
+    """
+    rel = _other_minus_true(logits, y)
+    top = rel.amax(dim=-1, keepdim=True)
+    lse = top.squeeze(-1) + rel.sub_(top).exp_().sum(dim=-1).log_()
+    return torch.nn.functional.softplus(lse), -top.squeeze(-1)
+
+
+def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy per member, ``(M, n, C), (n,) -> (M,)`` float64.
+
+    The logits are cast to float64 *before* any arithmetic (a float32 loss floors near 1e-7,
+    SCIENCE.md 5), and the loss is evaluated as ``softplus`` of the log-sum-exp of the other
+    classes' logit gaps, which resolves losses far below 1e-16.
+    """
+    return _loss_and_margin(logits, y)[0].mean(dim=-1)
+
+
+def _margin(logits: Tensor, y: Tensor) -> Tensor:
+    return -_other_minus_true(logits, y).amax(dim=-1)
+
+
+def margins(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Min and mean margin per member: ``z_y - max_{c != y} z_c`` (float64), each ``(M,)``."""
+    margin = _margin(logits, y)
+    return margin.amin(dim=-1), margin.mean(dim=-1)
+
+
+def accuracy(logits: Tensor, y: Tensor) -> Tensor:
+    """Fraction of samples with a strictly positive margin, ``(M,)`` float64.
+
+    Same as argmax accuracy except at exact ties, which count as wrong here (argmax would pick
+    the lowest index, so e.g. an all-zero head would score 1/C for free).
+    """
+    return (_margin(logits, y) > 0).to(F64).mean(dim=-1)
+
+
+def logit_metrics(logits: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """``loss``, ``acc``, ``margin_min``, ``margin_mean`` (each ``(M,)``) from one float64 pass.
+
+    Equal to calling :func:`cross_entropy`, :func:`accuracy` and :func:`margins` separately, but
+    casts and rearranges the logits once (use it on every log step).
+    """
+    loss, margin = _loss_and_margin(logits, y)
+    return {
+        "loss": loss.mean(dim=-1),
+        "acc": (margin > 0).to(F64).mean(dim=-1),
+        "margin_min": margin.amin(dim=-1),
+        "margin_mean": margin.mean(dim=-1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectral metrics
+
+
+def singular_values(mats: Tensor) -> Tensor:
+    """Singular values per member in float64, descending, ``(M, a, b) -> (M, min(a, b))``.
+
+    Members with non-finite entries (where LAPACK would raise) come back as NaN rows.
+    """
+    m = mats.to(F64)
+    finite = torch.isfinite(m).flatten(1).all(dim=1)
+    s = torch.linalg.svdvals(torch.where(finite.view(-1, 1, 1), m, 0.0))
+    return torch.where(finite.view(-1, 1), s, torch.nan)
+
+
+def spectral_norm(mats: Tensor) -> Tensor:
+    """Largest singular value ``||A||_2`` per member, ``(M,)`` float64."""
+    return singular_values(mats)[:, 0]
+
+
+def stable_rank(mats: Tensor) -> Tensor:
+    """Stable rank ``||A||_F^2 / ||A||_2^2`` per member (eq. 2.3), ``(M,)`` float64.
+
+    Lies in ``[1, rank A]``; a zero matrix gives NaN (0/0), not an error.
+    """
+    return _srank_of(singular_values(mats))
+
+
+def _srank_of(s: Tensor) -> Tensor:
+    return s.square().sum(dim=-1) / s[:, 0].square()
+
+
+def spectral_summary(mats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(singular_values, stable_rank, spectral_norm)`` of ``mats`` from a single SVD.
+
+    Same values as the three separate functions; use it when a log step needs more than one of
+    them for the same matrix (the SVD dominates the cost).
+    """
+    s = singular_values(mats)
+    return s, _srank_of(s), s[:, 0]
+
+
+def schatten_energy(A: Tensor, depth: int, rtol: float | None = None) -> Tensor:
+    """Schatten energy ``||A||_{S_{2/L}}^{2/L} = sum_i s_i(A)^{2/L}`` per member (eq. 2.7).
+
+    ``depth`` is ``L``: 1 gives ``||A||_F^2``, 2 the nuclear norm, ``L >= 3`` a quasi-norm. For
+    ``L >= 3`` rounding-level singular values of a rank-deficient ``A`` would add spurious
+    ``s^{2/L}`` mass, so values ``<= rtol * s_max`` count as zero; the default ``rtol`` is
+    ``max(a, b) * eps(A.dtype)`` (the ``matrix_rank`` convention), and ``rtol=0`` keeps all.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    if rtol is None:
+        fdtype = A.dtype if A.is_floating_point() else F64
+        rtol = max(A.shape[-2:]) * torch.finfo(fdtype).eps
+    s = singular_values(A)
+    s = torch.where(s <= rtol * s[:, :1], 0.0, s)  # NaN stays NaN
+    return s.pow(2.0 / depth).sum(dim=-1)
+
+
+def end_to_end(factors: Sequence[Tensor]) -> Tensor:
+    """Float64 end-to-end map ``W_L @ ... @ W_1`` of ``factors = [W_1, ..., W_L]``.
+
+    Each ``W_l`` is ``(M, d_l, d_{l-1})`` (``y = W x`` convention).
+    """
+    return reduce(lambda acc, w: w.to(F64) @ acc, factors[1:], factors[0].to(F64))
+
+
+def balancedness_gap(factors: Sequence[Tensor], depth: int) -> Tensor:
+    """``sum_l ||W_l||_F^2 - L * ||W_L...W_1||_{S_{2/L}}^{2/L}`` per member (eq. 2.7), ``(M,)``.
+
+    ``factors = [W_1, ..., W_L]`` in the ``y = W x`` convention, ``W_l`` of shape
+    ``(M, d_l, d_{l-1})``, so the end-to-end map is ``W_L @ ... @ W_1``. The gap is ``>= 0``
+    (AM-GM over the factorisation) with equality iff the factorisation is balanced. The product
+    is formed in float64 so the Schatten term is not polluted by float32 rounding.
+    """
+    if len(factors) != depth:
+        raise ValueError(f"got {len(factors)} factors for depth {depth}")
+    sqnorm = sum(w.to(F64).square().sum(dim=(-2, -1)) for w in factors)
+    return sqnorm - depth * schatten_energy(end_to_end(factors), depth)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structural gaps
+
+
+def fourier_energy(E: Tensor) -> Tensor:
+    """Energy per frequency of the residue axis, ``(M, p, d) -> (M, p // 2 + 1)`` float64.
+
+    Entry ``k`` is ``||P_k E||_F^2``, the squared norm of the part of ``E`` spanned by
+    ``cos(2 pi k r / p)`` and ``sin(2 pi k r / p)`` over residues ``r``; DFT bins ``k`` and
+    ``p - k`` are merged (real signal), so by Parseval the entries sum to ``||E||_F^2``.
+    """
+    p = E.shape[1]
+    X = torch.fft.rfft(E.to(F64), dim=1)
+    energy = (X.real.square() + X.imag.square()).sum(dim=-1) / p
+    weight = torch.full((energy.shape[1],), 2.0, dtype=F64, device=energy.device)
+    weight[0] = 1.0
+    if p % 2 == 0:
+        weight[-1] = 1.0
+    return energy * weight
+
+
+def fourier_gap(
+    E: Tensor, keep: int, delta: float = 1e-12, *, include_constant: bool = False
+) -> Tensor:
+    """Fourier rule gap ``||(I - P_rule) E||_F^2 / (||E||_F^2 + delta)`` (App. F.5), ``(M,)``.
+
+    ``E`` is ``(M, p, d)`` with row ``r`` the embedding of residue ``r = 0..p-1`` (slice off any
+    extra tokens first). ``P_rule`` projects onto the ``keep`` frequencies carrying the most energy,
+    chosen per member (cos and sin of frequency ``k`` and ``p - k`` form one frequency). The value
+    is in ``[0, 1]``: 0 means all of ``E``'s energy sits on ``keep`` frequencies; white noise gives
+    a bit under ``1 - 2 keep / p``.
+
+    The constant frequency ``k = 0`` (the residue-independent mean row) is *not* a candidate key
+    frequency by default: it carries no information about the residue, so energy there counts as
+    outside the rule. ``include_constant=True`` lets it compete for a key slot.
+    """
+    energy = fourier_energy(E)
+    total = energy.sum(dim=-1)
+    candidates = energy if include_constant else energy[:, 1:]
+    if not 0 <= keep <= candidates.shape[1]:
+        raise ValueError(f"keep must be in [0, {candidates.shape[1]}], got {keep}")
+    kept = candidates.topk(keep, dim=-1).values.sum(dim=-1)
+    return (total - kept).clamp_min(0.0) / (total + delta)
+
+
+def _class_means(h: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Float64 class means ``(M, C, H)`` (zero rows for absent classes), counts, present mask."""
+    z = h.to(F64)
+    y = y.to(device=z.device, dtype=torch.long)
+    counts = torch.bincount(y, minlength=num_classes).to(F64)
+    sums = torch.zeros(z.shape[0], num_classes, z.shape[-1], dtype=F64, device=z.device)
+    sums.index_add_(1, y, z)
+    present = counts > 0
+    return sums / counts.clamp_min(1.0).view(1, -1, 1), counts, present
+
+
+def separation_gap(
+    h: Tensor, y: Tensor, num_classes: int, delta: float = 1e-12, *, normalize: bool = True
+) -> Tensor:
+    """Class-separation gap ``S_sep`` of representations ``h`` (App. F.5), ``(M,)`` float64.
+
+    Paper form: ``sum_a ||z_a - mu_{y_a}||^2 / (sum_{c != c'} ||mu_c - mu_c'||^2 + delta)`` over
+    the ``K`` classes present in ``y`` (absent classes are ignored). With ``normalize=True``
+    (default) both sums become means, the numerator over the ``n`` samples and the denominator
+    over the ``K (K - 1)`` ordered class pairs, so the value does not grow with ``n`` or shrink
+    with ``K``: it is (mean within-class squared distance to the class mean) / (mean squared
+    distance between two class means). 0 means collapsed classes; features with no class
+    structure give about ``n / (2 K)``. ``normalize=False`` returns the paper's raw ratio.
+    Fewer than two present classes give NaN.
+    """
+    mu, counts, present = _class_means(h, y, num_classes)
+    z = h.to(F64)
+    yl = y.to(device=z.device, dtype=torch.long)
+    within = (z - mu[:, yl]).square().sum(dim=(-2, -1))
+    k = present.sum().to(F64)
+    # sum_{c != c'} ||mu_c - mu_c'||^2 = 2 K sum_c ||mu_c - mbar||^2 over present classes.
+    pw = present.to(F64).view(1, -1, 1)
+    mbar = (mu * pw).sum(dim=1, keepdim=True) / k
+    between = 2.0 * k * ((mu - mbar) * pw).square().sum(dim=(-2, -1))
+    if normalize:
+        within = within / y.numel()
+        between = between / (k * (k - 1.0))
+    out = within / (between + delta)
+    return torch.where(k >= 2, out, torch.nan)
+
+
+def simplex_error(h: Tensor, y: Tensor, num_classes: int) -> Tensor:
+    """Neural-collapse simplex-ETF error of the centred class means (App. F.5; NC2), ``(M,)``.
+
+    With ``K`` present classes, class means ``mu_c`` centred by their unweighted average ``mbar``
+    and stacked as rows of ``M_c = mu_c - mbar``, the error is
+    ``|| G / ||G||_F - (I_K - 11^T / K) / sqrt(K - 1) ||_F`` with ``G = M M^T`` (Papyan et al.
+    2020). It is scale-invariant, lies in ``[0, 2]``, and is 0 iff the centred means have equal
+    norms and pairwise cosines ``-1/(K-1)`` (a simplex equiangular tight frame). Absent classes
+    are ignored; fewer than two present classes, or all means equal, give NaN.
+    """
+    mu, _, present = _class_means(h, y, num_classes)
+    mu = mu[:, present]
+    k = mu.shape[1]
+    if k < 2:
+        return torch.full((mu.shape[0],), torch.nan, dtype=F64, device=mu.device)
+    centred = mu - mu.mean(dim=1, keepdim=True)
+    gram = centred @ centred.transpose(-2, -1)
+    gram = gram / torch.linalg.matrix_norm(gram).view(-1, 1, 1)
+    eye = torch.eye(k, dtype=F64, device=mu.device)
+    target = (eye - 1.0 / k) / (k - 1.0) ** 0.5
+    return torch.linalg.matrix_norm(gram - target)
+
+
+# ---------------------------------------------------------------------------------------------
+# ReLU gate metrics (App. F.3)
+
+
+def gate_flip_fraction(prev: Tensor, cur: Tensor) -> Tensor:
+    """Fraction of (sample, unit) gates that differ between two logs, ``(M, n, H) -> (M,)``."""
+    return (prev != cur).flatten(1).to(F64).mean(dim=1)
+
+
+def preact_min_abs(pre: Tensor) -> Tensor:
+    """Pre-activation margin ``min_{a, i} |h_i(x_a)|`` per member, ``(M, n, H) -> (M,)`` float64.
+
+    Computed in the input dtype (a min is exact) and cast; NaN entries propagate to NaN.
+    """
+    return pre.abs().flatten(1).amin(dim=1).to(F64)

@@ -1,0 +1,207 @@
+"""Clock extraction on synthetic trajectories with known truth (twoclocks.analyze.clocks)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twoclocks.analyze.clocks import (
+    DEFAULT_SETTINGS,
+    ce_floor,
+    extract_clocks,
+    stable_crossing,
+    structural_gaps,
+)
+
+LR = 1e-3
+
+
+def synthetic_trajectory(
+    train_loss: np.ndarray,
+    steps: np.ndarray,
+    *,
+    model: str = "relu_embed",
+    dtype: str = "float64",
+    diverged_step: np.ndarray | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+    srank: np.ndarray | None = None,
+    weight_decay: float = 0.0,
+) -> xr.Dataset:
+    """Trajectory Dataset in the design.md layout; train_loss (seed, step)."""
+    n_seeds = train_loss.shape[0]
+    dims = ("seed", "step")
+    data = {"train_loss": (dims, train_loss)}
+    for name, v in (extra or {}).items():
+        data[name] = (dims, np.broadcast_to(v, train_loss.shape).copy())
+    coords = {
+        "seed": np.arange(n_seeds, dtype=np.int64),
+        "step": steps.astype(np.int64),
+        "tau": (dims, np.broadcast_to(LR * steps, train_loss.shape).astype(np.float64)),
+    }
+    if srank is not None:
+        matrix = "A" if model == "deep_linear" else "UW"
+        data["srank"] = (("seed", "step", "matrix"), srank[..., None])
+        coords["matrix"] = [matrix]
+    if diverged_step is None:
+        diverged_step = np.full(n_seeds, -1)
+    data["diverged_step"] = (("seed",), np.asarray(diverged_step, dtype=np.int64))
+    cell = {
+        "study": "syn",
+        "grid": "g",
+        "cell_id": "relu/wd=1.0",
+        "cell_hash": "abc123abc123",
+        "model": model,
+        "task": "modular",
+        "dtype": dtype,
+        "lr": LR,
+        "weight_decay": weight_decay,
+        "depth": 3,
+        "steps": int(steps[-1]),
+    }
+    return xr.Dataset(data, coords=coords, attrs={"cell": json.dumps(cell), "dtype": dtype})
+
+
+def test_exponential_tail_interpolates_exactly():
+    """Log-linear interpolation is exact for an exponential tail, in steps and in tau."""
+    steps = np.arange(0, 3001, 50)
+    rate, c = 0.004, 2.0
+    loss = c * np.exp(-rate * steps)[None]
+    ds = synthetic_trajectory(loss, steps)
+    df = extract_clocks(ds, {"eps": [1e-1, 1e-2, 1e-3]}, {"weight_decay": 1.0})
+    cls = df[df["clock"] == "cls"].sort_values("level", ascending=False)
+    truth = np.log(c / cls["level"].to_numpy()) / rate
+    np.testing.assert_allclose(cls["step"], truth, rtol=1e-9)
+    np.testing.assert_allclose(cls["tau"], LR * truth, rtol=1e-9)
+    assert not cls["censored"].any() and not cls["diverged"].any()
+    assert (df["weight_decay"] == 1.0).all() and (df["cell_id"] == "relu/wd=1.0").all()
+    assert {"study", "grid", "cell_hash", "dtype", "below_floor"} <= set(df.columns)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    base=st.floats(-6, -1),
+    spike_at=st.integers(5, 40),
+    spike_len=st.integers(1, 4),
+    window=st.integers(2, 6),
+)
+def test_touch_and_bounce_not_counted(base, spike_at, spike_len, window):
+    """A dip below eps lasting fewer logs than the window is ignored; the stable one counts."""
+    steps = np.arange(0, 1000, 10)
+    eps = 10.0**base
+    loss = np.full(len(steps), 10 * eps)
+    loss[spike_at : spike_at + min(spike_len, window - 1)] = eps / 10  # touches, bounces back
+    settle = 70
+    loss[settle:] = eps / 100
+    step, _ = stable_crossing(loss[None], steps, LR * steps[None], np.array([eps]), window)
+    assert step[0, 0] > steps[settle - 1] and step[0, 0] <= steps[settle]
+
+
+def test_window_past_end_is_censored():
+    steps = np.arange(0, 100, 10)
+    loss = np.linspace(1.0, 0.1, len(steps))
+    loss[-2:] = 1e-4  # crosses, but the run ends inside the stability window
+    step, tau = stable_crossing(loss[None], steps, steps[None], np.array([1e-3]), 3)
+    assert np.isnan(step).all() and np.isnan(tau).all()
+    step, _ = stable_crossing(loss[None], steps, steps[None], np.array([1e-3]), 2)
+    assert np.isfinite(step).all()
+
+
+def test_censored_and_diverged_flags():
+    steps = np.arange(0, 2001, 20)
+    fast = np.exp(-0.01 * steps)
+    slow = np.maximum(np.exp(-0.001 * steps), 0.2)  # floor at 0.2: never reaches 0.1
+    loss = np.stack([fast, slow, fast])
+    loss[2, 50:] = np.nan  # diverged member: metrics NaN after divergence
+    ds = synthetic_trajectory(loss, steps, diverged_step=np.array([-1, -1, 1000]))
+    df = extract_clocks(ds, {"eps": [1e-1, 1e-3]}, {})
+    cls = df[df["clock"] == "cls"].set_index(["seed", "level"])
+    assert not cls.loc[0, "censored"].any() and cls.loc[0, "step"].notna().all()
+    assert cls.loc[1, "censored"].all() and cls.loc[1, "step"].isna().all()
+    assert cls.loc[1, "quantity_min"].iloc[0] == pytest.approx(0.2)
+    assert cls.loc[2, "diverged"].all() and not cls.loc[2, "censored"].any()
+    assert cls.loc[2, "step"].isna().all() and cls.loc[2, "tau"].isna().all()
+
+
+def test_below_floor_flag_float32():
+    steps = np.arange(0, 500, 10)
+    loss = np.exp(-0.05 * steps)[None]
+    ds = synthetic_trajectory(loss, steps, dtype="float32")
+    df = extract_clocks(ds, {"eps": [1e-3, 1e-6, 1e-9]}, {})
+    flags = df[df["clock"] == "cls"].set_index("level")["below_floor"]
+    assert flags[1e-9] and not flags[1e-6] and not flags[1e-3]
+    assert ce_floor("float32") == pytest.approx(1.19e-7, rel=1e-2)
+    ds64 = synthetic_trajectory(loss, steps, dtype="float64")
+    assert not extract_clocks(ds64, {"eps": [1e-9]}, {})["below_floor"].any()
+
+
+def test_structural_gaps_normalisation():
+    """Each gap is 1 at init; srank floor 1; energy uses train CE + wd/2 * sqnorm_total."""
+    steps = np.arange(0, 1001, 10)
+    t = steps.astype(float)
+    loss = np.exp(-0.01 * t)[None]
+    srank = (1 + 35 * np.exp(-t / 300))[None]
+    sq = (50 + 100 * np.exp(-t / 200))[None]
+    fourier = (0.8 * np.exp(-t / 400))[None]
+    ds = synthetic_trajectory(
+        loss,
+        steps,
+        srank=srank,
+        weight_decay=0.5,
+        extra={"sqnorm_total": sq, "fourier_gap": fourier, "separation_gap": 2 * fourier},
+    )
+    gaps = structural_gaps(ds, {})
+    np.testing.assert_allclose(gaps["rep_srank"].values, np.exp(-t / 300)[None], rtol=1e-12)
+    np.testing.assert_allclose(gaps["rep_fourier"].values, np.exp(-t / 400)[None], rtol=1e-12)
+    np.testing.assert_allclose(gaps["rep_sep"].values, np.exp(-t / 400)[None], rtol=1e-12)
+    e = loss + 0.25 * sq
+    np.testing.assert_allclose(gaps["rep_energy"].values, (e - e.min()) / (e[:, :1] - e.min()))
+    df = extract_clocks(ds, {"eta": [0.5, 0.1]}, {})
+    rep = df[df["clock"] == "rep_srank"].set_index("level")["step"]
+    # log-linear interpolation is exact for the exponential srank gap
+    assert rep[0.5] == pytest.approx(300 * np.log(2), rel=1e-9)
+    # onset level for T_KL is added to rep_srank only
+    assert DEFAULT_SETTINGS["t_kl_onset_eta"] in set(rep.index)
+    assert set(df.loc[df["clock"] == "rep_fourier", "level"]) == {0.5, 0.1}
+
+
+def test_deep_linear_energy_uses_schatten():
+    steps = np.arange(0, 101, 10)
+    loss = np.linspace(1, 0.1, len(steps))[None]
+    sch = np.linspace(2, 1, len(steps))[None]
+    ds = synthetic_trajectory(
+        loss, steps, model="deep_linear", weight_decay=0.1, extra={"schatten_energy": sch}
+    )
+    e = loss + 0.1 * 3 / 2 * sch
+    gap = structural_gaps(ds, {})["rep_energy"].values
+    np.testing.assert_allclose(gap, (e - e.min()) / (e[:, :1] - e.min()))
+
+
+def test_generalisation_and_gate_clocks():
+    steps = np.arange(0, 1001, 10)
+    acc = np.clip(steps / 500.0, 0, 1)[None]  # crosses 0.99 at step 495
+    flips = np.where(steps < 300, 0.1, 0.0)[None].astype(float)
+    flips[0, 0] = np.nan
+    test_loss = np.exp(-0.01 * steps)[None]
+    ds = synthetic_trajectory(
+        test_loss,
+        steps,
+        extra={"test_acc": acc, "gate_flip_fraction": flips, "test_loss": test_loss},
+    )
+    df = extract_clocks(ds, {"test_loss_level": 1e-2}, {}).set_index("clock")
+    assert df.loc["gen_acc", "level"] == 0.99
+    assert df.loc["gen_acc", "step"] == pytest.approx(495.0)
+    assert df.loc["gen_acc", "quantity_min"] == pytest.approx(1.0)
+    assert 290 < df.loc["gate", "step"] <= 300
+    assert df.loc["gen_loss", "step"] == pytest.approx(100 * np.log(100), rel=1e-9)
+
+
+def test_unknown_setting_rejected():
+    steps = np.arange(0, 10)
+    ds = synthetic_trajectory(np.ones((1, 10)), steps)
+    with pytest.raises(ValueError, match="unknown"):
+        extract_clocks(ds, {"epsilon": [0.1]}, {})

@@ -1,0 +1,40 @@
+# Analysis: clocks per cell, then one table for the study, then the fits across cells.
+
+
+rule clocks:
+    input:
+        store=f"{RESULTS}/runs/{{cell}}/trajectory.zarr",
+        manifest=f"{RESULTS}/runs/{{cell}}/manifest.json",
+    output:
+        f"{RESULTS}/runs/{{cell}}/clocks.parquet",
+    log:
+        f"{RESULTS}/logs/clocks/{{cell}}.log",
+    localrule: True
+    conda:
+        "../envs/twoclocks.yaml"
+    params:
+        analysis=STUDY.config["analysis"],
+        axes=lambda wildcards: STUDY.cell(wildcards.cell).axes,
+    script:
+        "../../scripts/extract_clocks.py"
+
+
+rule fits:
+    input:
+        clocks=[f"{RESULTS}/runs/{cid}/clocks.parquet" for cid in CELL_IDS],
+        stores=trajectories("store"),
+    output:
+        clocks=f"{RESULTS}/clocks.parquet",
+        clocks_csv=f"{RESULTS}/clocks.csv",
+        fits=f"{RESULTS}/fits.parquet",
+        fits_json=f"{RESULTS}/fits.json",
+    log:
+        f"{RESULTS}/logs/fits.log",
+    localrule: True
+    conda:
+        "../envs/twoclocks.yaml"
+    params:
+        analysis=STUDY.config["analysis"],
+        axes=STUDY.axis_names,
+    script:
+        "../../scripts/fit_clocks.py"

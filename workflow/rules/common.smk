@@ -1,0 +1,57 @@
+# Config loading and validation, grid expansion, path helpers. Runs before any job is scheduled.
+import json
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+
+from twoclocks.config import ConfigError, load_config
+
+DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+
+# No `configfile:` directive: it would be deep-merged with a --configfile (grids of both studies).
+if not config:
+    with open(DEFAULT_CONFIG) as fh:
+        config.update(yaml.safe_load(fh))
+
+try:
+    STUDY = load_config(dict(config), schema_path=SCHEMA)
+except ConfigError as err:
+    raise WorkflowError(f"invalid config: {err}") from None
+
+RESULTS = f"results/{STUDY.name}"
+CELL_IDS = [c.id for c in STUDY.cells]
+
+
+wildcard_constraints:
+    cell=r"[A-Za-z0-9._=+-]+(/[A-Za-z0-9._=+-]+)*",
+    dataset=r"[A-Za-z0-9._-]+",
+
+
+def cell_params(wildcards):
+    return STUDY.cell(wildcards.cell).params
+
+
+def train_gpus(wildcards):
+    """One GPU per train job when the study asks for CUDA, none otherwise."""
+    return 1 if cell_params(wildcards)["device"] == "cuda" else 0
+
+
+def dataset_of(wildcards):
+    return f"{RESULTS}/data/{STUDY.cell(wildcards.cell).dataset_id}.zarr"
+
+
+def trajectories(kind):
+    """Every cell's trajectory store (kind='store') or manifest (kind='manifest')."""
+    name = "trajectory.zarr" if kind == "store" else "manifest.json"
+    return [f"{RESULTS}/runs/{cid}/{name}" for cid in CELL_IDS]
+
+
+def final_targets():
+    return [
+        f"{RESULTS}/clocks.parquet",
+        f"{RESULTS}/fits.json",
+        f"{RESULTS}/claims.json",
+        f"{RESULTS}/report/index.html",
+    ]

@@ -1,0 +1,27 @@
+# Reports: claims with verdicts, figures and one self-contained offline HTML page.
+
+
+rule report:
+    input:
+        clocks=f"{RESULTS}/clocks.parquet",
+        fits_json=f"{RESULTS}/fits.json",
+        stores=trajectories("store"),
+        manifests=trajectories("manifest"),
+    output:
+        claims=f"{RESULTS}/claims.json",
+        index=report(
+            f"{RESULTS}/report/index.html",
+            caption="../report/index.rst",
+            category="Report",
+        ),
+        figures=directory(f"{RESULTS}/report/figures"),
+    log:
+        f"{RESULTS}/logs/report.log",
+    localrule: True
+    conda:
+        "../envs/twoclocks.yaml"
+    params:
+        config=STUDY.config,
+        study_dir=lambda wildcards, input: str(Path(input.clocks).parent),
+    script:
+        "../../scripts/make_report.py"
