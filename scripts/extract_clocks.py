@@ -6,6 +6,8 @@ from twoclocks.train.store import open_trajectory
 
 sm = snakemake  # noqa: F821
 log = logs.to_file(sm.log[0])
-table = extract_clocks(open_trajectory(sm.input.store), dict(sm.params.analysis), dict(sm.params.axes))
+table = extract_clocks(
+    open_trajectory(sm.input.store), dict(sm.params.analysis), dict(sm.params.axes)
+)
 table.to_parquet(sm.output[0], index=False)
 log.info("%d clock rows, %d censored", len(table), int(table["censored"].sum()))

@@ -39,15 +39,23 @@ def test_default_config_is_used_without_configfile(tmp_path):
 
 
 def test_lint_is_clean(tmp_path):
-    out = snakemake("--lint", "--configfile", str(REPO / "config" / "test.yaml"),
-                    "--directory", str(tmp_path), check=False)
+    out = snakemake(
+        "--lint",
+        "--configfile",
+        str(REPO / "config" / "test.yaml"),
+        "--directory",
+        str(tmp_path),
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_snakefmt_is_clean():
     proc = subprocess.run(
         [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -55,7 +63,9 @@ def test_snakefmt_is_clean():
 def test_ruff_is_clean():
     proc = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "src", "tests", "scripts"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -68,8 +78,9 @@ def test_rejected_config_fails_fast_and_touches_nothing(tmp_path):
     bad.write_text(
         "study: keep\nseeds: [0]\ngrids:\n  g:\n    axes:\n      train_fraction: [0.3, 1.5]\n"
     )
-    out = snakemake("--cores", "1", "--configfile", str(bad), "--directory", str(tmp_path),
-                    check=False)
+    out = snakemake(
+        "--cores", "1", "--configfile", str(bad), "--directory", str(tmp_path), check=False
+    )
     assert out.returncode != 0
     assert "grids.g.axes.train_fraction[1] = 1.5" in out.stdout + out.stderr
     assert sorted(p.name for p in results.iterdir()) == ["precious.txt"]

@@ -174,7 +174,8 @@ def _describe(err: jsonschema.ValidationError) -> str:
         "exclusiveMaximum": "<",
     }
     if v in bounds:
-        return f"{key} = {err.instance!r} is out of range; it must be {bounds[v]} {err.validator_value}"
+        limit = f"{bounds[v]} {err.validator_value}"
+        return f"{key} = {err.instance!r} is out of range; it must be {limit}"
     if v in ("minItems", "minProperties"):
         return f"{key} is empty; give at least {err.validator_value} entr(y/ies)"
     return f"{key} = {err.instance!r}: {err.message}"
@@ -217,7 +218,9 @@ def _value_errors(config: dict, schema: dict) -> list[str]:
             for i, value in enumerate(values):
                 errors += _schema_errors(value, sub, ("grids", gname, "axes", key, i))
             if len({json.dumps(v) for v in values}) != len(values):
-                errors.append(f"grids.{gname}.axes.{key} = {values!r} repeats a value; list each once")
+                errors.append(
+                    f"grids.{gname}.axes.{key} = {values!r} repeats a value; list each once"
+                )
     seeds = config["seeds"]
     if len(set(seeds)) != len(seeds):
         dup = sorted({s for s in seeds if seeds.count(s) > 1})
@@ -231,7 +234,8 @@ def _value_errors(config: dict, schema: dict) -> list[str]:
         elif any(a <= b for a, b in itertools.pairwise(levels)):
             errors.append(
                 f"analysis.{key} = {levels!r} is not strictly decreasing; "
-                f"sort it from the loosest to the tightest level, e.g. {sorted(set(levels), reverse=True)}"
+                "sort it from the loosest to the tightest level, e.g. "
+                f"{sorted(set(levels), reverse=True)}"
             )
     for i, extra in enumerate(config["extra_cells"]):
         if extra["grid"] not in config["grids"]:
@@ -274,8 +278,11 @@ def dataset_id(p: dict) -> str:
 
 
 def cell_hash(params: dict) -> str:
-    """12 hex chars of sha256 over the canonical JSON of the params that define the run."""
-    core = {k: v for k, v in params.items() if k not in ("study", "cell_id", "cell_hash")}
+    """12 hex chars of sha256 over the canonical JSON of the params that define the run.
+
+    Study, grid and cell names are left out: identical runs share a hash across studies.
+    """
+    core = {k: v for k, v in params.items() if k not in ("study", "grid", "cell_id", "cell_hash")}
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -330,7 +337,8 @@ def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
         p, cid = c.params, c.id
         if not ID_PATTERN.match(cid):
             errors.append(
-                f"cell id {cid!r} has characters unsafe in file names; use letters, digits, '.', '-'"
+                f"cell id {cid!r} has characters unsafe in file names; "
+                "use letters, digits, '.', '-'"
             )
         if cid in seen:
             errors.append(

@@ -14,7 +14,12 @@ rule report:
             caption="../report/index.rst",
             category="Report",
         ),
-        figures=directory(f"{RESULTS}/report/figures"),
+        figures=report(
+            directory(f"{RESULTS}/report/figures"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
     log:
         f"{RESULTS}/logs/report.log",
     localrule: True

@@ -13,7 +13,7 @@ rule train:
         f"{RESULTS}/logs/train/{{cell}}.log",
     conda:
         "../envs/twoclocks.yaml"
-    threads: workflow.cores if workflow.cores < 4 else 4
+    threads: STUDY.config["train_threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,

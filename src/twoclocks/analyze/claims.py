@@ -173,6 +173,7 @@ _CLOCK_COLS = {
     "below_floor",
     "diverged",
     "dtype",
+    "quantity_min",
 }
 
 

@@ -1,0 +1,87 @@
+"""Cross-study cache of trained cells: identical cells are trained once.
+
+Keyed by the cell's hash (its resolved config without study/grid/cell names, see
+`twoclocks.config.cell_hash`), the code version (a hash of the data and training sources, the
+library and torch versions) and the resolved device type, because CPU and CUDA runs are not
+bitwise equal. Enabled by setting `TWOCLOCKS_CACHE` to a directory shared by the studies (e.g.
+on a cluster's shared filesystem). A hit copies the cached store into place and relabels its
+`cell` attrs for the requesting study; a miss trains and then publishes into the cache.
+Entries are written to a temporary name and renamed, so readers never see a partial entry.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+import zarr
+
+import twoclocks
+from twoclocks.train.engine import resolve_device, train_cell
+
+ENV = "TWOCLOCKS_CACHE"
+log = logging.getLogger("twoclocks.cache")
+
+
+@functools.cache
+def code_version() -> str:
+    """12 hex chars over every source file that shapes a trajectory, plus library/torch versions."""
+    root = Path(twoclocks.__file__).parent
+    digest = hashlib.sha256(f"{twoclocks.__version__} torch {torch.__version__}".encode())
+    for path in sorted([*root.glob("data/*.py"), *root.glob("train/*.py")]):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def cache_key(params: dict) -> str:
+    device = resolve_device(params["device"]).type
+    return f"{params['cell_hash']}-{code_version()}-{device}"
+
+
+def cache_dir() -> Path | None:
+    root = os.environ.get(ENV)
+    return Path(root) if root else None
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f"{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(".snakemake_timestamp"))
+    try:
+        os.replace(tmp, dst)
+    except OSError:  # another job published the same entry first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _relabel(store: Path, params: dict, key: str) -> None:
+    group = zarr.open_group(store, mode="r+")
+    group.attrs.update({"cell": json.dumps(params, sort_keys=True), "cache_key": key})
+
+
+def train_or_fetch(params: dict, dataset, store_path, *, state_dir=None) -> Path:
+    """Publish the cell's trajectory at `store_path`, from the cache when possible."""
+    store_path = Path(store_path)
+    root = cache_dir()
+    if root is None:
+        return train_cell(params, dataset, store_path, state_dir=state_dir)
+    key = cache_key(params)
+    entry = root / key / "trajectory.zarr"
+    if entry.exists():
+        log.info("cache hit %s: copying %s (no training)", key, entry)
+        shutil.rmtree(store_path, ignore_errors=True)
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+        _copy_atomic(entry, store_path)
+        _relabel(store_path, params, key)
+        return store_path
+    log.info("cache miss %s: training", key)
+    train_cell(params, dataset, store_path, state_dir=state_dir)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    _copy_atomic(store_path, entry)
+    return store_path

@@ -1,0 +1,455 @@
+"""The training loop of one cell: all seeds stacked as members of one tensor program.
+
+``train_cell`` trains a resolved cell (docs/design.md) full batch and writes its trajectory
+store. Per step: forward + backward of ``sum_i mean-CE_i`` (each member's gradient is exactly its
+own, no shared reduction, clipping or scaler), divergence check, logging/snapshots when scheduled,
+one optimiser update. Metrics at step t use the parameters after t updates (step 0 = init), from
+the same forward/backward that drives the next update, so train metrics cost no extra pass.
+
+Faults: resume state is saved every ``checkpoint_every_steps`` (and on SIGTERM/SIGINT, which then
+exit with 128 + signal); a re-run resumes from it and produces a bitwise identical store on CPU.
+A member whose loss turns non-finite is frozen, its ``diverged_step`` recorded, its later
+metrics NaN; the others are unaffected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from twoclocks.train import metrics as tm
+from twoclocks.train import store as ts
+from twoclocks.train.models import ModelSpec, encode_inputs, forward, init_params, model_spec
+from twoclocks.train.optim import make_optimizer
+
+__all__ = ["log_steps", "member_losses", "resolve_device", "snapshot_steps", "train_cell"]
+
+log = logging.getLogger("twoclocks.train")
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class _Interrupted(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu (logged); ``cuda`` without a GPU is an error."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "device: cuda was requested but torch.cuda.is_available() is False (no GPU or a "
+                "CPU-only torch build). Set `device: auto` (falls back to CPU) or `device: cpu` "
+                "in the config, or run the job on a GPU node with a CUDA build of torch."
+            )
+        return torch.device("cuda")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        log.info("device: auto -> no CUDA available, training on CPU")
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {name!r}; allowed: auto, cpu, cuda")
+
+
+def log_steps(steps: int, dense_steps: int, every_steps: int) -> np.ndarray:
+    """Log points: every step in ``[0, dense_steps]``, then multiples of ``every_steps``, and
+    always the last step."""
+    dense = np.arange(0, min(dense_steps, steps) + 1)
+    sparse = np.arange(0, steps + 1, max(1, every_steps))
+    return np.unique(np.concatenate([dense, sparse, [steps]])).astype(np.int64)
+
+
+def snapshot_steps(steps: int, count: int) -> np.ndarray:
+    """``count`` distinct log-spaced steps in ``[0, steps]``, always with 0 and ``steps`` (fewer
+    if ``steps + 1 < count``)."""
+    count = max(2, int(count))
+    if steps + 1 <= count:
+        return np.arange(steps + 1, dtype=np.int64)
+    if count == 2:
+        return np.array([0, steps], dtype=np.int64)
+    n = count - 1
+    while True:
+        pts = np.unique(np.round(np.geomspace(1, steps, n)).astype(np.int64))
+        if len(pts) >= count - 1:
+            break
+        n += 1
+    pick = np.unique(np.round(np.linspace(0, len(pts) - 1, count - 1)).astype(np.int64))
+    return np.concatenate([[0], pts[pick]]).astype(np.int64)
+
+
+def _fingerprint(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _matrices(spec: ModelSpec) -> list[str]:
+    if spec.kind == "relu_embed":
+        return ["E", *[f"W{k}" for k in range(1, spec.hidden_layers + 1)], "U", "UW"]
+    return [*[f"W{k}" for k in range(1, spec.depth + 1)], "A"]
+
+
+def _metric_table(spec: ModelSpec) -> dict[str, tuple[str | None, str, str]]:
+    """Metric variables of the store: name -> (extra dim, long_name, units)."""
+    t = {
+        "train_loss": (None, "mean cross-entropy on the train set (float64 from logits)", "nat"),
+        "test_loss": (None, "mean cross-entropy on the test set (float64 from logits)", "nat"),
+        "train_acc": (None, "train accuracy", "1"),
+        "test_acc": (None, "test accuracy", "1"),
+        "train_margin_min": (None, "min train margin (true logit - largest other)", "logit"),
+        "train_margin_mean": (None, "mean train margin (true logit - largest other)", "logit"),
+        "sqnorm": ("block", "squared Frobenius norm of the block", "1"),
+        "sqnorm_total": (None, "sum of squared Frobenius norms of all blocks", "1"),
+        "srank": ("matrix", "stable rank ||A||_F^2/||A||_2^2 (eq. 2.3)", "1"),
+        "singular_values": ("sv", "singular values of the end-to-end map, descending", "1"),
+        "grad_norm": ("block", "Frobenius norm of the loss gradient (no weight decay)", "1"),
+    }
+    if spec.kind == "relu_embed":
+        t.update(
+            delta_norm=(None, "||softmax(f)-onehot(y)||_F / sqrt(n_train) (Prop. 4.2)", "1"),
+            h_norm=(None, "||h||_F / sqrt(n_train), last hidden layer (Prop. 4.2)", "1"),
+            z_norm=(None, "||z||_F / sqrt(n_train), combined embedding (Prop. 4.2)", "1"),
+            U_spec=(None, "spectral norm of the head U (Prop. 4.2)", "1"),
+            W_spec=(None, "spectral norm of the first hidden layer W1 (Prop. 4.2)", "1"),
+            E_spec=(None, "spectral norm of the embedding E (Prop. 4.2)", "1"),
+            gate_flip_fraction=(None, "fraction of train ReLU gates flipped since last log", "1"),
+            preact_min_abs=(None, "min |pre-activation| over train samples and units", "1"),
+        )
+    else:
+        t.update(
+            schatten_energy=(None, "Schatten energy ||A||_{S_2/L}^{2/L} (eq. 2.7)", "1"),
+            balancedness_gap=(None, "sum_l ||W_l||_F^2 - L * schatten_energy (eq. 2.7)", "1"),
+        )
+    if spec.input_kind == "tokens":
+        t["fourier_gap"] = (None, "input-embedding energy outside the top frequencies", "1")
+    t["separation_gap"] = (None, "class-separation gap of the last hidden layer (App. F.5)", "1")
+    return t
+
+
+def _embedding(spec: ModelSpec, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Residue embedding (M, p, d) for the Fourier gap: relu E; deep linear the two one-hot
+    halves of W1 side by side."""
+    if spec.kind == "relu_embed":
+        return p["E"][:, : spec.vocab_size]
+    v = spec.vocab_size
+    w = p["W1"]
+    return torch.cat([w[:, :, :v], w[:, :, v:]], dim=1).transpose(1, 2)
+
+
+@torch.no_grad()
+def _log_row(spec, p, fwd, y_train, test_logits, y_test, prev_gates, fourier_keep):
+    """All metrics of one log step as float64 tensors (M,) or (M, k); new gate mask."""
+    out = {}
+    for split, logits, y in (("train", fwd.logits, y_train), ("test", test_logits, y_test)):
+        lm = tm.logit_metrics(logits, y)
+        out[f"{split}_loss"], out[f"{split}_acc"] = lm["loss"], lm["acc"]
+        if split == "train":
+            out["train_margin_min"], out["train_margin_mean"] = lm["margin_min"], lm["margin_mean"]
+    blocks = spec.blocks()
+    sq = torch.stack([p[b].double().square().flatten(1).sum(1) for b in blocks], dim=1)
+    out["sqnorm"], out["sqnorm_total"] = sq, sq.sum(1)
+    out["grad_norm"] = torch.stack(
+        [
+            p[b].grad.double().square().flatten(1).sum(1).sqrt()
+            if p[b].grad is not None
+            else torch.zeros(sq.shape[0], dtype=torch.float64, device=sq.device)
+            for b in blocks
+        ],
+        dim=1,
+    )
+    weights = [p[f"W{k}"] for k in range(1, (spec.depth or spec.hidden_layers) + 1)]
+    factors = weights + ([p["U"]] if spec.kind == "relu_embed" else [])
+    e2e = tm.end_to_end(factors)
+    mats = {n: p[n] for n in _matrices(spec)[:-1]}
+    mats[_matrices(spec)[-1]] = e2e
+    svals = {n: tm.singular_values(a) for n, a in mats.items()}
+    out["srank"] = torch.stack(
+        [s.square().sum(1) / s[:, 0].square() for s in svals.values()], dim=1
+    )
+    out["singular_values"] = svals[_matrices(spec)[-1]]
+    n = y_train.numel()
+    gates = None
+    if spec.kind == "relu_embed":
+        probs = torch.softmax(fwd.logits.double(), dim=-1)
+        delta = probs - F.one_hot(y_train, spec.num_classes).double()
+        rms = math.sqrt(n)
+        out["delta_norm"] = delta.square().sum((1, 2)).sqrt() / rms
+        out["h_norm"] = fwd.h.double().square().sum((1, 2)).sqrt() / rms
+        out["z_norm"] = fwd.z.double().square().sum((1, 2)).sqrt() / rms
+        out["U_spec"], out["W_spec"], out["E_spec"] = (
+            svals["U"][:, 0],
+            svals["W1"][:, 0],
+            svals["E"][:, 0],
+        )
+        pre = torch.cat(fwd.pre, dim=2)
+        gates = pre > 0
+        out["gate_flip_fraction"] = (
+            tm.gate_flip_fraction(prev_gates, gates)
+            if prev_gates is not None
+            else torch.full_like(sq[:, 0], math.nan)
+        )
+        out["preact_min_abs"] = tm.preact_min_abs(pre)
+    else:
+        out["schatten_energy"] = tm.schatten_energy(e2e, spec.depth)
+        out["balancedness_gap"] = tm.balancedness_gap(weights, spec.depth)
+    if spec.input_kind == "tokens":
+        emb = _embedding(spec, p)
+        keep = min(int(fourier_keep), emb.shape[1] // 2)
+        out["fourier_gap"] = tm.fourier_gap(emb, keep)
+    out["separation_gap"] = tm.separation_gap(fwd.h, y_train, spec.num_classes)
+    return out, gates
+
+
+def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Training loss per member, (M, n, C) -> (M,): each member's own mean CE in the training
+    dtype. The engine backpropagates their sum, so member i's gradient is exactly its own."""
+    m, n, c = logits.shape
+    return (
+        F.cross_entropy(logits.reshape(m * n, c), y.repeat(m), reduction="none").view(m, n).mean(1)
+    )
+
+
+def _to_tensor(a, device, dtype=None) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(a), device=device, dtype=dtype)
+
+
+def train_cell(
+    params: dict,
+    dataset: xr.Dataset,
+    store_path: Path,
+    *,
+    state_dir: Path | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Train one cell (all its seeds stacked) and publish its trajectory store at ``store_path``.
+
+    Resumes from ``state_dir`` (default ``<store_path>.state``) if a state for the same params
+    exists. Returns ``store_path``.
+    """
+    store_path = Path(store_path)
+    state_dir = ts.state_path(store_path) if state_dir is None else Path(state_dir)
+    partial = ts.partial_path(store_path)
+    device = resolve_device(str(params.get("device", "auto")))
+    dtype_name = str(params.get("dtype", "float32"))
+    dtype = DTYPES[dtype_name]
+    flush = device.type == "cpu" and bool(params.get("flush_denormal", True))
+    if flush:
+        torch.set_flush_denormal(True)
+    try:
+        return _train(params, dataset, store_path, partial, state_dir, device, dtype, progress)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+
+
+def _train(params, dataset, store_path, partial, state_dir, device, dtype, progress) -> Path:
+    seeds = [int(s) for s in params["seeds"]]
+    m = len(seeds)
+    steps = int(params["steps"])
+    attrs = dict(dataset.attrs)
+    input_dim = int(dataset.sizes["feature"]) if attrs.get("task") == "teacher" else None
+    spec = model_spec(params, attrs, input_dim=input_dim)
+
+    x_train = _to_tensor(dataset["x_train"].values, device)
+    x_test = _to_tensor(dataset["x_test"].values, device)
+    y_train = _to_tensor(dataset["y_train"].values, device, torch.long)
+    y_test = _to_tensor(dataset["y_test"].values, device, torch.long)
+    if spec.kind == "deep_linear":
+        x_train, x_test = encode_inputs(spec, x_train, dtype), encode_inputs(spec, x_test, dtype)
+
+    log_at = log_steps(steps, int(params["log_dense_steps"]), int(params["log_every_steps"]))
+    snap_at = snapshot_steps(steps, int(params["snapshot_count"]))
+    ckpt_every = max(1, int(params["checkpoint_every_steps"]))
+    lr = np.broadcast_to(np.asarray(params["lr"], dtype=np.float64), (m,))
+    tau = lr[:, None] * log_at[None, :].astype(np.float64)
+    try:
+        from twoclocks import provenance
+
+        prov = provenance.to_json(provenance.collect(device.type, str(dtype).split(".")[-1]))
+    except Exception as exc:  # provenance must never block training
+        prov = json.dumps({"error": f"provenance unavailable: {exc!r}"})
+
+    blocks = spec.blocks()
+    matrices = _matrices(spec)
+    table = _metric_table(spec)
+    p0 = init_params(spec, seeds, params.get("init_scale", 1.0), dtype=dtype, device=device)
+    sv_count = min(spec.num_classes, spec.linear_input_dim)
+    dtype_name = str(dtype).split(".")[-1]
+    layout = ts.StoreLayout(
+        seeds=seeds,
+        steps=log_at,
+        tau=tau,
+        blocks=blocks,
+        matrices=matrices,
+        sv_count=sv_count,
+        checkpoint_steps=snap_at,
+        metrics=table,
+        snapshots={b: tuple(p0[b].shape[1:]) for b in blocks},
+        snapshot_dtype=dtype_name,
+        attrs={
+            "cell": json.dumps(params, sort_keys=True, default=str),
+            "provenance": prov,
+            "dtype": dtype_name,
+            "device": device.type,
+            "title": f"twoclocks trajectory of cell {params.get('cell_id', '?')}",
+        },
+    )
+
+    p = {k: v.requires_grad_(True) for k, v in p0.items()}
+    opt = make_optimizer(params, p)
+    fingerprint = _fingerprint(params)
+    state = ts.load_state(state_dir)
+    if state is not None and (str(state["fingerprint"]) != fingerprint or not partial.exists()):
+        log.warning("ignoring resume state in %s (different params or no partial store)", state_dir)
+        state = None
+    prev_gates = None
+    if state is None:
+        ts.create_store(partial, layout)
+        buffers = {n: np.full(layout.metric_shape(n), np.nan) for n in table}
+        buffers["diverged_step"] = np.full(m, -1, dtype=np.int64)
+        start = 0
+    else:
+        with torch.no_grad():
+            for k, v in p.items():
+                v.copy_(_to_tensor(state[f"param/{k}"], device))
+        opt.load_state_dict(
+            {k[4:]: _to_tensor(v, device) for k, v in state.items() if k.startswith("opt/")}
+        )
+        if "prev_gates" in state:
+            prev_gates = _to_tensor(state["prev_gates"], device, torch.bool)
+        buffers = ts.read_buffers(partial, layout)
+        start = int(state["step"])
+        log.info("resuming cell at step %d of %d from %s", start, steps, state_dir)
+
+    diverged = _to_tensor(buffers["diverged_step"], device) >= 0
+    log_index = {int(s): i for i, s in enumerate(log_at)}
+    snap_index = {int(s): i for i, s in enumerate(snap_at)}
+    flushed = int(np.searchsorted(log_at, start))
+    fourier_keep = int(params.get("fourier_keep", 8))
+
+    pending_snaps: dict[int, dict[str, np.ndarray]] = {}
+
+    def flush(t: int) -> None:
+        """Write buffered log rows (steps < t) and snapshots to the partial store."""
+        nonlocal flushed
+        hi = int(np.searchsorted(log_at, t))
+        ts.write_rows(partial, layout, buffers, flushed, hi)
+        flushed = hi
+        if pending_snaps:
+            ks = sorted(pending_snaps)
+            ts.write_snapshots(partial, layout, ks[0], [pending_snaps[k] for k in ks])
+            pending_snaps.clear()
+
+    def save(t: int) -> None:
+        flush(t)
+        arrays = {f"param/{k}": v.detach().cpu().numpy() for k, v in p.items()}
+        arrays.update({f"opt/{k}": v.cpu().numpy() for k, v in opt.state_dict().items()})
+        arrays["step"] = np.asarray(t, dtype=np.int64)
+        arrays["fingerprint"] = np.asarray(fingerprint)
+        if prev_gates is not None:
+            arrays["prev_gates"] = prev_gates.cpu().numpy()
+        ts.save_state(state_dir, arrays)
+
+    interrupted: list[int] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            handlers[sig] = signal.signal(sig, lambda s, _f: interrupted.append(s))
+    bar = None
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc=str(params.get("cell_id", "train")))
+    report_every = max(1, steps // 20)
+    t0, tstart = time.perf_counter(), start
+    last_test = float("nan")
+    try:
+        t = start
+        while True:
+            for v in p.values():
+                v.grad = None
+            fwd = forward(spec, p, x_train)
+            loss_m = member_losses(fwd.logits, y_train)
+            loss_m.sum().backward()
+            bad = ~torch.isfinite(loss_m.detach()) & ~diverged
+            if bool(bad.any()):
+                opt.freeze(bad)
+                diverged |= bad
+                buffers["diverged_step"][bad.cpu().numpy()] = t
+                log.warning("members %s diverged at step %d", np.flatnonzero(bad.cpu()), t)
+            if t in log_index:
+                with torch.no_grad():
+                    test_logits = forward(spec, p, x_test).logits
+                row, gates = _log_row(
+                    spec, p, fwd, y_train, test_logits, y_test, prev_gates, fourier_keep
+                )
+                prev_gates = gates
+                i = log_index[t]
+                keep = ~diverged
+                for name, val in row.items():
+                    mask = keep.view(-1, *([1] * (val.ndim - 1)))
+                    val = torch.where(mask, val, torch.full_like(val, math.nan))
+                    buffers[name][:, i] = val.cpu().numpy()
+                finite = buffers["test_loss"][:, i][~np.isnan(buffers["test_loss"][:, i])]
+                last_test = float(finite.mean()) if finite.size else math.nan
+            if t in snap_index:
+                pending_snaps[snap_index[t]] = {
+                    b: v.detach().cpu().numpy().copy() for b, v in p.items()
+                }
+            if t % report_every == 0 or t == steps:
+                rate = (t - tstart) / max(time.perf_counter() - t0, 1e-9)
+                eta = (steps - t) / rate if rate > 0 else float("nan")
+                lm = loss_m.detach().double().cpu().numpy()
+                log.info(
+                    "step %d/%d train_loss %s test_loss %.4g %.1f steps/s ETA %.0fs",
+                    t,
+                    steps,
+                    np.array2string(lm, precision=3),
+                    last_test,
+                    rate,
+                    eta,
+                )
+            if t == steps:
+                break
+            opt.step()
+            t += 1
+            if bar is not None:
+                bar.update(1)
+            if interrupted:
+                save(t)
+                raise _Interrupted(interrupted[0])
+            if t % ckpt_every == 0 and t < steps:
+                save(t)
+        flush(steps + 1)
+    except _Interrupted as exc:
+        log.warning("signal %d: saved resume state at step %d, exiting", exc.signum, t)
+        raise SystemExit(128 + exc.signum) from None
+    finally:
+        if bar is not None:
+            bar.close()
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+
+    div = buffers["diverged_step"]
+    status = {
+        str(s): ("ok" if d < 0 else f"diverged@{int(d)}") for s, d in zip(seeds, div, strict=True)
+    }
+    ts.write_attrs(partial, {"seed_status": json.dumps(status, sort_keys=True)})
+    ts.validate_store(partial, layout)
+    return ts.publish(partial, store_path, state_dir)

@@ -1,0 +1,199 @@
+"""Stacked optimisers: AdamW and SGD(momentum) with per-member lr and weight decay.
+
+Each parameter has a leading member axis M; ``lr`` and ``weight_decay`` are (M,) float64 tensors
+broadcast over the other axes. The update order replicates ``torch.optim.AdamW`` and
+``torch.optim.SGD`` (single-tensor path) so that member i follows exactly the trajectory of an
+unstacked model trained by torch's optimiser. Per-member scalar factors are computed in float64
+(as torch does with Python floats) and cast to the parameter dtype. Weight decay applies to every
+weight matrix (layerwise) and, by default, to biases too (torch's default param group).
+
+A member can be frozen (``active[i] = False``): its gradient is zeroed, its lr and weight decay
+are zero and its state is reset, so its parameters stop changing exactly.
+
+State is a flat dict of plain tensors (``state_dict``/``load_state_dict``), saved without pickle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["StackedAdamW", "StackedSGD", "make_optimizer"]
+
+
+def _member_vector(value: float | Sequence[float] | Tensor, m: int, device) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64, device=device)
+    if t.ndim == 0:
+        t = t.expand(m).clone()
+    if t.shape != (m,):
+        raise ValueError(f"per-member value has shape {tuple(t.shape)}, expected ({m},)")
+    return t
+
+
+def _bcast(v: Tensor, p: Tensor) -> Tensor:
+    """(M,) float64 -> (M, 1, ..., 1) in the parameter dtype."""
+    return v.to(p.dtype).view(-1, *([1] * (p.ndim - 1)))
+
+
+class _Stacked:
+    def __init__(
+        self,
+        params: dict[str, Tensor],
+        lr: float | Sequence[float] | Tensor,
+        weight_decay: float | Sequence[float] | Tensor,
+        decay: dict[str, bool] | None,
+    ):
+        self.params = params
+        first = next(iter(params.values()))
+        m, dev = first.shape[0], first.device
+        self.lr = _member_vector(lr, m, dev)
+        self.weight_decay = _member_vector(weight_decay, m, dev)
+        self.decay = {n: True for n in params} if decay is None else dict(decay)
+        self.active = torch.ones(m, dtype=torch.bool, device=dev)
+        self._all_active = True  # host-side copy: no device sync per step
+        self.step_count = 0
+        self.state: dict[str, Tensor] = {}
+
+    def _masked(self) -> tuple[Tensor, Tensor, bool]:
+        if self._all_active:
+            return self.lr, self.weight_decay, True
+        zero = torch.zeros_like(self.lr)
+        return (
+            torch.where(self.active, self.lr, zero),
+            torch.where(self.active, self.weight_decay, zero),
+            False,
+        )
+
+    def _grads(self, all_active: bool) -> dict[str, Tensor]:
+        grads = {}
+        for n, p in self.params.items():
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            if not all_active:
+                g = torch.where(_bcast(self.active, p).bool(), g, torch.zeros_like(g))
+            grads[n] = g
+        return grads
+
+    def freeze(self, members: Tensor) -> None:
+        """Freeze members (bool (M,)): no further updates, state zeroed."""
+        self.active &= ~members
+        self._all_active = bool(self.active.all())
+        for v in self.state.values():
+            v[members] = 0
+
+    def state_dict(self) -> dict[str, Tensor]:
+        out = {f"state/{k}": v for k, v in self.state.items()}
+        out["step_count"] = torch.tensor(self.step_count, dtype=torch.int64)
+        out["active"] = self.active.clone()
+        return out
+
+    def load_state_dict(self, sd: dict[str, Tensor]) -> None:
+        self.step_count = int(sd["step_count"])
+        self.active = sd["active"].to(self.active.device, torch.bool).clone()
+        self._all_active = bool(self.active.all())
+        for k, v in self.state.items():
+            v.copy_(sd[f"state/{k}"])
+
+
+class StackedAdamW(_Stacked):
+    """AdamW (decoupled weight decay, bias correction), replicating torch.optim.AdamW."""
+
+    def __init__(
+        self,
+        params: dict[str, Tensor],
+        lr,
+        weight_decay,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        decay: dict[str, bool] | None = None,
+    ):
+        super().__init__(params, lr, weight_decay, decay)
+        self.beta1, self.beta2 = float(betas[0]), float(betas[1])
+        self.eps = float(eps)
+        for n, p in params.items():
+            self.state[f"exp_avg/{n}"] = torch.zeros_like(p)
+            self.state[f"exp_avg_sq/{n}"] = torch.zeros_like(p)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        lr, wd, all_active = self._masked()
+        grads = self._grads(all_active)
+        self.step_count += 1
+        bc1 = 1.0 - self.beta1**self.step_count
+        bc2_sqrt = math.sqrt(1.0 - self.beta2**self.step_count)
+        shrink = 1.0 - lr * wd  # float64, like torch's Python-float arithmetic
+        step_size = lr / bc1
+        for n, p in self.params.items():
+            g = grads[n]
+            if self.decay[n]:
+                p.mul_(_bcast(shrink, p))
+            m, v = self.state[f"exp_avg/{n}"], self.state[f"exp_avg_sq/{n}"]
+            m.lerp_(g, 1.0 - self.beta1)
+            v.mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
+            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+            p.sub_(_bcast(step_size, p) * (m / denom))
+
+
+class StackedSGD(_Stacked):
+    """SGD with momentum and L2 weight decay added to the gradient, replicating torch.optim.SGD
+    (dampening 0, no Nesterov)."""
+
+    def __init__(
+        self,
+        params: dict[str, Tensor],
+        lr,
+        weight_decay,
+        momentum: float = 0.0,
+        decay: dict[str, bool] | None = None,
+    ):
+        super().__init__(params, lr, weight_decay, decay)
+        self.momentum = float(momentum)
+        if self.momentum != 0.0:
+            for n, p in params.items():
+                self.state[f"momentum_buffer/{n}"] = torch.zeros_like(p)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        lr, wd, all_active = self._masked()
+        grads = self._grads(all_active)
+        self.step_count += 1
+        for n, p in self.params.items():
+            d = grads[n]
+            if self.decay[n]:
+                d = d + _bcast(wd, p) * p
+            if self.momentum != 0.0:
+                buf = self.state[f"momentum_buffer/{n}"]
+                if self.step_count == 1:
+                    buf.copy_(d)
+                else:
+                    buf.mul_(self.momentum).add_(d)
+                d = buf
+            p.sub_(_bcast(lr, p) * d)
+
+
+def make_optimizer(
+    cell: dict, params: dict[str, Tensor], decay: dict[str, bool] | None = None
+) -> StackedAdamW | StackedSGD:
+    """Optimiser of a resolved cell (``optimizer``, ``lr``, ``weight_decay``, ``betas``,
+    ``adam_eps``, ``momentum``, optional ``decay_biases``)."""
+    if decay is None:
+        decay_biases = bool(cell.get("decay_biases", True))
+        decay = {n: (decay_biases or not n.startswith("b")) for n in params}
+    kind = cell.get("optimizer", "adamw")
+    if kind == "adamw":
+        betas = cell.get("betas", (0.9, 0.999))
+        return StackedAdamW(
+            params,
+            cell["lr"],
+            cell.get("weight_decay", 0.0),
+            betas=(betas[0], betas[1]),
+            eps=cell.get("adam_eps", 1e-8),
+            decay=decay,
+        )
+    if kind == "sgd":
+        return StackedSGD(
+            params, cell["lr"], cell.get("weight_decay", 0.0), cell.get("momentum", 0.0), decay
+        )
+    raise ValueError(f"unknown optimizer {kind!r}")

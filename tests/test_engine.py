@@ -1,0 +1,257 @@
+"""Training engine: equivalence, member independence, determinism, resume, divergence, devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from twoclocks.data.modular import make_modular
+from twoclocks.data.teacher import make_teacher
+from twoclocks.train import store as ts
+from twoclocks.train.engine import log_steps, snapshot_steps, train_cell
+from twoclocks.train.models import ReluEmbedNet, init_params, model_spec
+
+CELL = dict(
+    study="t",
+    cell_id="relu/wd=1.0",
+    task="modular",
+    op="add",
+    modulus=13,
+    train_fraction=0.5,
+    split="unordered",
+    split_seed=0,
+    model="relu_embed",
+    embed_dim=12,
+    combine="sum",
+    hidden_width=24,
+    hidden_layers=1,
+    bias=True,
+    init_scale=1.0,
+    optimizer="adamw",
+    lr=1e-2,
+    betas=[0.9, 0.98],
+    adam_eps=1e-8,
+    momentum=0.0,
+    weight_decay=1.0,
+    steps=120,
+    seeds=[0, 1, 2],
+    device="cpu",
+    dtype="float32",
+    log_dense_steps=10,
+    log_every_steps=10,
+    snapshot_count=4,
+    checkpoint_every_steps=40,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def modular():
+    return make_modular(op="add", modulus=13, train_fraction=0.5, split="unordered", split_seed=0)
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    ds = ts.open_trajectory(path).load()
+    return {n: v.values for n, v in {**ds.data_vars, **ds.coords}.items()}
+
+
+def _assert_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k, strict=True)
+
+
+def test_schedules():
+    assert list(log_steps(25, 3, 10)) == [0, 1, 2, 3, 10, 20, 25]
+    snaps = snapshot_steps(1000, 6)
+    assert len(snaps) == 6 and snaps[0] == 0 and snaps[-1] == 1000
+    assert np.all(np.diff(snaps) > 0) and np.all(np.diff(np.log(snaps[1:])) > 0.5)
+
+
+def test_engine_matches_torch_adamw_reference(modular, tmp_path):
+    cell = dict(CELL, dtype="float64", steps=200, snapshot_count=2, lr=[1e-2, 3e-3, 2e-2])
+    out = train_cell(cell, modular, tmp_path / "run" / "trajectory.zarr")
+    traj = ts.open_trajectory(out).load()
+    spec = model_spec(cell, modular.attrs)
+    p0 = init_params(spec, cell["seeds"], dtype=torch.float64)
+    x = torch.as_tensor(modular["x_train"].values)
+    y = torch.as_tensor(modular["y_train"].values)
+    for i, lr in enumerate(cell["lr"]):
+        net = ReluEmbedNet.from_member(spec, p0, i)
+        opt = torch.optim.AdamW(
+            list(net.block_params().values()), lr=lr, weight_decay=1.0, betas=(0.9, 0.98)
+        )
+        for _ in range(200):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+        for name, v in net.block_params().items():
+            got = traj[f"snap_{name}"].values[i, -1]
+            ref = v.detach().numpy()
+            assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max(), name
+        logits = net(x).detach()
+        loss = F.cross_entropy(logits.double(), y).item()
+        assert traj.train_loss.values[i, -1] == pytest.approx(loss, rel=1e-9)
+    assert traj.checkpoint_step.values.tolist() == [0, 200]
+    np.testing.assert_allclose(traj.tau.values[:, -1], np.array(cell["lr"]) * 200)
+
+
+def test_member_independent_of_stack(modular, tmp_path):
+    a = dict(CELL, seeds=[0, 1, 2], lr=[1e-2, 3e-3, 5e-3], weight_decay=[1.0, 0.5, 0.1])
+    b = dict(CELL, seeds=[2, 5], lr=[5e-3, 1e-2], weight_decay=[0.1, 2.0])
+    ra = ts.open_trajectory(train_cell(a, modular, tmp_path / "a" / "trajectory.zarr")).load()
+    rb = ts.open_trajectory(train_cell(b, modular, tmp_path / "b" / "trajectory.zarr")).load()
+    for name, var in ra.data_vars.items():
+        np.testing.assert_array_equal(
+            var.sel(seed=2).values, rb[name].sel(seed=2).values, err_msg=name, strict=True
+        )
+
+
+def test_same_config_bitwise_identical_store(modular, tmp_path):
+    cell = dict(CELL, model="deep_linear", depth=3, width=8, balanced_init=True)
+    a = train_cell(cell, modular, tmp_path / "a" / "trajectory.zarr")
+    b = train_cell(cell, modular, tmp_path / "b" / "trajectory.zarr")
+    _assert_identical(_arrays(a), _arrays(b))
+    assert ts.open_trajectory(a).attrs == ts.open_trajectory(b).attrs
+
+
+def test_divergent_member_frozen_others_unchanged(modular, tmp_path):
+    bad = dict(CELL, seeds=[0, 1, 2], lr=[1e-2, 1e30, 1e-2])
+    ok = dict(CELL, seeds=[0, 2], lr=[1e-2, 1e-2])
+    rb = ts.open_trajectory(train_cell(bad, modular, tmp_path / "bad" / "trajectory.zarr")).load()
+    ro = ts.open_trajectory(train_cell(ok, modular, tmp_path / "ok" / "trajectory.zarr")).load()
+    div = rb.diverged_step.values
+    assert div[0] == -1 and div[2] == -1 and div[1] >= 1
+    status = json.loads(rb.attrs["seed_status"])
+    assert status == {"0": "ok", "1": f"diverged@{div[1]}", "2": "ok"}
+    loss = rb.train_loss.sel(seed=1)
+    assert np.isnan(loss.sel(step=slice(div[1], None))).all()
+    assert np.isfinite(loss.sel(step=slice(None, div[1] - 1))).all()
+    for name, var in ro.data_vars.items():
+        if name == "diverged_step":
+            continue
+        np.testing.assert_array_equal(
+            var.values, rb[name].sel(seed=[0, 2]).values, err_msg=name, strict=True
+        )
+
+
+def test_cuda_without_gpu_is_a_clear_error(modular, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="device: auto"):
+        train_cell(dict(CELL, device="cuda"), modular, tmp_path / "x" / "trajectory.zarr")
+
+
+def test_store_attrs_and_partial_never_visible(modular, tmp_path, monkeypatch):
+    store_path = tmp_path / "runs" / "c" / "trajectory.zarr"
+    seen = []
+    real_save = ts.save_state
+
+    def spy(state_dir, arrays):
+        real_save(state_dir, arrays)
+        seen.append((store_path.exists(), ts.partial_path(store_path).exists()))
+
+    monkeypatch.setattr(ts, "save_state", spy)
+    cell = dict(CELL, task="teacher", model="deep_linear", depth=2, width=6, balanced_init=False)
+    cell.update(
+        input_dim=5, num_classes=3, teacher_rank=2, train_size=30, test_size=20, data_seed=0
+    )
+    data = make_teacher(
+        input_dim=5, num_classes=3, teacher_rank=2, train_size=30, test_size=20, data_seed=0
+    )
+    out = train_cell(cell, data, store_path)
+    assert seen and all(s == (False, True) for s in seen)
+    assert out == store_path and store_path.exists()
+    assert not ts.partial_path(store_path).exists() and not ts.state_path(store_path).exists()
+    ds = ts.open_trajectory(out)
+    assert json.loads(ds.attrs["cell"]) == cell
+    prov = json.loads(ds.attrs["provenance"])
+    assert prov["dtype"] == "float32" and prov["device"] == "cpu"
+    assert ds.attrs["dtype"] == "float32" and ds.attrs["device"] == "cpu"
+    for name, var in {**ds.data_vars, **ds.coords}.items():
+        assert var.attrs.get("long_name") and var.attrs.get("units"), name
+    assert {"schatten_energy", "balancedness_gap", "separation_gap"} <= set(ds.data_vars)
+    assert "fourier_gap" not in ds and "gate_flip_fraction" not in ds
+    assert ds.block.values.tolist() == ["W1", "W2"] and ds.matrix.values.tolist() == [
+        "W1",
+        "W2",
+        "A",
+    ]
+    assert ds.step.values.tolist() == log_steps(120, 10, 10).tolist()
+    assert np.all(ds.balancedness_gap.values >= -1e-4)
+
+
+RUNNER = textwrap.dedent(
+    """
+    import json, logging, os, signal, sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    from twoclocks.data.modular import make_modular
+    from twoclocks.train import store as ts
+    from twoclocks.train.engine import train_cell
+
+    logging.basicConfig(level=logging.INFO)
+    cell = json.loads(sys.argv[1])
+    kill_after, sig = int(sys.argv[3]), sys.argv[4]
+    calls = []
+    real_save = ts.save_state
+
+    def save(state_dir, arrays):
+        real_save(state_dir, arrays)
+        calls.append(int(arrays["step"]))
+        if len(calls) == kill_after:
+            os.kill(os.getpid(), getattr(signal, sig))
+
+    ts.save_state = save
+    ds = make_modular(op="add", modulus=13, train_fraction=0.5, split="unordered", split_seed=0)
+    train_cell(cell, ds, Path(sys.argv[2]))
+    print("saved", calls)
+    """
+)
+
+
+def _run(script: Path, cell: dict, path: Path, kill_after: int, sig: str):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, str(script), json.dumps(cell), str(path), str(kill_after), sig],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig):
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    cell = dict(CELL, seeds=[0, 1])
+    path = tmp_path / "killed" / "trajectory.zarr"
+    first = _run(script, cell, path, 2, sig)
+    assert first.returncode == (-9 if sig == "SIGKILL" else 128 + 15), first.stderr
+    assert not path.exists() and ts.partial_path(path).exists()
+    saved = ts.load_state(ts.state_path(path))
+    # SIGKILL dies right after the 2nd checkpoint (step 80); SIGTERM saves one step later.
+    assert int(saved["step"]) == (80 if sig == "SIGKILL" else 81)
+    second = _run(script, cell, path, 0, "SIGKILL")
+    assert second.returncode == 0, second.stderr
+    assert f"resuming cell at step {int(saved['step'])}" in second.stderr
+    ref = train_cell(cell, modular, tmp_path / "ref" / "trajectory.zarr")
+    _assert_identical(_arrays(path), _arrays(ref))

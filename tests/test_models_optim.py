@@ -1,0 +1,189 @@
+"""Stacked models + optimisers equal unstacked nn.Modules trained by torch.optim, per member."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from twoclocks.train.engine import member_losses
+from twoclocks.train.models import (
+    DeepLinearNet,
+    ModelSpec,
+    ReluEmbedNet,
+    encode_inputs,
+    end_to_end,
+    forward,
+    init_params,
+)
+from twoclocks.train.optim import StackedAdamW, StackedSGD
+
+P = 7
+SEEDS = [0, 1, 2]
+LR = [3e-3, 1e-3, 5e-3]
+WD = [0.5, 1.0, 0.0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is several times faster on a busy 2-core CI box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _data(n: int = 30):
+    g = torch.Generator().manual_seed(123)
+    x = torch.randint(0, P, (n, 2), generator=g)
+    return x, (x[:, 0] + x[:, 1]) % P
+
+
+def _relu(combine: str, bias: bool, layers: int = 1) -> ModelSpec:
+    return ModelSpec(
+        kind="relu_embed",
+        num_classes=P,
+        input_kind="tokens",
+        vocab_size=P,
+        embed_dim=6,
+        combine=combine,
+        hidden_width=10,
+        hidden_layers=layers,
+        bias=bias,
+    )
+
+
+def _dl(depth: int, balanced: bool = False) -> ModelSpec:
+    return ModelSpec(
+        kind="deep_linear",
+        num_classes=P,
+        input_kind="tokens",
+        vocab_size=P,
+        depth=depth,
+        width=8,
+        balanced_init=balanced,
+    )
+
+
+def _run(spec, dtype, opt_name, steps, lr=LR, wd=WD):
+    """Train stacked and reference models side by side; return (stacked, references)."""
+    x, y = _data()
+    xin = x if spec.kind == "relu_embed" else encode_inputs(spec, x, dtype)
+    params = init_params(spec, SEEDS, [1.0, 0.5, 2.0], dtype=dtype)
+    params = {k: v.requires_grad_() for k, v in params.items()}
+    cls = ReluEmbedNet if spec.kind == "relu_embed" else DeepLinearNet
+    refs = [cls.from_member(spec, params, i) for i in range(len(SEEDS))]
+    if opt_name == "adamw":
+        opt = StackedAdamW(params, lr, wd, betas=(0.9, 0.98), eps=1e-8)
+        ref_opts = [
+            torch.optim.AdamW(
+                list(r.block_params().values()), lr=lr[i], weight_decay=wd[i], betas=(0.9, 0.98)
+            )
+            for i, r in enumerate(refs)
+        ]
+    else:
+        opt = StackedSGD(params, lr, wd, momentum=0.9)
+        ref_opts = [
+            torch.optim.SGD(
+                list(r.block_params().values()), lr=lr[i], weight_decay=wd[i], momentum=0.9
+            )
+            for i, r in enumerate(refs)
+        ]
+    for _ in range(steps):
+        for v in params.values():
+            v.grad = None
+        member_losses(forward(spec, params, xin).logits, y).sum().backward()
+        opt.step()
+        for r, o in zip(refs, ref_opts, strict=True):
+            o.zero_grad()
+            F.cross_entropy(r(x), y).backward()
+            o.step()
+    return params, refs
+
+
+def _max_rel_err(params, refs) -> float:
+    errs = []
+    for i, r in enumerate(refs):
+        for name, v in r.block_params().items():
+            scale = v.detach().abs().max().clamp_min(1e-12)
+            errs.append(((params[name][i] - v).abs().max() / scale).item())
+    return max(errs)
+
+
+CASES = [
+    ("relu-sum-bias", lambda: _relu("sum", True)),
+    ("relu-sum-nobias", lambda: _relu("sum", False)),
+    ("relu-concat-bias-2layers", lambda: _relu("concat", True, layers=2)),
+    ("relu-concat-nobias", lambda: _relu("concat", False)),
+    ("dl-L1", lambda: _dl(1)),
+    ("dl-L3", lambda: _dl(3)),
+    ("dl-L3-balanced", lambda: _dl(3, balanced=True)),
+]
+
+
+@pytest.mark.parametrize("opt_name", ["adamw", "sgd"])
+@pytest.mark.parametrize("case", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_stacked_equals_reference_float64(case, opt_name):
+    lr = LR if opt_name == "adamw" else [0.5, 0.2, 1.0]
+    params, refs = _run(case(), torch.float64, opt_name, 200, lr=lr)
+    assert _max_rel_err(params, refs) < 1e-6
+
+
+@pytest.mark.parametrize("opt_name", ["adamw", "sgd"])
+def test_stacked_equals_reference_float32(opt_name):
+    lr = [1e-3, 5e-4, 2e-3] if opt_name == "adamw" else [0.1, 0.05, 0.2]
+    params, refs = _run(_relu("sum", True), torch.float32, opt_name, 200, lr=lr)
+    assert _max_rel_err(params, refs) < 1e-3
+
+
+def test_member_init_independent_of_stack():
+    spec = _relu("concat", True)
+    a = init_params(spec, [0, 1, 2], dtype=torch.float64)
+    b = init_params(spec, [2, 5], dtype=torch.float64)
+    for name in a:
+        assert torch.equal(a[name][2], b[name][0])
+    assert not torch.equal(a["E"][0], a["E"][1])
+
+
+def test_init_scales_match_torch_defaults():
+    spec = _relu("sum", True)
+    p = init_params(spec, list(range(20)), dtype=torch.float64)
+    assert abs(p["E"].std().item() - 1.0) < 0.1  # nn.Embedding: N(0, 1)
+    bound = 1 / 6**0.5  # nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    assert p["W1"].abs().max() <= bound and p["W1"].abs().max() > 0.9 * bound
+    half = init_params(spec, list(range(20)), 0.5, dtype=torch.float64)
+    assert torch.allclose(half["U"], 0.5 * p["U"])
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_balanced_init_is_balanced_and_keeps_the_map(depth):
+    spec, plain = _dl(depth, balanced=True), _dl(depth)
+    p = init_params(spec, [0, 3], dtype=torch.float64)
+    q = init_params(plain, [0, 3], dtype=torch.float64)
+    for k in range(1, depth):
+        lo, hi = p[f"W{k}"], p[f"W{k + 1}"]
+        assert torch.allclose(hi.transpose(1, 2) @ hi, lo @ lo.transpose(1, 2), atol=1e-12)
+    assert torch.allclose(end_to_end(spec, p), end_to_end(plain, q), atol=1e-12)
+
+
+def test_frozen_member_stops_and_others_continue():
+    spec = _dl(2)
+    x, y = _data()
+    xin = encode_inputs(spec, x, torch.float64)
+    params = {
+        k: v.requires_grad_() for k, v in init_params(spec, SEEDS, dtype=torch.float64).items()
+    }
+    opt = StackedAdamW(params, LR, WD)
+    for step in range(20):
+        if step == 5:
+            frozen = {k: v[1].detach().clone() for k, v in params.items()}
+            opt.freeze(torch.tensor([False, True, False]))
+        for v in params.values():
+            v.grad = None
+        member_losses(forward(spec, params, xin).logits, y).sum().backward()
+        opt.step()
+    for k, v in params.items():
+        assert torch.equal(v[1], frozen[k])
+    sd = opt.state_dict()
+    assert all(isinstance(v, torch.Tensor) for v in sd.values())
+    assert not bool(sd["active"][1])

@@ -1,0 +1,165 @@
+"""Trajectory store: region writes, validation, resume state without pickle, load_study."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import twoclocks
+from twoclocks.data.modular import make_modular
+from twoclocks.train import store as ts
+from twoclocks.train.engine import train_cell
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _layout(steps: int = 1200) -> ts.StoreLayout:
+    log_at = np.arange(steps, dtype=np.int64)
+    return ts.StoreLayout(
+        seeds=[3, 4],
+        steps=log_at,
+        tau=np.outer([0.1, 0.2], log_at),
+        blocks=["W1"],
+        matrices=["W1", "A"],
+        sv_count=2,
+        checkpoint_steps=np.array([0, steps - 1]),
+        metrics={
+            "train_loss": (None, "train loss", "nat"),
+            "srank": ("matrix", "stable rank", "1"),
+            "singular_values": ("sv", "singular values", "1"),
+        },
+        snapshots={"W1": (2, 3)},
+        snapshot_dtype="float64",
+        attrs={"cell": "{}", "provenance": "{}", "dtype": "float64", "device": "cpu"},
+    )
+
+
+def _buffers(layout):
+    b = {n: np.full(layout.metric_shape(n), np.nan) for n in layout.metrics}
+    b["diverged_step"] = np.full(len(layout.seeds), -1, dtype=np.int64)
+    return b
+
+
+def test_region_writes_are_idempotent_and_validated(tmp_path):
+    layout = _layout()
+    path = tmp_path / "s.zarr"
+    ts.create_store(path, layout)
+    buf = _buffers(layout)
+    rng = np.random.default_rng(0)
+    for n in layout.metrics:
+        buf[n][:] = rng.random(buf[n].shape)
+    # Written in uneven blocks, one of them twice (a retried write).
+    for lo, hi in [(0, 5), (5, 700), (5, 700), (700, 1200)]:
+        ts.write_rows(path, layout, buf, lo, hi)
+    for k in range(2):
+        ts.write_snapshot(path, layout, k, {"W1": rng.random((2, 2, 3))})
+    with pytest.raises(ValueError, match="seed_status"):
+        ts.validate_store(path, layout)
+    ts.write_attrs(path, {"seed_status": json.dumps({"3": "ok", "4": "ok"})})
+    ts.validate_store(path, layout)
+    ds = ts.open_trajectory(path).load()
+    for n in layout.metrics:
+        np.testing.assert_array_equal(ds[n].values, buf[n])
+    np.testing.assert_array_equal(ds.tau.values, layout.tau)
+    np.testing.assert_array_equal(ts.read_buffers(path, layout)["train_loss"], buf["train_loss"])
+
+
+def test_validation_catches_missing_rows(tmp_path):
+    layout = _layout(30)
+    path = tmp_path / "s.zarr"
+    ts.create_store(path, layout)
+    buf = _buffers(layout)
+    buf["train_loss"][:, :20] = 1.0
+    ts.write_rows(path, layout, buf, 0, 20)
+    ts.write_attrs(path, {"seed_status": "{}"})
+    with pytest.raises(ValueError, match="train_loss not filled"):
+        ts.validate_store(path, layout)
+    # A member that diverged at step 20 is complete without rows from 20 on.
+    buf["diverged_step"][:] = 20
+    for n in ("srank", "singular_values"):
+        buf[n][:, :20] = 1.0
+    ts.write_rows(path, layout, buf, 0, 30)
+    with pytest.raises(ValueError, match="snapshot"):
+        ts.validate_store(path, layout)
+    ts.write_snapshot(path, layout, 0, {"W1": np.ones((2, 2, 3))})
+    ts.validate_store(path, layout)
+
+
+def test_state_roundtrip_without_pickle(tmp_path):
+    arrays = {
+        "param/W1": np.arange(6.0).reshape(2, 3),
+        "step": np.asarray(7),
+        "fp": np.asarray("x"),
+    }
+    ts.save_state(tmp_path / "st", arrays)
+    got = ts.load_state(tmp_path / "st")
+    assert got.keys() == arrays.keys()
+    for k in arrays:
+        np.testing.assert_array_equal(got[k], arrays[k])
+    assert ts.load_state(tmp_path / "missing") is None
+    with zipfile.ZipFile(tmp_path / "st" / ts.STATE_FILE) as z:
+        assert all(name.endswith(".npy") for name in z.namelist())
+    assert not (tmp_path / "st" / (ts.STATE_FILE + ".tmp")).exists()
+
+
+CELL = dict(
+    study="tiny",
+    grid="g",
+    task="modular",
+    op="add",
+    modulus=11,
+    train_fraction=0.5,
+    split="unordered",
+    split_seed=0,
+    model="relu_embed",
+    embed_dim=8,
+    combine="sum",
+    hidden_width=16,
+    hidden_layers=1,
+    bias=True,
+    init_scale=1.0,
+    optimizer="adamw",
+    lr=1e-2,
+    betas=[0.9, 0.98],
+    adam_eps=1e-8,
+    momentum=0.0,
+    steps=30,
+    seeds=[0, 1],
+    device="cpu",
+    dtype="float32",
+    log_dense_steps=5,
+    log_every_steps=5,
+    snapshot_count=3,
+    checkpoint_every_steps=100,
+)
+
+
+def test_load_study_over_two_cells(tmp_path):
+    data = make_modular(op="add", modulus=11, train_fraction=0.5, split="unordered", split_seed=0)
+    for wd, steps in [(0.5, 30), (1.0, 40)]:
+        cid = f"relu/wd={wd}"
+        cell = dict(CELL, cell_id=cid, cell_hash=f"h{wd}", weight_decay=wd, steps=steps)
+        train_cell(cell, data, tmp_path / "runs" / cid / "trajectory.zarr")
+    study = twoclocks.load_study(tmp_path)
+    assert study.sizes["cell"] == 2
+    assert sorted(study.cell.values.tolist()) == ["relu/wd=0.5", "relu/wd=1.0"]
+    assert json.loads(study.attrs["grid_axes"]) == ["steps", "weight_decay"]
+    assert sorted(study.weight_decay.values.tolist()) == [0.5, 1.0]
+    assert study.step.values.max() == 40
+    short = study.sel(cell="relu/wd=0.5")
+    assert np.isnan(short.train_loss.sel(step=40)).all()
+    assert np.isfinite(short.train_loss.sel(step=30)).all()
+    assert (study.diverged_step.values == -1).all()
+    assert not any(v.startswith("snap_") for v in study.data_vars)
+    with_snaps = twoclocks.load_study(tmp_path, snapshots=True)
+    assert "snap_E" in with_snaps and with_snaps.sizes["cell"] == 2
