@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import zlib
 from html.parser import HTMLParser
 
-import numpy as np
 import pytest
 import synthetic_report as sr
+from browser import assert_page_renders, needs_chromium
 
 from twoclocks.analyze.claims import evaluate_claims
 from twoclocks.report import figures as F
 from twoclocks.report import html as H
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--v=0",
-]
 
 
 @pytest.fixture(scope="module")
@@ -103,60 +85,7 @@ def test_tables():
     assert table.loc[0, "cell_id"] == "c1" and table.loc[0, "params"] == "slope=2 [1, 3]"
 
 
-def _png_pixels_vary(png: bytes) -> bool:
-    """True if the PNG's scanlines are not a single flat colour (no imaging library needed)."""
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat = 8, b""
-    while pos < len(png):
-        n = int.from_bytes(png[pos : pos + 4], "big")
-        kind = png[pos + 4 : pos + 8]
-        if kind == b"IDAT":
-            idat += png[pos + 8 : pos + 8 + n]
-        pos += 12 + n
-    raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8)
-    return np.unique(raw).size > 64 and float(raw.std()) > 5.0
-
-
-@pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) and not os.environ.get("CI"), reason="chromium not installed"
-)
+@needs_chromium
 def test_chromium_renders_the_page(report, tmp_path):
     path, figures, _claims = report
-    url = path.resolve().as_uri()
-    shutil.copy(path, tmp_path / "index.html")
-    dom = subprocess.run(
-        [
-            CHROMIUM,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={tmp_path / 'p1'}",
-            "--virtual-time-budget=30000",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    )
-    n = len(figures)
-    assert f"[rendered {n}/{n}]" in dom.stdout, dom.stderr[-2000:]
-    assert 'data-render="ok"' in dom.stdout and 'data-console-errors="0"' in dom.stdout
-    assert dom.stdout.count("<svg") >= n  # vega drew every chart
-    assert "Uncaught" not in dom.stderr
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            CHROMIUM,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={tmp_path / 'p2'}",
-            "--virtual-time-budget=30000",
-            f"--screenshot={shot}",
-            "--window-size=1200,3000",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    )
-    assert _png_pixels_vary(shot.read_bytes())
+    assert_page_renders(path, len(figures), tmp_path)

@@ -83,3 +83,20 @@ def collect(device: str | None = None, dtype: str | None = None) -> dict:
 def to_json(record: dict) -> str:
     """Canonical JSON (sorted keys) so that equal records give equal bytes."""
     return json.dumps(record, sort_keys=True, default=str)
+
+
+def write_parquet(df, path, record: dict) -> None:
+    """Write `df` to parquet with `record` (provenance, config) in the file's schema metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = {**(table.schema.metadata or {}), b"twoclocks": to_json(record).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), path)
+
+
+def read_parquet_record(path) -> dict:
+    """The provenance record stored by `write_parquet`."""
+    import pyarrow.parquet as pq
+
+    return json.loads(pq.read_schema(path).metadata[b"twoclocks"])

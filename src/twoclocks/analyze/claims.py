@@ -753,8 +753,8 @@ def evaluate_claims(
     ]
 
 
-def claims_to_json(claims: list[dict]) -> str:
-    """Deterministic JSON for claims.json (NaN/inf written as null)."""
+def claims_to_json(claims: list[dict] | dict) -> str:
+    """Deterministic JSON for claims.json (NaN/inf written as null); a list or a record."""
 
     def clean(v: Any) -> Any:
         if isinstance(v, Mapping):

@@ -45,7 +45,13 @@ def build_report(study_dir, config: dict, claims_path, index_path, figures_dir) 
     clocks = pd.read_parquet(study_dir / "clocks.parquet")
     fits = json.loads((study_dir / "fits.json").read_text())
     claims = evaluate_claims(trajectories, clocks, fits, config.get("analysis"))
-    Path(claims_path).write_text(claims_to_json(claims))
+    record = {
+        "study": config["study"],
+        "provenance": provenance.collect(),
+        "config": config,
+        "claims": claims,
+    }
+    Path(claims_path).write_text(claims_to_json(record))
     for c in claims:
         log.info("claim %-16s %s", c["id"], c["verdict"])
     charts, notes = build_figures(trajectories, clocks, fits)

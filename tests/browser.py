@@ -1,0 +1,74 @@
+"""Headless Chromium checks shared by the report tests: render a page, read its markers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+
+# Skips only where CI is not meant to have Chromium; in CI a missing browser fails the test.
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and not os.environ.get("CI"), reason="chromium not installed"
+)
+
+
+def chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=30000",
+            *extra,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+
+
+def png_pixels_vary(png: bytes) -> bool:
+    """True if the PNG's scanlines are not a single flat colour (no imaging library needed)."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat = 8, b""
+    while pos < len(png):
+        n = int.from_bytes(png[pos : pos + 4], "big")
+        kind = png[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            idat += png[pos + 8 : pos + 8 + n]
+        pos += 12 + n
+    raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8)
+    return np.unique(raw).size > 64 and float(raw.std()) > 5.0
+
+
+def assert_page_renders(index: Path, n_charts: int, tmp: Path) -> None:
+    """Chromium loads the page, every chart renders, no console errors, screenshot not blank."""
+    url = index.resolve().as_uri()
+    dom = chromium(url, tmp / "p1", "--dump-dom")
+    assert f"[rendered {n_charts}/{n_charts}]" in dom.stdout, dom.stderr[-2000:]
+    assert 'data-render="ok"' in dom.stdout and 'data-console-errors="0"' in dom.stdout
+    assert dom.stdout.count("<svg") >= n_charts  # vega drew every chart
+    assert "Uncaught" not in dom.stderr
+    shot = tmp / "shot.png"
+    chromium(url, tmp / "p2", f"--screenshot={shot}", "--window-size=1200,3000")
+    assert png_pixels_vary(shot.read_bytes())
