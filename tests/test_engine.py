@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_RELU_CELL
 
 from twoclocks.data.modular import make_modular
 from twoclocks.data.teacher import make_teacher
@@ -20,45 +21,7 @@ from twoclocks.train import store as ts
 from twoclocks.train.engine import log_steps, snapshot_steps, train_cell
 from twoclocks.train.models import ReluEmbedNet, init_params, model_spec
 
-CELL = dict(
-    study="t",
-    cell_id="relu/wd=1.0",
-    task="modular",
-    op="add",
-    modulus=13,
-    train_fraction=0.5,
-    split="unordered",
-    split_seed=0,
-    model="relu_embed",
-    embed_dim=12,
-    combine="sum",
-    hidden_width=24,
-    hidden_layers=1,
-    bias=True,
-    init_scale=1.0,
-    optimizer="adamw",
-    lr=1e-2,
-    betas=[0.9, 0.98],
-    adam_eps=1e-8,
-    momentum=0.0,
-    weight_decay=1.0,
-    steps=120,
-    seeds=[0, 1, 2],
-    device="cpu",
-    dtype="float32",
-    log_dense_steps=10,
-    log_every_steps=10,
-    snapshot_count=4,
-    checkpoint_every_steps=40,
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+CELL = dict(TINY_RELU_CELL)
 
 
 @pytest.fixture(scope="module")

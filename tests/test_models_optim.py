@@ -24,15 +24,6 @@ LR = [3e-3, 1e-3, 5e-3]
 WD = [0.5, 1.0, 0.0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is several times faster on a busy 2-core CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _data(n: int = 30):
     g = torch.Generator().manual_seed(123)
     x = torch.randint(0, P, (n, 2), generator=g)

@@ -7,20 +7,12 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
+from conftest import TINY_RELU_CELL
 
 import twoclocks
 from twoclocks.data.modular import make_modular
 from twoclocks.train import store as ts
 from twoclocks.train.engine import train_cell
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _layout(steps: int = 1200) -> ts.StoreLayout:
@@ -113,30 +105,14 @@ def test_state_roundtrip_without_pickle(tmp_path):
 
 
 CELL = dict(
+    TINY_RELU_CELL,
     study="tiny",
     grid="g",
-    task="modular",
-    op="add",
     modulus=11,
-    train_fraction=0.5,
-    split="unordered",
-    split_seed=0,
-    model="relu_embed",
     embed_dim=8,
-    combine="sum",
     hidden_width=16,
-    hidden_layers=1,
-    bias=True,
-    init_scale=1.0,
-    optimizer="adamw",
-    lr=1e-2,
-    betas=[0.9, 0.98],
-    adam_eps=1e-8,
-    momentum=0.0,
     steps=30,
     seeds=[0, 1],
-    device="cpu",
-    dtype="float32",
     log_dense_steps=5,
     log_every_steps=5,
     snapshot_count=3,

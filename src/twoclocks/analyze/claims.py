@@ -22,6 +22,8 @@ import pandas as pd
 import xarray as xr
 from scipy import optimize, stats
 
+from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS
+
 # --- thresholds (documented in the report) ---------------------------------------------------
 CLS_EPS = 1e-6  # train CE level of the paper's "train loss ~1e-6" (Fig. 1)
 GEN_ACC_LEVEL = 0.99  # test accuracy that marks "test loss has dropped" (generalisation clock)
@@ -159,22 +161,7 @@ def _scalar(v: Any) -> bool:
     return isinstance(v, (int, float, str, bool)) or v is None
 
 
-_CLOCK_COLS = {
-    "study",
-    "grid",
-    "cell_id",
-    "cell_hash",
-    "seed",
-    "clock",
-    "level",
-    "step",
-    "tau",
-    "censored",
-    "below_floor",
-    "diverged",
-    "dtype",
-    "quantity_min",
-}
+_CLOCK_COLS = {*IDENTITY_COLUMNS, *CLOCK_COLUMNS}
 
 
 # --- clock helpers ----------------------------------------------------------------------------

@@ -10,12 +10,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
+
+from twoclocks.train.store import open_trajectory
 
 
 def summarize(store: str | Path) -> dict:
     """What a downstream step may rely on: shapes, seeds, per-seed status, identity."""
-    ds = xr.open_zarr(store, consolidated=False)
+    ds = open_trajectory(store)
     if "train_loss" not in ds or ds.sizes.get("step", 0) == 0:
         raise ValueError(f"{store}: not a complete trajectory store (no train_loss over step)")
     loss = ds["train_loss"].values

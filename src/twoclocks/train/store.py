@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -270,7 +271,10 @@ def load_state(state_dir: Path) -> dict[str, np.ndarray] | None:
 
 
 def _open(path) -> xr.Dataset:
-    return xr.open_dataset(path, engine="zarr", consolidated=False, chunks=None)
+    with warnings.catch_warnings():
+        # Snakemake drops a `.snakemake_timestamp` file into directory outputs; zarr warns on it.
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        return xr.open_dataset(path, engine="zarr", consolidated=False, chunks=None)
 
 
 def open_trajectory(path: str | os.PathLike) -> xr.Dataset:

@@ -1,0 +1,667 @@
+"""``python -m twoclocks.bench``: how fast the stacked engine is, measured in one run (issue 7).
+
+One JSON record, every number taken in the same process on the same machine:
+
+1. ``speedup_per_member``: per-member step time of a reference loop written the way peers do it
+   (one ``nn.Module`` per model, ``torch.optim.AdamW``, models trained one after another, the same
+   metric set computed with plain per-model code at the same log steps, metrics kept in Python
+   lists and saved to npz at the end) over that of ``train_cell`` (all members stacked, full
+   metric cadence, zarr trajectory).
+2. ``mfu``: model FLOPs of a training step (forward + backward matmuls as the reference computes
+   them: embedding gather free, a Linear ``(n, k) x (k, m)`` costs ``2nkm`` forward and ``4nkm``
+   backward) per second of the engine's bare training step, over the GEMM peak (a large matmul
+   timed here, same dtype and threads). ``mfu_end_to_end`` uses the whole ``train_cell`` wall.
+3. ``metrics_write_share``: share of ``train_cell`` wall time in metric rows, the test forward,
+   snapshots, resume state and store writes (timed by wrapping those calls).
+4. ``stacking_per_member_ratio``: per-member step time with N members over that with 1.
+5. ``late_vs_early_speed``: steps/s in the last 10% of a longer, higher-lr run (weights and Adam
+   moments shrink, where subnormal floats slow CPUs) over the first 10%.
+6. ``dry_run_1000_cells_s``: ``snakemake -n`` wall time on a generated 1,000-cell grid.
+
+Default log cadence: the paper config's ``log_every_steps`` and a dense window scaled to the run
+length (``200 * steps / 15000``), so the share of logged steps matches a full 15k-step run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from twoclocks.config import load_config
+from twoclocks.data.io import build_dataset, data_params
+from twoclocks.train import engine
+from twoclocks.train import store as ts
+from twoclocks.train.models import ReluEmbedNet, forward, init_params, model_spec
+
+__all__ = [
+    "TARGETS",
+    "bench_cell",
+    "dry_run_config",
+    "gemm_peak_flops",
+    "main",
+    "model_flops_per_step",
+    "parse_args",
+    "reference_train",
+    "run_bench",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+PAPER_STEPS = 15000
+PAPER_DENSE_STEPS = 200
+PAPER_EVERY_STEPS = 25
+
+# name -> (comparison, threshold); CPU targets of issue 7.
+TARGETS = {
+    "speedup_per_member": (">=", 1.3),
+    "mfu": (">=", 0.5),
+    "metrics_write_share": ("<=", 0.1),
+    "stacking_per_member_ratio": ("<=", 1.0),
+    "late_vs_early_speed": (">=", 0.8),
+    "dry_run_1000_cells_s": ("<=", 10.0),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m twoclocks.bench", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--modulus", type=int, default=113)
+    ap.add_argument("--embed-dim", type=int, default=128)
+    ap.add_argument("--hidden-width", type=int, default=128)
+    ap.add_argument("--train-fraction", type=float, default=0.3)
+    ap.add_argument("--members", type=int, default=3, help="seeds stacked in one cell")
+    ap.add_argument("--steps", type=int, default=300, help="training steps of each timed run")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--weight-decay", type=float, default=1.0)
+    ap.add_argument("--log-dense-steps", type=int, default=None, help="default: 200*steps/15000")
+    ap.add_argument("--log-every-steps", type=int, default=PAPER_EVERY_STEPS)
+    ap.add_argument("--snapshot-count", type=int, default=16)
+    ap.add_argument("--late-steps", type=int, default=400, help="0 skips the late-speed run")
+    ap.add_argument("--late-lr", type=float, default=1e-2)
+    ap.add_argument("--mfu-steps", type=int, default=20)
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--dry-run-cells", type=int, default=1000, help="0 skips the dry run")
+    ap.add_argument("--output", type=Path, default=None)
+    return ap.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+
+def bench_cell(args: argparse.Namespace, *, members: int | None = None, **override) -> dict:
+    """Resolved paper-model cell params (through ``load_config``, so validated) for the bench."""
+    m = args.members if members is None else members
+    steps = int(override.pop("steps", args.steps))
+    dense = args.log_dense_steps
+    if dense is None:
+        dense = round(PAPER_DENSE_STEPS * steps / PAPER_STEPS)
+    dense = int(override.pop("log_dense_steps", dense))
+    snapshots = int(override.pop("snapshot_count", args.snapshot_count))
+    base = {
+        "task": "modular",
+        "op": "add",
+        "modulus": args.modulus,
+        "train_fraction": args.train_fraction,
+        "split": "unordered",
+        "split_seed": 0,
+        "model": "relu_embed",
+        "embed_dim": args.embed_dim,
+        "combine": "sum",
+        "hidden_width": args.hidden_width,
+        "hidden_layers": 1,
+        "bias": True,
+        "optimizer": "adamw",
+        "lr": args.lr,
+        "betas": [0.9, 0.98],
+        "weight_decay": args.weight_decay,
+        "steps": steps,
+        "fourier_keep": min(8, args.modulus // 2),
+    }
+    base.update(override)
+    cfg = {
+        "study": "bench",
+        "seeds": list(range(m)),
+        "device": args.device,
+        "dtype": args.dtype,
+        "logging": {
+            "log_dense_steps": dense,
+            "log_every_steps": int(args.log_every_steps),
+            "snapshot_count": snapshots,
+            "checkpoint_every_steps": 1000,
+        },
+        "base": base,
+        "grids": {"bench": {}},
+    }
+    return dict(load_config(cfg).cells[0].params)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gemm_peak_flops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    """Best FLOP/s of a large square matmul (``2 n^3`` FLOPs) on this device and thread count."""
+    n = 8192 if device.type == "cuda" else 2048
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    c = a @ b
+    _sync(device)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.matmul(a, b, out=c)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
+
+
+def model_flops_per_step(spec, n_train: int) -> float:
+    """Matmul FLOPs of one forward + backward of one member, as the reference computes them:
+    each Linear (n, k) x (k, m) costs 6nkm (2 forward, 4 backward); the embedding gather is free."""
+    dims = [spec.linear_input_dim] + [spec.hidden_width] * spec.hidden_layers + [spec.num_classes]
+    return float(sum(6 * n_train * k * m for k, m in zip(dims[:-1], dims[1:], strict=True)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Instrumented engine runs
+
+
+@contextlib.contextmanager
+def _patched(obj, name: str, wrapper):
+    orig = getattr(obj, name)
+    setattr(obj, name, wrapper(orig))
+    try:
+        yield
+    finally:
+        setattr(obj, name, orig)
+
+
+def _timed_engine(params: dict, dataset, workdir: Path, device: torch.device) -> dict:
+    """Run ``train_cell`` once; wall time, time in metrics/writes, and per-step timestamps."""
+    spent = {"metrics": 0.0, "test_forward": 0.0, "writes": 0.0}
+    stamps: list[float] = []
+
+    def timer(key):
+        def wrap(fn):
+            def inner(*a, **k):
+                t0 = time.perf_counter()
+                out = fn(*a, **k)
+                _sync(device)
+                spent[key] += time.perf_counter() - t0
+                return out
+
+            return inner
+
+        return wrap
+
+    def fwd_wrap(fn):
+        def inner(*a, **k):
+            if torch.is_grad_enabled():  # the training forward
+                return fn(*a, **k)
+            return timer("test_forward")(fn)(*a, **k)
+
+        return inner
+
+    def opt_wrap(fn):
+        def inner(*a, **k):
+            opt = fn(*a, **k)
+            step = opt.step
+
+            def stamped():
+                step()
+                stamps.append(time.perf_counter())
+
+            opt.step = stamped
+            return opt
+
+        return inner
+
+    store_fns = [
+        n
+        for n in (
+            "create_store",
+            "write_rows",
+            "write_snapshot",
+            "save_state",
+            "write_attrs",
+            "validate_store",
+            "publish",
+        )
+        if hasattr(ts, n)
+    ]
+    out = workdir / f"run{len(list(workdir.iterdir()))}" / "trajectory.zarr"
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_patched(engine, "_log_row", timer("metrics")))
+        stack.enter_context(_patched(engine, "forward", fwd_wrap))
+        stack.enter_context(_patched(engine, "make_optimizer", opt_wrap))
+        for name in store_fns:
+            stack.enter_context(_patched(ts, name, timer("writes")))
+        _sync(device)
+        t0 = time.perf_counter()
+        engine.train_cell(params, dataset, out, progress=False)
+        _sync(device)
+        wall = time.perf_counter() - t0
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return {"wall_s": wall, "spent_s": spent, "stamps": np.asarray(stamps) - t0}
+
+
+def _step_loop_seconds(params: dict, dataset, device, dtype, steps: int) -> float:
+    """Seconds per bare stacked training step (forward, per-member CE, backward, AdamW)."""
+    from twoclocks.train.optim import make_optimizer
+
+    spec = model_spec(params, dict(dataset.attrs))
+    p = init_params(spec, params["seeds"], dtype=dtype, device=device)
+    p = {k: v.requires_grad_(True) for k, v in p.items()}
+    opt = make_optimizer(params, p)
+    x = torch.as_tensor(dataset["x_train"].values, device=device)
+    y = torch.as_tensor(dataset["y_train"].values, device=device)
+
+    def step():
+        for v in p.values():
+            v.grad = None
+        loss = engine.member_losses(forward(spec, p, x).logits, y)
+        loss.sum().backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference loop (how peers train: one nn.Module at a time, torch.optim.AdamW)
+
+
+def _ref_forward(net: ReluEmbedNet, x: torch.Tensor):
+    """The module's forward, keeping the combined embedding, pre-activations and last hidden."""
+    ea, eb = net.embed(x[:, 0]), net.embed(x[:, 1])
+    z = ea + eb if net.spec.combine == "sum" else torch.cat([ea, eb], dim=1)
+    h, pres = z, []
+    for layer in net.hidden:
+        pres.append(layer(h))
+        h = torch.relu(pres[-1])
+    return net.head(h), z, torch.cat(pres, dim=1), h
+
+
+def _ref_metrics(net, logits, z, pre, h, y, test_logits, y_test, prev_gates, keep) -> tuple:
+    """The engine's metric set for one model, with plain per-model code; values as floats."""
+    row = {}
+    for split, lg, yy in (("train", logits, y), ("test", test_logits, y_test)):
+        lg = lg.detach().double()
+        row[f"{split}_loss"] = F.cross_entropy(lg, yy).item()
+        row[f"{split}_acc"] = (lg.argmax(1) == yy).double().mean().item()
+        if split == "train":
+            true = lg.gather(1, yy[:, None]).squeeze(1)
+            other = lg.scatter(1, yy[:, None], -math.inf).amax(1)
+            margin = true - other
+            row["train_margin_min"], row["train_margin_mean"] = (
+                margin.min().item(),
+                margin.mean().item(),
+            )
+    blocks = net.block_params()
+    row["sqnorm"] = [w.detach().double().pow(2).sum().item() for w in blocks.values()]
+    row["sqnorm_total"] = sum(row["sqnorm"])
+    row["grad_norm"] = [w.grad.double().norm().item() for w in blocks.values()]
+    w1, u, e = blocks["W1"].detach(), blocks["U"].detach(), blocks["E"].detach()
+    mats = {"E": e, "W1": w1, "U": u, "UW": u.double() @ w1.double()}
+    sv = {k: torch.linalg.svdvals(v.double()) for k, v in mats.items()}
+    row["srank"] = [(s.pow(2).sum() / s[0] ** 2).item() for s in sv.values()]
+    row["singular_values"] = sv["UW"].tolist()
+    n = y.numel()
+    delta = torch.softmax(logits.detach().double(), 1) - F.one_hot(y, logits.shape[1]).double()
+    row["delta_norm"] = delta.norm().item() / math.sqrt(n)
+    row["h_norm"] = h.detach().double().norm().item() / math.sqrt(n)
+    row["z_norm"] = z.detach().double().norm().item() / math.sqrt(n)
+    row["U_spec"], row["W_spec"], row["E_spec"] = (sv[k][0].item() for k in ("U", "W1", "E"))
+    gates = pre.detach() > 0
+    flip = math.nan if prev_gates is None else (gates != prev_gates).double().mean().item()
+    row["gate_flip_fraction"] = flip
+    row["preact_min_abs"] = pre.detach().abs().min().item()
+    p_mod = int(net.spec.vocab_size)
+    spec_e = torch.fft.rfft(e[:p_mod].double(), dim=0)
+    energy = spec_e.abs().pow(2).sum(1) / p_mod
+    energy[1:] *= 2.0
+    if p_mod % 2 == 0:
+        energy[-1] /= 2.0
+    kept = energy[1:].topk(keep).values.sum()
+    row["fourier_gap"] = ((energy.sum() - kept).clamp_min(0) / (energy.sum() + 1e-12)).item()
+    hd = h.detach().double()
+    c = logits.shape[1]
+    counts = torch.bincount(y, minlength=c).double()
+    mu = torch.zeros(c, hd.shape[1], dtype=torch.float64).index_add_(0, y, hd)
+    mu = mu / counts.clamp_min(1)[:, None]
+    present = counts > 0
+    k = present.sum().double()
+    within = (hd - mu[y]).pow(2).sum() / n
+    mbar = mu[present].mean(0)
+    between = 2 * k * (mu[present] - mbar).pow(2).sum() / (k * (k - 1))
+    row["separation_gap"] = (within / (between + 1e-12)).item()
+    return row, gates
+
+
+def reference_train(params: dict, dataset, device: torch.device, dtype: torch.dtype) -> dict:
+    """Train each member as its own ``ReluEmbedNet`` with ``torch.optim.AdamW``, one after another,
+    logging the same metrics at the same steps and saving them (and snapshots) to npz."""
+    spec = model_spec(params, dict(dataset.attrs))
+    steps = int(params["steps"])
+    log_at = set(
+        engine.log_steps(
+            steps, int(params["log_dense_steps"]), int(params["log_every_steps"])
+        ).tolist()
+    )
+    snap_at = set(engine.snapshot_steps(steps, int(params["snapshot_count"])).tolist())
+    keep = min(int(params["fourier_keep"]), int(spec.vocab_size) // 2)
+    x = torch.as_tensor(dataset["x_train"].values, device=device)
+    y = torch.as_tensor(dataset["y_train"].values, device=device)
+    xt = torch.as_tensor(dataset["x_test"].values, device=device)
+    yt = torch.as_tensor(dataset["y_test"].values, device=device)
+    stacked = init_params(spec, params["seeds"], dtype=dtype, device=device)
+    metrics_s = 0.0
+    outdir = Path(tempfile.mkdtemp(prefix="twoclocks-ref-"))
+    _sync(device)
+    t0 = time.perf_counter()
+    for i, seed in enumerate(params["seeds"]):
+        net = ReluEmbedNet.from_member(spec, stacked, i)
+        opt = torch.optim.AdamW(
+            net.parameters(),
+            lr=params["lr"],
+            betas=tuple(params["betas"]),
+            eps=params["adam_eps"],
+            weight_decay=params["weight_decay"],
+        )
+        history: dict[str, list] = {}
+        prev_gates = None
+        for t in range(steps + 1):
+            opt.zero_grad(set_to_none=True)
+            logits, z, pre, h = _ref_forward(net, x)
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            if t in log_at:
+                tm0 = time.perf_counter()
+                with torch.no_grad():
+                    test_logits = net(xt)
+                row, prev_gates = _ref_metrics(
+                    net, logits, z, pre, h, y, test_logits, yt, prev_gates, keep
+                )
+                row["step"] = t
+                for k, v in row.items():
+                    history.setdefault(k, []).append(v)
+                if t in snap_at:
+                    np.savez(
+                        outdir / f"snap_{seed}_{t}.npz",
+                        **{k: v.detach().cpu().numpy() for k, v in net.block_params().items()},
+                    )
+                metrics_s += time.perf_counter() - tm0
+            if t == steps:
+                break
+            opt.step()
+        tm0 = time.perf_counter()
+        np.savez(outdir / f"metrics_{seed}.npz", **{k: np.asarray(v) for k, v in history.items()})
+        metrics_s += time.perf_counter() - tm0
+    _sync(device)
+    wall = time.perf_counter() - t0
+    shutil.rmtree(outdir, ignore_errors=True)
+    return {"wall_s": wall, "metrics_write_s": metrics_s}
+
+
+# ---------------------------------------------------------------------------------------------
+# Workflow dry run
+
+
+def _split3(n: int) -> tuple[int, int, int]:
+    """Three factors of ``n``, as even as the divisors allow."""
+    a = max(d for d in range(1, int(round(n ** (1 / 3))) + 1) if n % d == 0)
+    r = n // a
+    b = max(d for d in range(1, int(math.isqrt(r)) + 1) if r % d == 0)
+    return a, b, r // b
+
+
+def dry_run_config(cells: int) -> dict:
+    """The paper config with one relu grid whose axes (weight decay x lr x train fraction)
+    multiply to ``cells``."""
+    cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    n_frac, n_lr, n_wd = _split3(cells)
+    axes = {
+        "weight_decay": [round(0.1 + 0.01 * i, 4) for i in range(n_wd)],
+        "lr": [float(f"{1e-4 * (1 + i):.6g}") for i in range(n_lr)],
+        "train_fraction": [round(0.2 + 0.6 * i / max(1, n_frac - 1), 4) for i in range(n_frac)],
+    }
+    cfg["grids"] = {"relu": {"axes": {k: v for k, v in axes.items() if len(v) > 1 or k == "lr"}}}
+    return cfg
+
+
+def dry_run_seconds(cells: int) -> float:
+    """Wall time of ``snakemake -n -q`` on a generated ``cells``-cell config (fresh directory)."""
+    with tempfile.TemporaryDirectory(prefix="twoclocks-dry-") as tmp:
+        cfg_path = Path(tmp) / "grid.yaml"
+        cfg_path.write_text(yaml.safe_dump(dry_run_config(cells)))
+        cmd = [
+            "snakemake",
+            "-n",
+            "-q",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(cfg_path),
+            "--directory",
+            str(Path(tmp) / "work"),
+            "--cores",
+            "1",
+        ]
+        (Path(tmp) / "work").mkdir()
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"snakemake dry run failed:\n{proc.stdout}\n{proc.stderr}")
+    return wall
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine and record
+
+
+def _machine(device: torch.device) -> dict:
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    out = {
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "device": device.type,
+        "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_avg_start": list(os.getloadavg()),
+    }
+    return out
+
+
+def _verdicts(record: dict) -> dict:
+    out = {}
+    for name, (op, thr) in TARGETS.items():
+        v = record.get(name)
+        if v is None or not math.isfinite(v):
+            ok, status = None, "N/A"
+        else:
+            ok = bool(v >= thr) if op == ">=" else bool(v <= thr)
+            status = "PASS" if ok else "FAIL"
+        out[name] = {"value": v, "target": f"{op} {thr}", "pass": ok, "status": status}
+    return out
+
+
+def _window_rate(stamps: np.ndarray, steps: int) -> tuple[float, float]:
+    """Steps/s over the first and last 10% of steps from per-update timestamps."""
+    k = max(1, steps // 10)
+    if len(stamps) < 2 * k + 1:
+        return math.nan, math.nan
+    early = k / (stamps[k] - stamps[0])
+    late = k / (stamps[-1] - stamps[-1 - k])
+    return float(early), float(late)
+
+
+def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
+    """Run every measurement and return the record (see the module docstring)."""
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    device = engine.resolve_device(args.device)
+    dtype = engine.DTYPES[args.dtype]
+    params = bench_cell(args)
+    params["device"] = device.type
+    dataset = build_dataset(data_params(params))
+    spec = model_spec(params, dict(dataset.attrs))
+    n_train = int(dataset.sizes["train"])
+    m, steps = args.members, int(params["steps"])
+    record: dict = {
+        "command": shlex.join([sys.executable, "-m", "twoclocks.bench", *(argv or sys.argv[1:])]),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+        "machine": _machine(device),
+        "setup": {
+            "model": "relu_embed",
+            "modulus": args.modulus,
+            "embed_dim": args.embed_dim,
+            "hidden_width": args.hidden_width,
+            "train_fraction": args.train_fraction,
+            "n_train": n_train,
+            "n_test": int(dataset.sizes["test"]),
+            "members": m,
+            "steps": steps,
+            "lr": args.lr,
+            "weight_decay": args.weight_decay,
+            "dtype": args.dtype,
+            "log_dense_steps": int(params["log_dense_steps"]),
+            "log_every_steps": int(params["log_every_steps"]),
+            "log_points": int(
+                len(engine.log_steps(steps, params["log_dense_steps"], params["log_every_steps"]))
+            ),
+            "snapshot_count": int(params["snapshot_count"]),
+        },
+    }
+    peak = gemm_peak_flops(device, dtype)
+    flops = model_flops_per_step(spec, n_train)
+    with tempfile.TemporaryDirectory(prefix="twoclocks-bench-") as tmp:
+        work = Path(tmp)
+        # Warm-up: first-call costs (imports, allocator, optimiser setup) of both sides.
+        _timed_engine(bench_cell(args, steps=2) | {"device": device.type}, dataset, work, device)
+        reference_train(bench_cell(args, steps=2, members=1), dataset, device, dtype)
+        run_n = _timed_engine(params, dataset, work, device)
+        ref = reference_train(params, dataset, device, dtype)
+        run_1 = _timed_engine(
+            bench_cell(args, members=1) | {"device": device.type}, dataset, work, device
+        )
+        late = None
+        if args.late_steps > 0:
+            late_params = bench_cell(
+                args, steps=args.late_steps, lr=args.late_lr, log_dense_steps=0, snapshot_count=2
+            ) | {"device": device.type}
+            late = _timed_engine(late_params, dataset, work, device)
+    step_s = _step_loop_seconds(params, dataset, device, dtype, max(1, args.mfu_steps))
+
+    eng_pm = run_n["wall_s"] / (steps * m)
+    ref_pm = ref["wall_s"] / (steps * m)
+    one_pm = run_1["wall_s"] / steps
+    spent = run_n["spent_s"]
+    record["engine"] = {
+        "wall_s": run_n["wall_s"],
+        "per_member_step_s": eng_pm,
+        "metrics_s": spent["metrics"],
+        "test_forward_s": spent["test_forward"],
+        "writes_s": spent["writes"],
+        "bare_step_s": step_s,
+        "bare_per_member_step_s": step_s / m,
+    }
+    record["reference"] = {
+        "wall_s": ref["wall_s"],
+        "per_member_step_s": ref_pm,
+        "metrics_write_s": ref["metrics_write_s"],
+        "metrics_write_share": ref["metrics_write_s"] / ref["wall_s"],
+    }
+    record["speedup_per_member"] = ref_pm / eng_pm
+    record["flops_per_member_step"] = flops
+    record["gemm_peak_flops"] = peak
+    record["step_flops_rate"] = flops * m / step_s
+    record["mfu"] = flops * m / step_s / peak
+    record["mfu_end_to_end"] = flops / eng_pm / peak
+    record["metrics_write_share"] = min(1.0, sum(spent.values()) / run_n["wall_s"])
+    record["stacking"] = {"per_member_step_s_1": one_pm, f"per_member_step_s_{m}": eng_pm}
+    record["stacking_per_member_ratio"] = eng_pm / one_pm
+    if late is not None:
+        early_rate, late_rate = _window_rate(late["stamps"], args.late_steps)
+        record["late"] = {
+            "steps": args.late_steps,
+            "lr": args.late_lr,
+            "log_every_steps": int(args.log_every_steps),
+            "early_steps_per_s": early_rate,
+            "late_steps_per_s": late_rate,
+            "flush_denormal": True,
+        }
+        record["late_vs_early_speed"] = late_rate / early_rate
+    else:
+        record["late"], record["late_vs_early_speed"] = None, None
+    record["dry_run_cells"] = args.dry_run_cells
+    record["dry_run_s"] = dry_run_seconds(args.dry_run_cells) if args.dry_run_cells > 0 else None
+    record["dry_run_1000_cells_s"] = record["dry_run_s"] if args.dry_run_cells == 1000 else None
+    record["machine"]["load_avg_end"] = list(os.getloadavg())
+    record["targets"] = _verdicts(record)
+    return record
+
+
+def _jsonable(obj):
+    """NaN/inf -> null, numpy scalars -> Python, recursively (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    record = run_bench(args, argv)
+    text = json.dumps(_jsonable(record), indent=2, allow_nan=False)
+    print(text)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Shared test set-up: tiny cells train fastest on one intra-op thread of a busy 2-core box."""
+
+import pytest
+import torch
+
+TINY_RELU_CELL = dict(
+    study="t",
+    grid="relu",
+    cell_id="relu/wd=1.0",
+    task="modular",
+    op="add",
+    modulus=13,
+    train_fraction=0.5,
+    split="unordered",
+    split_seed=0,
+    model="relu_embed",
+    embed_dim=12,
+    combine="sum",
+    hidden_width=24,
+    hidden_layers=1,
+    bias=True,
+    init_scale=1.0,
+    optimizer="adamw",
+    lr=1e-2,
+    betas=[0.9, 0.98],
+    adam_eps=1e-8,
+    momentum=0.0,
+    weight_decay=1.0,
+    steps=120,
+    seeds=[0, 1, 2],
+    device="cpu",
+    dtype="float32",
+    log_dense_steps=10,
+    log_every_steps=10,
+    snapshot_count=4,
+    checkpoint_every_steps=40,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is several times faster on a busy 2-core CI box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

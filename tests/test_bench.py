@@ -1,0 +1,126 @@
+"""``python -m twoclocks.bench`` at a tiny size: the record is complete and sane (no timing
+asserts: the numbers depend on the machine and its load)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from twoclocks import bench
+
+TINY = [
+    "--modulus", "13", "--embed-dim", "8", "--hidden-width", "16", "--train-fraction", "0.5",
+    "--members", "2", "--steps", "20", "--late-steps", "20", "--mfu-steps", "2",
+    "--log-dense-steps", "3", "--log-every-steps", "5", "--snapshot-count", "3",
+    "--device", "cpu", "--threads", "1", "--dry-run-cells", "20",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "twoclocks.bench", *TINY, "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    printed = json.loads(proc.stdout)
+    assert json.loads(out.read_text()) == printed
+    return printed
+
+
+def _positive(x) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_headline_fields(record):
+    for key in (
+        "speedup_per_member",
+        "mfu",
+        "mfu_end_to_end",
+        "stacking_per_member_ratio",
+        "late_vs_early_speed",
+        "gemm_peak_flops",
+        "step_flops_rate",
+        "dry_run_s",
+    ):
+        assert _positive(record[key]), (key, record[key])
+    assert 0.0 <= record["metrics_write_share"] <= 1.0
+    assert 0.0 <= record["reference"]["metrics_write_share"] <= 1.0
+    assert record["dry_run_cells"] == 20
+    assert record["dry_run_1000_cells_s"] is None  # only reported for a 1,000-cell grid
+
+
+def test_flop_count_matches_the_model(record):
+    s = record["setup"]
+    n, d, h, c = s["n_train"], s["embed_dim"], s["hidden_width"], s["modulus"]
+    assert record["flops_per_member_step"] == 6 * n * (d * h + h * c)
+    assert record["step_flops_rate"] == pytest.approx(
+        record["flops_per_member_step"] * s["members"] / record["engine"]["bare_step_s"]
+    )
+    assert record["mfu"] == pytest.approx(record["step_flops_rate"] / record["gemm_peak_flops"])
+
+
+def test_timings_are_consistent(record):
+    eng, ref, s = record["engine"], record["reference"], record["setup"]
+    for part in (eng, ref):
+        assert _positive(part["wall_s"]) and _positive(part["per_member_step_s"])
+    assert eng["per_member_step_s"] == pytest.approx(eng["wall_s"] / (s["steps"] * s["members"]))
+    assert record["speedup_per_member"] == pytest.approx(
+        ref["per_member_step_s"] / eng["per_member_step_s"]
+    )
+    parts = eng["metrics_s"] + eng["test_forward_s"] + eng["writes_s"]
+    assert 0 < parts <= eng["wall_s"]
+    assert record["late"]["early_steps_per_s"] > 0 and record["late"]["late_steps_per_s"] > 0
+    # 3 dense + every 5th up to 20: 0, 1, 2, 3, 5, 10, 15, 20.
+    assert s["log_points"] == 8
+
+
+def test_machine_and_provenance(record):
+    m = record["machine"]
+    assert m["device"] == "cpu" and m["torch_threads"] == 1 and m["gpu_name"] is None
+    assert m["cpu_count"] >= 1 and len(m["load_avg_start"]) == 3
+    assert record["torch_version"] and record["date"]
+    assert "--dry-run-cells 20" in record["command"]
+
+
+def test_targets_section(record):
+    targets = record["targets"]
+    assert set(targets) == set(bench.TARGETS)
+    for name, t in targets.items():
+        assert t["status"] in {"PASS", "FAIL", "N/A"}
+        if t["value"] is None:
+            assert t["status"] == "N/A"
+        else:
+            op, thr = bench.TARGETS[name]
+            ok = t["value"] >= thr if op == ">=" else t["value"] <= thr
+            assert t["pass"] is ok and t["status"] == ("PASS" if ok else "FAIL")
+
+
+@pytest.mark.parametrize("cells", [20, 1000, 7, 1])
+def test_dry_run_grid_has_the_requested_cells(cells):
+    from twoclocks.config import load_config
+
+    study = load_config(bench.dry_run_config(cells))
+    assert len(study.cells) == cells
+    assert len({c.id for c in study.cells}) == cells
+
+
+def test_bench_cell_is_the_paper_model():
+    args = bench.parse_args([])
+    p = bench.bench_cell(args)
+    assert (p["modulus"], p["embed_dim"], p["hidden_width"], p["train_fraction"]) == (
+        113,
+        128,
+        128,
+        0.3,
+    )
+    assert p["combine"] == "sum" and p["seeds"] == [0, 1, 2] and p["betas"] == [0.9, 0.98]
+    # The dense window scales with the run so the logged share matches a 15k-step run.
+    assert p["log_dense_steps"] == 4 and p["log_every_steps"] == 25
