@@ -186,3 +186,39 @@ def test_claims_json_is_strict_json(study):
     text = C.claims_to_json(C.evaluate_claims(cells, clocks, {}, {}))
     assert "NaN" not in text and "Infinity" not in text
     assert [c["id"] for c in json.loads(text)] == IDS
+
+
+def test_separation_ratio_is_nan_when_the_classifier_clock_is_censored():
+    import pandas as pd
+
+    from twoclocks.analyze.claims import separation_ratios
+
+    rows = []
+    for seed, (t_cls, t_gen) in enumerate([(np.nan, 1300.0), (400.0, 1200.0)]):
+        rows.append(
+            dict(
+                cell_id="c",
+                seed=seed,
+                clock="cls",
+                level=1e-6,
+                step=t_cls,
+                censored=bool(np.isnan(t_cls)),
+                diverged=False,
+                below_floor=False,
+            )
+        )
+        rows.append(
+            dict(
+                cell_id="c",
+                seed=seed,
+                clock="gen_acc",
+                level=0.99,
+                step=t_gen,
+                censored=False,
+                diverged=False,
+                below_floor=False,
+            )
+        )
+    ratios = separation_ratios(pd.DataFrame(rows)).set_index("seed")["ratio"]
+    assert np.isnan(ratios[0])
+    assert ratios[1] == pytest.approx(3.0)

@@ -205,3 +205,23 @@ def test_unknown_setting_rejected():
     ds = synthetic_trajectory(np.ones((1, 10)), steps)
     with pytest.raises(ValueError, match="unknown"):
         extract_clocks(ds, {"epsilon": [0.1]}, {})
+
+
+def test_srank_startup_blip_does_not_fire_the_representation_clock():
+    """A dip and recovery in the first steps (Adam's start-up) is not the representation clock."""
+    steps = np.arange(0, 2001, 10)
+    srank = np.full(steps.shape, 12.0)
+    srank[1:11] = 7.0  # the blip: steps 10-100, longer than the stability window
+    decline = steps >= 1000
+    srank[decline] = 12.0 - 8.0 * (steps[decline] - 1000) / 1000.0  # 12 -> 4 by step 2000
+    ds = synthetic_trajectory(np.full((1, steps.size), 1e-3), steps, srank=srank[None, :])
+    gap = structural_gaps(ds, {})["rep_srank"].values[0]
+    assert np.isnan(gap[steps < 990]).all()  # nothing counts before the last peak (~step 1030)
+    assert gap[steps == 1100][0] == pytest.approx((11.2 - 1) / 11)
+    clocks = extract_clocks(ds, {"eta": [0.8, 0.5]}, {})
+    rep = clocks[clocks["clock"] == "rep_srank"].set_index("level")["step"]
+    # (12 - 1) * 0.8 + 1 = 9.8 is reached at step 1275; (12 - 1) * 0.5 + 1 = 6.5 at step 1687.5
+    assert rep[0.8] == pytest.approx(1275, abs=10)
+    assert rep[0.5] == pytest.approx(1687.5, abs=10)
+    init = extract_clocks(ds, {"eta": [0.8], "srank_reference": "init"}, {})
+    assert init.loc[init["clock"] == "rep_srank", "step"].iloc[0] < 50  # the old rule fired early

@@ -239,7 +239,7 @@ def separation_ratios(
     )
     df = a.merge(b, on=["cell_id", "seed"], how="outer")
     t_cls = df["t_cls"].to_numpy(float)
-    df["ratio"] = df["t_slow"].to_numpy(float) / np.where(t_cls > 0, t_cls, 1.0)
+    df["ratio"] = df["t_slow"].to_numpy(float) / np.where(t_cls > 0, t_cls, np.nan)
     df["cls_level"], df["slow_clock"], df["slow_level"] = cls_level, slow_clock, slow_level
     return df.sort_values(["cell_id", "seed"]).reset_index(drop=True)
 

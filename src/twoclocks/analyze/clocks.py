@@ -31,6 +31,7 @@ DEFAULT_SETTINGS: dict = {
     # stable-rank gap floor: "one" (the lower bound of any stable rank) or "min" (the member's
     # own minimum over the run; looks ahead, so every decreasing run reaches every level)
     "srank_floor": "one",
+    "srank_reference": "peak",
     # T_KL rule for the representation power law: "onset" (rep_srank clock at t_kl_onset_eta),
     # "profile" (profile least squares on the log scale), or "zero"
     "t_kl_rule": "onset",
@@ -168,11 +169,28 @@ def _normalised(g: xr.DataArray, floor: xr.DataArray | float) -> xr.DataArray:
     return (g - floor) / denom
 
 
+def _from_peak(g: xr.DataArray, floor: xr.DataArray | float, tol: float = 0.02) -> xr.DataArray:
+    """(G(t) - floor) / (max_t G - floor) from the member's peak on; NaN before the peak.
+
+    The peak is the last step at which G is within `tol` (relative) of its maximum. Adam's first
+    steps make the stable rank dip and recover (a start-up blip); measuring the decline from the
+    last peak keeps that transient from firing the representation clock.
+    """
+    top = g.max("step")
+    near_top = g >= top - tol * np.abs(top)
+    steps = g["step"].broadcast_like(g)
+    peak_step = steps.where(near_top).max("step")
+    denom = (top - floor).where(lambda d: d > 0)
+    return ((g - floor) / denom).where(g["step"] >= peak_step)
+
+
 def structural_gaps(ds: xr.Dataset, settings: dict | None = None) -> dict[str, xr.DataArray]:
     """Normalised structural gaps (seed, step) for every representation clock the store supports.
 
-    rep_srank: (srank(t) - f) / (srank(0) - f) of `srank_matrix`, f = 1 (floor "one") or the
-        member's minimum over the run (floor "min"); srank = ||M||_F^2 / ||M||_2^2 (eq. 2.3).
+    rep_srank: (srank(t) - f) / (max srank - f) of `srank_matrix` from the member's last
+        peak t_peak on (last step within 2% of the max) (`srank_reference: peak`, default; NaN before it) or (srank(t) - f) /
+        (srank(0) - f) (`srank_reference: init`); f = 1 (floor "one") or the member's minimum
+        over the run (floor "min"); srank = ||M||_F^2 / ||M||_2^2 (eq. 2.3).
     rep_energy: Delta(t) / Delta(0) with Delta(t) = E(t) - min_t E(t), where E is the objective
         actually regularised: relu E = train CE + weight_decay / 2 * sqnorm_total (the penalty
         whose gradient is the decoupled AdamW / coupled SGD decay step); deep linear
@@ -196,7 +214,10 @@ def structural_gaps(ds: xr.Dataset, settings: dict | None = None) -> dict[str, x
             floor = sr.min("step")
         else:
             raise ValueError(f"srank_floor must be 'one' or 'min', got {s['srank_floor']!r}")
-        gaps["rep_srank"] = _normalised(sr, floor)
+        if s["srank_reference"] == "peak":
+            gaps["rep_srank"] = _from_peak(sr, floor)
+        else:
+            gaps["rep_srank"] = _normalised(sr, floor)
     wd = float(cell.get("weight_decay", 0.0))
     energy = None
     if model == "deep_linear" and "schatten_energy" in ds:

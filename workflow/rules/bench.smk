@@ -1,0 +1,19 @@
+# Benchmark (not part of `all`): `snakemake --cores all bench` writes results/<study>/bench.json,
+# our engine vs a peer-style reference loop, FLOP utilisation, metric share, dry-run time.
+
+
+rule bench:
+    output:
+        f"{RESULTS}/bench.json",
+    log:
+        f"{RESULTS}/logs/bench.log",
+    conda:
+        "../envs/twoclocks.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=lambda wildcards: 1 if STUDY.config["device"] == "cuda" else 0,
+    params:
+        device=STUDY.config["device"],
+    shell:
+        "python -m twoclocks.bench --device {params.device} --threads {threads} "
+        "--output {output} > {log} 2>&1"
