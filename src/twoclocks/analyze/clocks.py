@@ -187,10 +187,11 @@ def _from_peak(g: xr.DataArray, floor: xr.DataArray | float, tol: float = 0.02) 
 def structural_gaps(ds: xr.Dataset, settings: dict | None = None) -> dict[str, xr.DataArray]:
     """Normalised structural gaps (seed, step) for every representation clock the store supports.
 
-    rep_srank: (srank(t) - f) / (max srank - f) of `srank_matrix` from the member's last
-        peak t_peak on (last step within 2% of the max) (`srank_reference: peak`, default; NaN before it) or (srank(t) - f) /
-        (srank(0) - f) (`srank_reference: init`); f = 1 (floor "one") or the member's minimum
-        over the run (floor "min"); srank = ||M||_F^2 / ||M||_2^2 (eq. 2.3).
+    rep_srank: (srank(t) - f) / (max srank - f) of `srank_matrix` from the member's last peak
+        on (the last step within 2% of the max; NaN before it; `srank_reference: peak`, the
+        default), or (srank(t) - f) / (srank(0) - f) (`srank_reference: init`); f = 1 (floor
+        "one") or the member's minimum over the run (floor "min"); srank = ||M||_F^2 / ||M||_2^2
+        (eq. 2.3).
     rep_energy: Delta(t) / Delta(0) with Delta(t) = E(t) - min_t E(t), where E is the objective
         actually regularised: relu E = train CE + weight_decay / 2 * sqnorm_total (the penalty
         whose gradient is the decoupled AdamW / coupled SGD decay step); deep linear
