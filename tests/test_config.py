@@ -171,3 +171,23 @@ def test_shipped_configs_are_valid_and_study_names_unique():
     configs = sorted((Path(__file__).resolve().parents[1] / "config").glob("*.yaml"))
     names = [load_config(str(p)).name for p in configs]
     assert len(names) == len(set(names)) >= 3
+
+
+def test_stack_axes_group_cells_into_one_train_job():
+    cfg = with_changes(
+        stack_axes=["weight_decay"],
+        grids__relu__axes={"weight_decay": [0.5, 1.0], "train_fraction": [0.3, 0.5]},
+    )
+    study = load_config(cfg)
+    assert {g: [c.id for c in cs] for g, cs in study.groups.items()} == {
+        "relu/frac=0.3": ["relu/wd=0.5/frac=0.3", "relu/wd=1.0/frac=0.3"],
+        "relu/frac=0.5": ["relu/wd=0.5/frac=0.5", "relu/wd=1.0/frac=0.5"],
+    }
+    # stacking changes neither a cell's identity nor its hash
+    plain = load_config(with_changes(grids__relu__axes=cfg["grids"]["relu"]["axes"]))
+    assert [c.hash for c in plain.cells] == [c.hash for c in study.cells]
+    assert all(len(cs) == 1 for cs in plain.groups.values())
+
+
+def test_stack_axes_only_hyperparameters():
+    rejects(with_changes(stack_axes=["train_fraction"]), "stack_axes[0] = 'train_fraction'")

@@ -48,6 +48,8 @@ ABBREVIATIONS = {
     "teacher_rank": "rank",
     "hidden_layers": "layers",
 }
+# Axes that may be folded into one stacked job (per-member hyperparameters).
+STACKABLE = ("lr", "weight_decay", "init_scale")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._=/+-]+$")
 NON_COMMUTATIVE = ("sub", "div")
 
@@ -96,6 +98,17 @@ class Study:
             if c.id == cell_id:
                 return c
         raise KeyError(f"no cell {cell_id!r} in study {self.name!r}")
+
+    @property
+    def groups(self) -> dict[str, list[Cell]]:
+        """Train groups: group id -> cells trained as one stacked job (see `stack_axes`)."""
+        out: dict[str, list[Cell]] = {}
+        for c in self.cells:
+            out.setdefault(c.params["group_id"], []).append(c)
+        return out
+
+    def group_of(self, cell_id: str) -> str:
+        return self.cell(cell_id).params["group_id"]
 
     @property
     def axis_names(self) -> list[str]:
@@ -282,11 +295,12 @@ def cell_hash(params: dict) -> str:
 
     Study, grid and cell names are left out: identical runs share a hash across studies.
     """
-    core = {k: v for k, v in params.items() if k not in ("study", "grid", "cell_id", "cell_hash")}
+    identity = ("study", "grid", "cell_id", "cell_hash", "group_id")
+    core = {k: v for k, v in params.items() if k not in identity}
     return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _resolve(config: dict, grid: str, overrides: dict, label: dict) -> Cell:
+def _resolve(config: dict, grid: str, overrides: dict, label: dict, stack: bool) -> Cell:
     merged = {**config["base"], **config["grids"][grid].get("set", {}), **overrides}
     merged.setdefault("dtype", config["dtype"])
     params = {k: merged[k] for k in _relevant_keys(merged) if k in merged}
@@ -298,6 +312,11 @@ def _resolve(config: dict, grid: str, overrides: dict, label: dict) -> Cell:
     params["study"] = config["study"]
     parts = [grid] + [f"{ABBREVIATIONS.get(k, k)}={_format_value(v)}" for k, v in label.items()]
     params["cell_id"] = "/".join(parts)
+    folded = set(config["stack_axes"]) if stack else set()
+    group = [grid] + [
+        f"{ABBREVIATIONS.get(k, k)}={_format_value(v)}" for k, v in label.items() if k not in folded
+    ]
+    params["group_id"] = "/".join(group) if folded & set(label) else params["cell_id"]
     params["cell_hash"] = cell_hash(params)
     return Cell(params=params, axes=dict(label))
 
@@ -309,10 +328,33 @@ def expand(config: dict, schema: dict | None = None) -> list[Cell]:
         axes = grid.get("axes", {})
         for point in itertools.product(*axes.values()):
             label = dict(zip(axes, point, strict=True))
-            cells.append(_resolve(config, gname, label, label))
+            cells.append(_resolve(config, gname, label, label, stack=True))
     for extra in config["extra_cells"]:
-        cells.append(_resolve(config, extra["grid"], extra["set"], extra["set"]))
+        cells.append(_resolve(config, extra["grid"], extra["set"], extra["set"], stack=False))
     return cells
+
+
+def _group_errors(cells: list[Cell]) -> list[str]:
+    """Cells that share a train group may differ only in the stacked axes."""
+    identity = {"cell_id", "cell_hash", "group_id", *STACKABLE}
+    first: dict[str, Cell] = {}
+    errors = []
+    for c in cells:
+        ref = first.setdefault(c.params["group_id"], c)
+        if ref is c:
+            continue
+        diff = sorted(
+            k
+            for k in set(c.params) | set(ref.params)
+            if k not in identity and c.params.get(k) != ref.params.get(k)
+        )
+        if diff:
+            errors.append(
+                f"cells {ref.id!r} and {c.id!r} fall in the same train group "
+                f"{c.params['group_id']!r} but differ in {diff}; only {list(STACKABLE)} can be "
+                f"stacked: give the extra cell its own grid"
+            )
+    return errors
 
 
 def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
@@ -330,6 +372,7 @@ def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
                     f"model {probe['model']!r} and optimizer {probe['optimizer']!r}; remove it or "
                     f"set the matching task/model in grids.{gname}.set"
                 )
+    errors += _group_errors(cells)
     seen: dict[str, Cell] = {}
     seen_hash: dict[str, Cell] = {}
     log = config["logging"]

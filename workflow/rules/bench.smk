@@ -1,5 +1,6 @@
 # Benchmark (not part of `all`): `snakemake --cores all bench` writes results/<study>/bench.json,
 # our engine vs a peer-style reference loop, FLOP utilisation, metric share, dry-run time.
+# Two torch threads: the CI machine's cores (override: --set-threads bench=N).
 
 
 rule bench:
@@ -9,7 +10,7 @@ rule bench:
         f"{RESULTS}/logs/bench.log",
     conda:
         "../envs/twoclocks.yaml"
-    threads: workflow.cores
+    threads: 2
     resources:
         gpu=lambda wildcards: 1 if STUDY.config["device"] == "cuda" else 0,
     params:

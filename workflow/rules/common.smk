@@ -26,20 +26,25 @@ CELL_IDS = [c.id for c in STUDY.cells]
 
 wildcard_constraints:
     cell=r"[A-Za-z0-9._=+-]+(/[A-Za-z0-9._=+-]+)*",
+    group=r"[A-Za-z0-9._=+-]+(/[A-Za-z0-9._=+-]+)*",
     dataset=r"[A-Za-z0-9._-]+",
 
 
-def cell_params(wildcards):
-    return STUDY.cell(wildcards.cell).params
+def group_cells(wildcards):
+    return [c.params for c in STUDY.groups[wildcards.group]]
 
 
 def train_gpus(wildcards):
     """One GPU per train job when the study asks for CUDA, none otherwise."""
-    return 1 if cell_params(wildcards)["device"] == "cuda" else 0
+    return 1 if STUDY.config["device"] == "cuda" else 0
 
 
-def dataset_of(wildcards):
-    return f"{RESULTS}/data/{STUDY.cell(wildcards.cell).dataset_id}.zarr"
+def group_dataset(wildcards):
+    return f"{RESULTS}/data/{STUDY.groups[wildcards.group][0].dataset_id}.zarr"
+
+
+def group_dir_of(wildcards):
+    return f"{RESULTS}/stacked/{STUDY.group_of(wildcards.cell)}"
 
 
 def trajectories(kind):

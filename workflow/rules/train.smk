@@ -1,16 +1,17 @@
-# Training: one job per grid cell; all seeds of the cell are stacked into one tensor program.
-# Resume state lives outside the declared outputs (results/<study>/state/<cell>), so a retried or
-# preempted job resumes instead of starting over.
+# Training: one job per train group. A group is one cell, or with `stack_axes` every cell of a
+# grid that differs only in the stacked axes; all its members (cells x seeds) are one tensor
+# program. Resume state lives outside the declared outputs (results/<study>/state/<group>), so
+# a retried or preempted job resumes instead of starting over. `unstack` publishes each cell's
+# store at runs/<cell>/trajectory.zarr with a validated manifest.
 
 
 rule train:
     input:
-        dataset=dataset_of,
+        dataset=group_dataset,
     output:
-        store=directory(f"{RESULTS}/runs/{{cell}}/trajectory.zarr"),
-        manifest=f"{RESULTS}/runs/{{cell}}/manifest.json",
+        directory(f"{RESULTS}/stacked/{{group}}"),
     log:
-        f"{RESULTS}/logs/train/{{cell}}.log",
+        f"{RESULTS}/logs/train/{{group}}.log",
     conda:
         "../envs/twoclocks.yaml"
     threads: STUDY.config["train_threads"]
@@ -19,7 +20,22 @@ rule train:
         runtime=lambda wildcards, attempt: 60 * attempt,
         gpu=train_gpus,
     params:
-        cell=cell_params,
-        state_dir=lambda wildcards: f"{RESULTS}/state/{wildcards.cell}",
+        cells=group_cells,
+        state_dir=lambda wildcards: f"{RESULTS}/state/{wildcards.group}",
     script:
-        "../../scripts/train_cell.py"
+        "../../scripts/train_group.py"
+
+
+rule unstack:
+    input:
+        group_dir_of,
+    output:
+        store=directory(f"{RESULTS}/runs/{{cell}}/trajectory.zarr"),
+        manifest=f"{RESULTS}/runs/{{cell}}/manifest.json",
+    log:
+        f"{RESULTS}/logs/unstack/{{cell}}.log",
+    localrule: True
+    conda:
+        "../envs/twoclocks.yaml"
+    script:
+        "../../scripts/unstack_cell.py"

@@ -1,0 +1,24 @@
+"""Snakemake entry point: publish one cell's trajectory store from its train group."""
+
+import json
+import shutil
+from pathlib import Path
+
+from twoclocks import logs
+from twoclocks.train.manifest import write_manifest
+
+sm = snakemake  # noqa: F821
+log = logs.to_file(sm.log[0])
+group_dir = Path(sm.input[0])
+source = group_dir / "cells" / sm.wildcards.cell / "trajectory.zarr"
+shutil.copytree(source, sm.output.store)
+group = json.loads((group_dir / "group.json").read_text())
+write_manifest(
+    sm.output.store,
+    sm.output.manifest,
+    group=group_dir.name if len(group["cells"]) > 1 else None,
+    stacked_cells=len(group["cells"]),
+    wall_seconds=round(group["wall_seconds"] / len(group["cells"]), 2),
+    group_wall_seconds=round(group["wall_seconds"], 2),
+)
+log.info("published %s from %s", sm.output.store, group_dir)

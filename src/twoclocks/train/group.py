@@ -1,0 +1,97 @@
+"""Train a group of cells as one stacked program, then split it back into per-cell stores.
+
+With `stack_axes` (config) the cells of a grid that differ only in lr, weight decay or init
+scale share one job: their members (cells x seeds) are stacked with per-member hyperparameters,
+so a whole weight-decay sweep is one tensor program. Every reduction stays per member, so each
+cell's trajectory is the one it would have alone (tests/test_group.py). The split stores are
+ordinary per-cell trajectories: every later stage reads them unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from twoclocks.config import STACKABLE, cell_hash
+from twoclocks.train.cache import train_or_fetch
+from twoclocks.train.store import open_trajectory
+
+log = logging.getLogger("twoclocks.group")
+
+
+def stacked_params(cells: list[dict]) -> dict:
+    """One cell dict whose members are every (cell, seed), with per-member stacked values."""
+    first = cells[0]
+    differing = {k for k in STACKABLE for c in cells if c.get(k) != first.get(k)}
+    for c in cells:
+        core = {k: v for k, v in c.items() if k not in {*STACKABLE, "cell_id", "cell_hash"}}
+        ref = {k: v for k, v in first.items() if k not in {*STACKABLE, "cell_id", "cell_hash"}}
+        if core != ref:
+            diff = sorted(k for k in set(core) | set(ref) if core.get(k) != ref.get(k))
+            raise ValueError(f"cells {first['cell_id']} and {c['cell_id']} differ in {diff}")
+    seeds = [int(s) for c in cells for s in c["seeds"]]
+    params = dict(first, seeds=seeds, cell_id="+".join(c["cell_id"] for c in cells))
+    for key in differing:
+        params[key] = [float(c[key]) for c in cells for _ in c["seeds"]]
+    params["cell_hash"] = cell_hash(params)
+    return params
+
+
+def split_store(stacked: Path, cells: list[dict], out_dir: Path) -> dict[str, Path]:
+    """Write each cell's slice of a stacked store to `out_dir/<cell_id>/trajectory.zarr`."""
+    ds = open_trajectory(stacked).load()
+    paths, start = {}, 0
+    for cell in cells:
+        n = len(cell["seeds"])
+        sub = ds.isel(seed=slice(start, start + n))
+        start += n
+        div = sub["diverged_step"].values
+        sub.attrs.update(
+            cell=json.dumps(cell, sort_keys=True),
+            seed_status=json.dumps(
+                {str(s): ("ok" if d < 0 else f"diverged@{int(d)}")
+                 for s, d in zip(cell["seeds"], div, strict=True)}
+            ),
+            stacked_with=json.dumps([c["cell_id"] for c in cells]),
+        )
+        for var in sub.variables.values():
+            var.encoding = {}
+        path = out_dir / cell["cell_id"] / "trajectory.zarr"
+        partial = path.with_name(path.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sub.to_zarr(partial, mode="w", consolidated=False, zarr_format=3)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(partial, path)
+        paths[cell["cell_id"]] = path
+    return paths
+
+
+def train_group(cells: list[dict], dataset, out_dir, *, state_dir=None) -> dict[str, Path]:
+    """Train `cells` stacked (or fetch them from the cache) and write one store per cell.
+
+    The stacked store and the resume state live in `state_dir` (default: a sibling of
+    `out_dir`), outside the declared output, which Snakemake deletes before a retry.
+    """
+    out_dir = Path(out_dir)
+    work = Path(state_dir) if state_dir else out_dir.with_name(out_dir.name + ".work")
+    params = stacked_params(cells)
+    log.info(
+        "training %d cell(s) x %d seed(s) = %d members as one program",
+        len(cells),
+        len(cells[0]["seeds"]),
+        len(params["seeds"]),
+    )
+    stacked = work / "stacked.zarr"
+    if not stacked.exists():  # else: trained before a crash during the split
+        train_or_fetch(params, dataset, stacked, state_dir=work / "engine")
+    paths = split_store(stacked, cells, out_dir / "cells")
+    shutil.rmtree(work, ignore_errors=True)
+    if not np.all([p.exists() for p in paths.values()]):
+        raise RuntimeError(f"split of {out_dir} is incomplete")
+    return paths
