@@ -191,3 +191,19 @@ def test_stack_axes_group_cells_into_one_train_job():
 
 def test_stack_axes_only_hyperparameters():
     rejects(with_changes(stack_axes=["train_fraction"]), "stack_axes[0] = 'train_fraction'")
+
+
+def test_empty_split_is_rejected():
+    cfg = with_changes(base={"modulus": 2, "train_fraction": 0.1, "fourier_keep": 1})
+    rejects(cfg, "leaves the train split empty")
+
+
+def test_int_and_float_spellings_are_one_value():
+    rejects(with_changes(grids__relu__axes={"weight_decay": [1, 1.0]}), "repeats a value")
+    study = load_config(with_changes(grids__relu__axes={"weight_decay": [1]}))
+    assert study.cells[0].id == "relu/wd=1.0"
+    assert study.cells[0].hash == load_config(BASE).cells[1].hash
+
+
+def test_float_seeds_become_ints():
+    assert load_config(with_changes(seeds=[0.0, 1.0])).cells[0].params["seeds"] == [0, 1]

@@ -124,10 +124,15 @@ def load_schema(path: Path | None = None) -> dict:
         return yaml.safe_load(fh)
 
 
-def load_config(source: str | Path | dict, schema_path: Path | None = None) -> Study:
-    """Read a YAML file (or take a dict), validate it and expand its grid."""
+def load_config(
+    source: str | Path | dict, schema_path: Path | None = None, where: str | None = None
+) -> Study:
+    """Read a YAML file (or take a dict), validate it and expand its grid.
+
+    `where` names the source in error messages (e.g. the --configfile path of a dict).
+    """
     if isinstance(source, dict):
-        raw, where = source, "config"
+        raw, where = source, where or "config"
     else:
         where = str(source)
         try:
@@ -141,7 +146,7 @@ def load_config(source: str | Path | dict, schema_path: Path | None = None) -> S
         raise ConfigError(f"{where}: the config must be a mapping with keys study, seeds, grids")
     schema = load_schema(schema_path)
     _raise_if(where, _schema_errors(raw, schema))
-    config = _with_defaults(raw, schema)
+    config = _normalise_numbers(_with_defaults(raw, schema), schema)
     _raise_if(where, _value_errors(config, schema))
     cells = expand(config, schema)
     _raise_if(where, _semantic_errors(config, cells))
@@ -219,6 +224,43 @@ def _with_defaults(raw: dict, schema: dict) -> dict:
     config["base"] = {**cell_defaults, **config.get("base", {})}
     config.setdefault("extra_cells", [])
     return config
+
+
+def _normalise_numbers(config: dict, schema: dict) -> dict:
+    """Float-typed cell keys become floats and seeds ints, so `1` and `1.0` are one value
+    (one cell id, one hash, one cache entry)."""
+    props = schema["$defs"]["cell"]["properties"]
+    floats = {k for k, sub in props.items() if sub.get("type") == "number"}
+
+    def fix(cell: dict) -> None:
+        for k in floats & set(cell):
+            if isinstance(cell[k], int) and not isinstance(cell[k], bool):
+                cell[k] = float(cell[k])
+
+    fix(config["base"])
+    for grid in config["grids"].values():
+        fix(grid.get("set", {}))
+        for k in floats & set(grid.get("axes", {})):
+            grid["axes"][k] = [
+                float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                for v in grid["axes"][k]
+            ]
+    for extra in config["extra_cells"]:
+        fix(extra["set"])
+    config["seeds"] = [int(s) if isinstance(s, float) else s for s in config["seeds"]]
+    return config
+
+
+def split_sizes(p: dict) -> tuple[int, int]:
+    """(train, test) pair counts of a modular cell, without generating the data."""
+    n = p["modulus"] ** 2 if p["op"] in ("add", "sub") else (p["modulus"] - 1) ** 2
+    if p["split"] == "ordered":
+        train = round(p["train_fraction"] * n)
+        return train, n - train
+    r = p["modulus"] if p["op"] in ("add", "sub") else p["modulus"] - 1
+    groups = r * (r + 1) // 2
+    chosen = round(p["train_fraction"] * groups)
+    return (0, n) if chosen == 0 else ((n, 0) if chosen == groups else (chosen, n - chosen))
 
 
 def _value_errors(config: dict, schema: dict) -> list[str]:
@@ -396,6 +438,14 @@ def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
             )
         seen_hash[p["cell_hash"]] = c
         if p["task"] == "modular":
+            n_train, n_test = split_sizes(p)
+            if min(n_train, n_test) == 0:
+                side = "train" if n_train == 0 else "test"
+                errors.append(
+                    f"cell {cid}: train_fraction = {p['train_fraction']} of the "
+                    f"{n_train + n_test} pairs of modulus {p['modulus']} leaves the {side} split "
+                    f"empty; use a larger modulus or a train_fraction further from 0 and 1"
+                )
             if p["op"] in ("mul", "div") and not is_prime(p["modulus"]):
                 errors.append(
                     f"cell {cid}: op {p['op']!r} with modulus = {p['modulus']} is not allowed; "

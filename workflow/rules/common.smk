@@ -16,7 +16,11 @@ if not config:
         config.update(yaml.safe_load(fh))
 
 try:
-    STUDY = load_config(dict(config), schema_path=SCHEMA)
+    STUDY = load_config(
+        dict(config),
+        schema_path=SCHEMA,
+        where=", ".join(map(str, workflow.configfiles)) or str(DEFAULT_CONFIG),
+    )
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
