@@ -16,7 +16,7 @@ TINY = [
     "--modulus", "13", "--embed-dim", "8", "--hidden-width", "16", "--train-fraction", "0.5",
     "--members", "2", "--steps", "20", "--late-steps", "20", "--mfu-steps", "2",
     "--log-dense-steps", "3", "--log-every-steps", "5", "--snapshot-count", "3",
-    "--device", "cpu", "--threads", "1", "--dry-run-cells", "20",
+    "--device", "cpu", "--threads", "1", "--dry-run-cells", "20", "--repeats", "2",
 ]  # fmt: skip
 
 
@@ -77,6 +77,11 @@ def test_timings_are_consistent(record):
     )
     parts = eng["metrics_s"] + eng["test_forward_s"] + eng["writes_s"]
     assert 0 < parts <= eng["wall_s"]
+    # The fastest of the interleaved repeats is reported.
+    assert record["repeats"] == 2
+    for side, key in (("engine", "engine"), ("reference", "reference")):
+        assert len(record["walls_s"][key]) == 2
+        assert record[side]["wall_s"] == min(record["walls_s"][key])
     assert record["late"]["early_steps_per_s"] > 0 and record["late"]["late_steps_per_s"] > 0
     # 3 dense + every 5th up to 20: 0, 1, 2, 3, 5, 10, 15, 20.
     assert s["log_points"] == 8

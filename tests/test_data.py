@@ -71,7 +71,7 @@ def test_ordered_split_records_its_leakage():
     off = [(a, b) for a, b in pairs(ds, "test") if a != b]
     leaked = sum((b, a) in train for a, b in off) / len(off)
     assert ds.attrs["transpose_leak_fraction"] == pytest.approx(leaked)
-    assert 0.2 < leaked < 0.4  # about train_fraction, as SCIENCE.md 5 warns
+    assert 0.2 < leaked < 0.4  # about train_fraction, as docs/science.md 5 warns
 
 
 def test_teacher_labels_follow_the_rank_r_teacher():

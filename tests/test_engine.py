@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from conftest import TINY_RELU_CELL
 from twoclocks.data.modular import make_modular
 from twoclocks.data.teacher import make_teacher
 from twoclocks.train import store as ts
-from twoclocks.train.engine import log_steps, snapshot_steps, train_cell
+from twoclocks.train.engine import log_steps, progress_stream, snapshot_steps, train_cell
 from twoclocks.train.models import ReluEmbedNet, init_params, model_spec
 
 CELL = dict(TINY_RELU_CELL)
@@ -218,3 +219,46 @@ def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig):
     assert f"resuming cell at step {int(saved['step'])}" in second.stderr
     ref = train_cell(cell, modular, tmp_path / "ref" / "trajectory.zarr")
     _assert_identical(_arrays(path), _arrays(ref))
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(
+    ("real_tty", "stderr_tty", "progress", "drawn"),
+    [
+        (True, False, None, True),  # interactive snakemake: sys.stderr is the rule's log file
+        (False, True, None, False),  # batch job whose code swapped in a TTY-like stderr
+        (False, False, None, False),
+        (True, True, False, False),
+        (False, False, True, True),
+    ],
+)
+def test_progress_bar_decided_on_the_real_stderr(
+    monkeypatch, real_tty, stderr_tty, progress, drawn
+):
+    real = _Stream(real_tty)
+    monkeypatch.setattr(sys, "__stderr__", real)
+    monkeypatch.setattr(sys, "stderr", _Stream(stderr_tty))
+    assert progress_stream(progress) is (real if drawn else None)
+
+
+def test_progress_stream_without_a_real_stderr(monkeypatch):
+    monkeypatch.setattr(sys, "__stderr__", None)
+    assert progress_stream(None) is None and progress_stream(True) is None
+
+
+def test_bar_goes_to_the_terminal_not_the_log(modular, tmp_path, monkeypatch):
+    terminal, log_file = _Stream(True), _Stream(False)
+    monkeypatch.setattr(sys, "__stderr__", terminal)
+    monkeypatch.setattr(sys, "stderr", log_file)
+    cell = dict(CELL, seeds=[0], steps=30, snapshot_count=2)
+    train_cell(cell, modular, tmp_path / "trajectory.zarr")
+    assert "30/30" in terminal.getvalue() and cell["cell_id"] in terminal.getvalue()
+    assert "30/30" not in log_file.getvalue()

@@ -221,7 +221,7 @@ def gen_clock(clocks: pd.DataFrame) -> tuple[str, float | None]:
 def separation_ratios(
     clocks: pd.DataFrame, slow: str = "gen", cls_eps: float = CLS_EPS
 ) -> pd.DataFrame:
-    """Per run R = T_slow / T_cls(eps) (SCIENCE.md 7); `slow` is "gen" or a rep clock name.
+    """Per run R = T_slow / T_cls(eps) (docs/science.md 7); `slow` is "gen" or a rep clock name.
 
     Columns cell_id, seed, t_cls, t_slow, ratio (NaN where either clock is censored),
     cls_level, slow_clock, slow_level.

@@ -1,4 +1,4 @@
-"""Clock extraction: stopping times of one cell's trajectory (SCIENCE.md 1, paper App. F.4).
+"""Clock extraction: stopping times of one cell's trajectory (docs/science.md 1, paper App. F.4).
 
 A clock T(level) is the first logged step after which a quantity stays at or below `level` for
 `stability_window_logs` consecutive logs (the crossing log included), so a curve that touches the
@@ -103,7 +103,7 @@ def ce_floor(dtype: str) -> float:
 
     CE = -log p_y ~ 1 - p_y for a confident prediction, and p_y rounds to 1 in the training dtype
     once 1 - p_y drops below about the machine epsilon, so CE levels under it are not resolved by
-    the training computation (SCIENCE.md 5), however precisely the logged loss is computed.
+    the training computation (docs/science.md 5), however precisely the logged loss is computed.
     """
     return float(np.finfo(np.dtype(dtype)).eps)
 

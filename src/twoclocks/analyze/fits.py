@@ -1,4 +1,4 @@
-"""Statistical fits of the clocks (SCIENCE.md 7): the laws the paper states but never fitted.
+"""Statistical fits of the clocks (docs/science.md 7): the laws the paper states but never fitted.
 
 Per cell: classifier clock vs log(1/eps) (log law, slope ~ 1/nu, Thm 3.5 / Prop 3.6) against a
 power law, compared by AIC/BIC on the same response scale; each representation clock as a power

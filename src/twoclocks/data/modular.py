@@ -2,7 +2,7 @@
 
 add and sub use all p^2 ordered pairs; mul and div use the non-zero residues (p prime), with
 `a / b = a * b^(p-2) mod p`. An `unordered` split keeps (a, b) and (b, a) on the same side, which
-matters for symmetric inputs `z = E[a] + E[b]` (SCIENCE.md 5, symmetric-pair leakage).
+matters for symmetric inputs `z = E[a] + E[b]` (docs/science.md 5, symmetric-pair leakage).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A linearly separable teacher task: Gaussian inputs, labels `argmax(W* x)` with rank-r W*.
 
 Separable by construction, so the post-margin regime of the deep-linear theory is reachable and
-the end-to-end map should simplify towards rank r (SCIENCE.md 6).
+the end-to-end map should simplify towards rank r (docs/science.md 6).
 """
 
 from __future__ import annotations

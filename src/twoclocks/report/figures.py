@@ -368,7 +368,7 @@ def fig_rep_clock(
 
 
 def fig_separation_ratio(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
-    """Separation ratios T_gen/T_cls and T_rep/T_cls per run vs weight decay (SCIENCE.md 7)."""
+    """Separation ratios T_gen/T_cls and T_rep/T_cls per run vs weight decay (docs/science.md 7)."""
     cells = cl.cell_table(study, clocks)
     if "weight_decay" not in cells:
         raise FigureSkipped("weight decay is not a grid axis")

@@ -1,12 +1,14 @@
 """Cross-study cache of trained cells: identical cells are trained once.
 
-Keyed by the cell's hash (its resolved config without study/grid/cell names, see
-`twoclocks.config.cell_hash`), the code version (a hash of the data and training sources, the
-library and torch versions) and the resolved device type, because CPU and CUDA runs are not
-bitwise equal. Enabled by setting `TWOCLOCKS_CACHE` to a directory shared by the studies (e.g.
-on a cluster's shared filesystem). A hit copies the cached store into place and relabels its
-`cell` attrs for the requesting study; a miss trains and then publishes into the cache.
-Entries are written to a temporary name and renamed, so readers never see a partial entry.
+Keyed by a hash of what determines the trajectory's bits: the cell's resolved config without
+study/grid/cell/group names and without the requested `device` string (`auto` and `cpu` on a CPU
+machine train the same program), torch's intra-op thread count (CPU reductions, hence the bits,
+depend on it), the code version (a hash of the data and training sources, the library and torch
+versions) and the resolved device type, because CPU and CUDA runs are not bitwise equal.
+Enabled by setting `TWOCLOCKS_CACHE` to a directory shared by the studies (e.g. on a cluster's
+shared filesystem). A hit copies the cached store into place and relabels its `cell` attrs for
+the requesting study; a miss trains and then publishes into the cache. Entries are written to a
+temporary name and renamed, so readers never see a partial entry.
 """
 
 from __future__ import annotations
@@ -41,9 +43,26 @@ def code_version() -> str:
     return digest.hexdigest()[:12]
 
 
-def cache_key(params: dict) -> str:
-    device = resolve_device(params["device"]).type
-    return f"{params['cell_hash']}-{code_version()}-{device}"
+# Labels and the requested device string: they do not change the computation.
+KEY_EXCLUDED = frozenset({"study", "grid", "cell_id", "cell_hash", "group_id", "device"})
+
+
+def run_hash(params: dict, threads: int | None = None) -> str:
+    """12 hex chars of sha256 over the params that shape the run's bits, plus the thread count.
+
+    Unlike `twoclocks.config.cell_hash`, the requested `device` is left out (the resolved device
+    type is a separate part of the key) and torch's thread count (default: the current
+    `torch.get_num_threads()`) is in.
+    """
+    core = {k: v for k, v in params.items() if k not in KEY_EXCLUDED}
+    core["torch_threads"] = int(torch.get_num_threads() if threads is None else threads)
+    return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cache_key(params: dict, threads: int | None = None) -> str:
+    """`{run_hash}-{code_version}-{device_type}`: equal keys give bitwise equal trajectories."""
+    device = resolve_device(str(params.get("device", "auto"))).type
+    return f"{run_hash(params, threads)}-{code_version()}-{device}"
 
 
 def cache_dir() -> Path | None:

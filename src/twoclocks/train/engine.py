@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -34,7 +35,14 @@ from twoclocks.train import store as ts
 from twoclocks.train.models import ModelSpec, encode_inputs, forward, init_params, model_spec
 from twoclocks.train.optim import make_optimizer
 
-__all__ = ["log_steps", "member_losses", "resolve_device", "snapshot_steps", "train_cell"]
+__all__ = [
+    "log_steps",
+    "member_losses",
+    "progress_stream",
+    "resolve_device",
+    "snapshot_steps",
+    "train_cell",
+]
 
 log = logging.getLogger("twoclocks.train")
 
@@ -91,6 +99,25 @@ def snapshot_steps(steps: int, count: int) -> np.ndarray:
         n += 1
     pick = np.unique(np.round(np.linspace(0, len(pts) - 1, count - 1)).astype(np.int64))
     return np.concatenate([[0], pts[pick]]).astype(np.int64)
+
+
+def progress_stream(progress: bool | None = None) -> TextIO | None:
+    """Where the progress bar is drawn: the process's own stderr (``sys.__stderr__``), or None.
+
+    Pipeline scripts point ``sys.stderr`` at the rule's log file (`twoclocks.logs.to_file`), so
+    TTY-ness is judged on ``sys.__stderr__``: an interactive ``snakemake`` run shows the bar on
+    the terminal while log lines still go to the log; a batch job (stderr a file) draws none.
+    ``progress=None`` draws only on a TTY; True forces the bar, False suppresses it.
+    """
+    stream = sys.__stderr__
+    if stream is None or progress is False:
+        return None
+    if progress is None:
+        try:
+            progress = stream.isatty()
+        except (AttributeError, ValueError, OSError):  # closed or not a real file
+            progress = False
+    return stream if progress else None
 
 
 def _fingerprint(params: dict) -> str:
@@ -238,7 +265,7 @@ def train_cell(
     """Train one cell (all its seeds stacked) and publish its trajectory store at ``store_path``.
 
     Resumes from ``state_dir`` (default ``<store_path>.state``) if a state for the same params
-    exists. Returns ``store_path``.
+    exists. ``progress``: see `progress_stream`. Returns ``store_path``.
     """
     store_path = Path(store_path)
     state_dir = ts.state_path(store_path) if state_dir is None else Path(state_dir)
@@ -370,12 +397,13 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
         for sig in (signal.SIGTERM, signal.SIGINT):
             handlers[sig] = signal.signal(sig, lambda s, _f: interrupted.append(s))
     bar = None
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if progress:
+    bar_stream = progress_stream(progress)
+    if bar_stream is not None:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, initial=start, desc=str(params.get("cell_id", "train")))
+        bar = tqdm(
+            total=steps, initial=start, desc=str(params.get("cell_id", "train")), file=bar_stream
+        )
     report_every = max(1, steps // 20)
     t0, tstart = time.perf_counter(), start
     last_test = float("nan")

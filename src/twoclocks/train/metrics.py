@@ -5,7 +5,7 @@ each member on its own (no statistic is shared across members), and returns floa
 the input's device. Nothing here loops over members or classes in Python, so one call covers a
 whole cell. Non-finite members (e.g. a diverged seed) give NaN for that member only.
 
-Equation numbers refer to arXiv 2606.05863 (see ``shared/SCIENCE.md``).
+Equation numbers refer to arXiv 2606.05863 (see ``docs/science.md``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     """Mean cross-entropy per member, ``(M, n, C), (n,) -> (M,)`` float64.
 
     The logits are cast to float64 *before* any arithmetic (a float32 loss floors near 1e-7,
-    SCIENCE.md 5), and the loss is evaluated as ``softplus`` of the log-sum-exp of the other
+    docs/science.md 5), and the loss is evaluated as ``softplus`` of the log-sum-exp of the other
     classes' logit gaps, which resolves losses far below 1e-16.
     """
     return _loss_and_margin(logits, y)[0].mean(dim=-1)
