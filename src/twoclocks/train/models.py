@@ -12,8 +12,9 @@ bias), times ``init_scale``.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -204,13 +205,18 @@ def init_params(
 @dataclass
 class Forward:
     """Model outputs: ``logits`` (M, n, C); ``z`` the first-layer input (relu: the combined
-    embedding; deep linear: the input, shared, (n, d)); ``pre`` the pre-activations of every
-    hidden layer (relu only); ``h`` the last hidden representation (the head's input)."""
+    embedding, built on first access since training never needs it; deep linear: the input,
+    shared, (n, d)); ``pre`` the pre-activations of every hidden layer (relu only); ``h`` the
+    last hidden representation (the head's input)."""
 
     logits: Tensor
-    z: Tensor
+    z_fn: Callable[[], Tensor]
     pre: list[Tensor]
     h: Tensor
+
+    @functools.cached_property
+    def z(self) -> Tensor:
+        return self.z_fn()
 
 
 def encode_inputs(spec: ModelSpec, x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -224,26 +230,45 @@ def encode_inputs(spec: ModelSpec, x: Tensor, dtype: torch.dtype) -> Tensor:
 def forward(spec: ModelSpec, params: dict[str, Tensor], x: Tensor) -> Forward:
     """Batched forward over all members; ``x`` is int64 (n, 2) tokens or pre-encoded (n, d)."""
     if spec.kind == "relu_embed":
-        e = params["E"]
-        ea, eb = e[:, x[:, 0]], e[:, x[:, 1]]  # (M, n, d)
-        z = ea + eb if spec.combine == "sum" else torch.cat([ea, eb], dim=2)
-        h = z
-        pre = []
+        e, w1 = params["E"], params["W1"]
+        m, p = e.shape[0], e.shape[1]
+        ia, ib = x[:, 0], x[:, 1]
+        # First layer through per-token tables: (E[a] + E[b]) W1^T = (E W1^T)[a] + (E W1^T)[b]
+        # (concat: one table per half of W1). The matmul runs over the p vocabulary rows instead
+        # of the n >> p samples; rows are picked with index_select on the member-flattened table
+        # (its backward is a fast index_add, unlike advanced indexing's accumulate).
+        offsets = torch.arange(m, device=x.device)[:, None] * p
+        fa, fb = (ia[None, :] + offsets).reshape(-1), (ib[None, :] + offsets).reshape(-1)
+        if spec.combine == "sum":
+            ta = tb = torch.bmm(e, w1.transpose(1, 2)).reshape(m * p, -1)
+        else:
+            d = e.shape[2]
+            ta = torch.bmm(e, w1[:, :, :d].transpose(1, 2)).reshape(m * p, -1)
+            tb = torch.bmm(e, w1[:, :, d:].transpose(1, 2)).reshape(m * p, -1)
+        a = (ta.index_select(0, fa) + tb.index_select(0, fb)).view(m, x.shape[0], -1)
+
+        def z_fn() -> Tensor:
+            with torch.no_grad():
+                ea, eb = e[:, ia], e[:, ib]
+                return ea + eb if spec.combine == "sum" else torch.cat([ea, eb], dim=2)
+
+        pre, h = [], a
         for k in range(1, spec.hidden_layers + 1):
-            a = torch.bmm(h, params[f"W{k}"].transpose(1, 2))
+            if k > 1:
+                a = torch.bmm(h, params[f"W{k}"].transpose(1, 2))
             if spec.bias:
                 a = a + params[f"b{k}"][:, None, :]
             pre.append(a)
             h = torch.relu(a)
         logits = torch.bmm(h, params["U"].transpose(1, 2))
-        return Forward(logits=logits, z=z, pre=pre, h=h)
+        return Forward(logits=logits, z_fn=z_fn, pre=pre, h=h)
     m = params["W1"].shape[0]
     h = x.expand(m, *x.shape)
     hidden = h
     for k in range(1, spec.depth + 1):
         hidden = h
         h = torch.bmm(h, params[f"W{k}"].transpose(1, 2))
-    return Forward(logits=h, z=x, pre=[], h=hidden)
+    return Forward(logits=h, z_fn=lambda: x, pre=[], h=hidden)
 
 
 def end_to_end(spec: ModelSpec, params: dict[str, Tensor]) -> Tensor:
