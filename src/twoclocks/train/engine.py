@@ -177,6 +177,20 @@ def _embedding(spec: ModelSpec, p: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([w[:, :, :v], w[:, :, v:]], dim=1).transpose(1, 2)
 
 
+def _singular_values_by_shape(mats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Singular values of every (M, a, b) matrix, one batched SVD call per distinct shape
+    (relu: E, U and UW share (p, H) when d = H, so three calls become one)."""
+    by_shape: dict[tuple, list[str]] = {}
+    for name, a in mats.items():
+        by_shape.setdefault(tuple(a.shape[1:]), []).append(name)
+    out = {}
+    for names in by_shape.values():
+        m = mats[names[0]].shape[0]
+        sv = tm.singular_values(torch.cat([mats[n] for n in names], dim=0))
+        out.update({n: sv[i * m : (i + 1) * m] for i, n in enumerate(names)})
+    return out
+
+
 @torch.no_grad()
 def _log_row(spec, p, fwd, y_train, test_logits, y_test, prev_gates, fourier_keep):
     """All metrics of one log step as float64 tensors (M,) or (M, k); new gate mask."""
@@ -203,7 +217,7 @@ def _log_row(spec, p, fwd, y_train, test_logits, y_test, prev_gates, fourier_kee
     e2e = tm.end_to_end(factors)
     mats = {n: p[n] for n in _matrices(spec)[:-1]}
     mats[_matrices(spec)[-1]] = e2e
-    svals = {n: tm.singular_values(a) for n, a in mats.items()}
+    svals = _singular_values_by_shape(mats)
     out["srank"] = torch.stack(
         [s.square().sum(1) / s[:, 0].square() for s in svals.values()], dim=1
     )
