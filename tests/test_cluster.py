@@ -1,14 +1,18 @@
-"""The tiny study on a real SLURM cluster equals a local run bitwise (issue 6).
+"""The tiny study on a real SLURM cluster equals a local run bitwise; a preempted train job
+resumes (issue 6).
 
 Start the cluster with `.ci/slurm-up.sh` (root; installs Debian's slurm-wlm and munge). The
 tests skip only when `sbatch` is absent and `CI` is unset; under CI a missing cluster fails.
 """
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +74,9 @@ def _profile(path: Path) -> dict:
     return yaml.safe_load((path / "profile.yaml").read_text())
 
 
-def _snakemake(workdir: Path, *args: str) -> list[str]:
-    """The snakemake command for the tiny study, run in `workdir` (nothing copied there)."""
+def _snakemake(workdir: Path, *args: str, config: Path = TEST_CONFIG) -> list[str]:
+    """The snakemake command for a study (default: the tiny one), run in `workdir` (nothing
+    copied there)."""
     return [
         sys.executable,
         "-m",
@@ -79,7 +84,7 @@ def _snakemake(workdir: Path, *args: str) -> list[str]:
         "-s",
         str(SNAKEFILE),
         "--configfile",
-        str(TEST_CONFIG),
+        str(config),
         "--directory",
         str(workdir),
         *args,
@@ -208,3 +213,199 @@ def test_trajectories_bitwise_equal(runs):
                 assert va.dtype == vb.dtype, where
                 assert _bits(va.values) == _bits(vb.values), f"{where}: values differ"
                 _assert_attrs_equal(va.attrs, vb.attrs, where)
+
+
+# Preemption (issue 6): one relu cell that trains for several seconds under SLURM, so the job can
+# be cancelled mid-run after its first checkpoint.
+PREEMPT_CONFIG = {
+    "study": "preempt",
+    "seeds": [0, 1],
+    "device": "cpu",
+    "logging": {
+        "log_dense_steps": 10,
+        "log_every_steps": 50,
+        "snapshot_count": 4,
+        "checkpoint_every_steps": 200,
+    },
+    "base": {
+        "modulus": 23,
+        "train_fraction": 0.5,
+        "embed_dim": 16,
+        "hidden_width": 32,
+        "lr": 0.01,
+        "steps": 3000,
+        "fourier_keep": 3,
+    },
+    "grids": {"relu": {"axes": {"weight_decay": [1.0]}}},
+    "analysis": {"eps": [0.3, 0.1], "eta": [0.8, 0.6], "bootstrap_samples": 10},
+}
+PREEMPT_CELL = "relu/wd=1.0"
+PREEMPT_TARGET = f"results/preempt/runs/{PREEMPT_CELL}/manifest.json"
+# What the engine logs (src/twoclocks/train/engine.py).
+SAVED_LINE = re.compile(r"signal 15: saved resume state at step (\d+), exiting")
+RESUMED_LINE = "resuming cell at step {step} of"
+PREEMPT_WAIT_S = 300
+# Cancel half-way: the rerun then trains ~1500 steps and its job ends before the plugin's second
+# status poll (12 s after the first; later ones come 22, 32, ... s apart), which saves ~20 s.
+CANCEL_AFTER_STEP = 1500
+
+
+def _preempt_command(workdir: Path, config: Path, profile: Path) -> list[str]:
+    return _snakemake(
+        workdir, "--workflow-profile", str(profile), "--retries", "0", PREEMPT_TARGET, config=config
+    )
+
+
+def _env() -> dict[str, str]:
+    """The test's environment without the cross-study cache (a hit would skip training)."""
+    return {k: v for k, v in os.environ.items() if k != "TWOCLOCKS_CACHE"}
+
+
+def _job_state(job_id: str) -> str:
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return out.stdout.strip()
+
+
+def _wait_for(what: str, probe, proc: subprocess.Popen, log_path: Path, timeout_s: float):
+    """Poll `probe()` until it returns a truthy value; fail if snakemake exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(
+                f"snakemake exited ({proc.returncode}) before {what}:\n"
+                f"{log_path.read_text()[-4000:]}"
+            )
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}:\n{log_path.read_text()[-4000:]}")
+
+
+def _state_files(workdir: Path) -> list[Path]:
+    return sorted((workdir / "results" / "preempt" / "state").rglob("state.npz"))
+
+
+def _train_logs(workdir: Path) -> str:
+    logs = sorted((workdir / "results" / "preempt" / "logs" / "train").rglob("*.log"))
+    return "".join(p.read_text() for p in logs)
+
+
+def _logged_step(text: str) -> int:
+    """The last `step N/total` the engine logged (its progress lines), -1 if none."""
+    steps = re.findall(r"INFO step (\d+)/\d+ ", text)
+    return int(steps[-1]) if steps else -1
+
+
+@contextlib.contextmanager
+def _reaped():
+    """A list to register background snakemake runs in; those still running at exit (a failed
+    assertion) get SIGTERM, on which snakemake cancels its SLURM jobs."""
+    procs: list[subprocess.Popen] = []
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def test_preempted_train_job_resumes_bitwise(cluster, tmp_path):
+    """scancel (SIGTERM) on a running train job saves its state; the rerun resumes from it and
+    the store equals an uninterrupted local run of the same config, bit for bit."""
+    config = tmp_path / "preempt.yaml"
+    config.write_text(yaml.safe_dump(PREEMPT_CONFIG, sort_keys=False))
+    slurm_dir, local_dir = tmp_path / "slurm", tmp_path / "local"
+    with _reaped() as running:
+        _preempt_and_resume(config, slurm_dir, local_dir, tmp_path, running)
+    stores = [
+        d / "results" / "preempt" / "runs" / PREEMPT_CELL / "trajectory.zarr"
+        for d in (slurm_dir, local_dir)
+    ]
+    with (
+        xr.open_zarr(stores[0], consolidated=False) as a,
+        xr.open_zarr(stores[1], consolidated=False) as b,
+    ):
+        assert sorted(a.variables) == sorted(b.variables)
+        _assert_attrs_equal(a.attrs, b.attrs, PREEMPT_CELL)
+        assert int(a.step.max()) == PREEMPT_CONFIG["base"]["steps"]
+        for name in a.variables:
+            assert a[name].dtype == b[name].dtype, name
+            assert _bits(a[name].values) == _bits(b[name].values), f"{name}: values differ"
+
+
+def _preempt_and_resume(config, slurm_dir, local_dir, logs_dir, running) -> None:
+    """SLURM run cancelled half-way, then rerun to the end; a local run without interruption."""
+    slurm_log, local_log = logs_dir / "slurm.log", logs_dir / "local.log"
+    with slurm_log.open("w") as log:
+        proc = subprocess.Popen(
+            _preempt_command(slurm_dir, config, SLURM_PROFILE),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+    running.append(proc)
+    # The uninterrupted reference, meanwhile on the submitting host.
+    with local_log.open("w") as log:
+        local = subprocess.Popen(
+            _preempt_command(local_dir, config, LOCAL_PROFILE),
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+    running.append(local)
+
+    def submitted():
+        found = re.search(r"submitted with SLURM jobid (\d+)", slurm_log.read_text())
+        return found.group(1) if found else None
+
+    job_id = _wait_for("the train job's submission", submitted, proc, slurm_log, PREEMPT_WAIT_S)
+    _wait_for(
+        f"job {job_id} RUNNING past a checkpoint and step {CANCEL_AFTER_STEP}",
+        lambda: (
+            _job_state(job_id) == "RUNNING"
+            and _state_files(slurm_dir)
+            and _logged_step(_train_logs(slurm_dir)) >= CANCEL_AFTER_STEP
+        ),
+        proc,
+        slurm_log,
+        PREEMPT_WAIT_S,
+    )
+    subprocess.run(["scancel", job_id], check=True, timeout=30)  # SIGTERM to the job's steps
+    rc = proc.wait(timeout=PREEMPT_WAIT_S)
+    first_log = _train_logs(slurm_dir)
+    assert rc != 0, "the train job finished before scancel reached it (raise `steps`)"
+    assert _job_state(job_id) == "CANCELLED"
+    saved = SAVED_LINE.search(first_log)
+    assert saved, f"no SIGTERM save in the train log:\n{first_log[-3000:]}"
+    (state_file,) = _state_files(slurm_dir)
+    with np.load(state_file, allow_pickle=False) as state:
+        step = int(state["step"])
+    assert step == int(saved.group(1))
+    assert CANCEL_AFTER_STEP <= step < PREEMPT_CONFIG["base"]["steps"]
+
+    rerun = subprocess.run(
+        _preempt_command(slurm_dir, config, SLURM_PROFILE),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    assert RESUMED_LINE.format(step=step) in _train_logs(slurm_dir)
+    assert not _state_files(slurm_dir), "resume state left behind after a finished run"
+    local_text = _finish(local, local_log, "local")
+    assert "resuming cell" not in _train_logs(local_dir), local_text[-2000:]

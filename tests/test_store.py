@@ -129,7 +129,9 @@ def test_load_study_over_two_cells(tmp_path):
     study = twoclocks.load_study(tmp_path)
     assert study.sizes["cell"] == 2
     assert sorted(study.cell.values.tolist()) == ["relu/wd=0.5", "relu/wd=1.0"]
-    assert json.loads(study.attrs["grid_axes"]) == ["steps", "weight_decay"]
+    # `steps` differs too, but only the axes in the cell ids are grid axes.
+    assert json.loads(study.attrs["grid_axes"]) == ["weight_decay"]
+    assert "steps" not in study.coords and study.weight_decay.dtype == np.float64
     assert sorted(study.weight_decay.values.tolist()) == [0.5, 1.0]
     assert study.step.values.max() == 40
     short = study.sel(cell="relu/wd=0.5")
@@ -139,3 +141,48 @@ def test_load_study_over_two_cells(tmp_path):
     assert not any(v.startswith("snap_") for v in study.data_vars)
     with_snaps = twoclocks.load_study(tmp_path, snapshots=True)
     assert "snap_E" in with_snaps and with_snaps.sizes["cell"] == 2
+
+
+def test_load_study_axes_are_clean_selectable_coords(tmp_path):
+    """Cells of two grids: only the axes in their ids that vary are coords, with clean dtypes."""
+    data = make_modular(op="add", modulus=11, train_fraction=0.5, split="unordered", split_seed=0)
+    cells = [
+        dict(CELL, cell_id="relu/wd=0.5", grid="relu", weight_decay=0.5),
+        dict(CELL, cell_id="relu/wd=1.0", grid="relu", weight_decay=1.0),
+        dict(CELL, cell_id="wide/width=32", grid="wide", hidden_width=32, op="add"),
+        dict(CELL, cell_id="wide/width=8/op=add", grid="wide", hidden_width=8, op="add"),
+    ]
+    for c in cells:
+        c = dict(c, steps=20, seeds=[0], snapshot_count=2, cell_hash=c["cell_id"][-6:])
+        train_cell(c, data, tmp_path / "runs" / c["cell_id"] / "trajectory.zarr")
+    ds = twoclocks.load_study(tmp_path)
+    # `op` labels a cell but is "add" everywhere: not an axis.
+    assert json.loads(ds.attrs["grid_axes"]) == ["weight_decay", "hidden_width"]
+    assert {"cell_hash", "grid", "hidden_width", "weight_decay"} <= set(ds.coords)
+    assert not {"op", "cell_id", "steps", "seeds"} & set(ds.coords)
+    assert ds.weight_decay.dtype == np.float64 and ds.hidden_width.dtype == np.int64
+    assert ds.grid.dtype == object and set(ds.grid.values) == {"relu", "wide"}
+    picked = ds.sel(cell=ds.weight_decay == 1.0)
+    assert picked.cell.values.tolist() == ["relu/wd=1.0", "wide/width=32", "wide/width=8/op=add"]
+    assert picked.diverged_step.dtype == np.int64
+    assert ds.sel(
+        cell=(ds.grid == "wide") & (ds.hidden_width < CELL["hidden_width"])
+    ).cell.values.tolist() == ["wide/width=8/op=add"]
+    by_width = ds.set_xindex("hidden_width").sel(hidden_width=CELL["hidden_width"])
+    assert sorted(by_width.cell.values) == ["relu/wd=0.5", "relu/wd=1.0"]
+    cells_attr = json.loads(ds.attrs["cells"])
+    assert cells_attr["wide/width=32"]["hidden_width"] == 32
+
+
+def test_axis_values_have_clean_dtypes():
+    from twoclocks.study import _axis_values
+
+    depth = _axis_values([None, 2, 3])  # relu cells have no depth
+    assert depth.dtype == np.float64 and np.isnan(depth[0]) and depth[1:].tolist() == [2.0, 3.0]
+    assert _axis_values([2, 3]).dtype == np.int64
+    assert _axis_values([0.5, 1]).dtype == np.float64
+    assert _axis_values([True, False]).dtype == bool
+    ops = _axis_values(["add", None])
+    assert ops.dtype == object and ops.tolist() == ["add", None]
+    betas = _axis_values([[0.9, 0.98], [0.9, 0.99]])
+    assert betas.dtype == object and betas.tolist() == ["[0.9, 0.98]", "[0.9, 0.99]"]

@@ -1,4 +1,18 @@
-"""One xarray Dataset for a whole study: every cell's trajectory along a ``cell`` dimension."""
+"""One xarray Dataset for a whole study: every cell's trajectory along a ``cell`` dimension.
+
+Selecting cells: the grid axes are plain coordinates along ``cell`` (the index stays the cell
+id), so select with a boolean mask or give one axis an index::
+
+    ds.sel(cell="relu/wd=1.0")                                   # one cell by id
+    ds.sel(cell=ds.weight_decay == 1.0)                          # every cell with wd = 1
+    ds.sel(cell=(ds.grid == "linear") & (ds.depth >= 3))         # combine masks
+    ds.set_xindex("weight_decay").sel(weight_decay=[0.5, 1.0])   # label lookup on one axis
+    ds.swap_dims(cell="weight_decay")                            # a one-axis sweep, if unique
+
+(``ds.where(mask, drop=True)`` works too but turns integer variables such as
+``diverged_step`` into floats.) Cells of a grid without an axis hold NaN (numeric axes) or None
+(string axes) there; every other parameter is in ``ds.attrs["cells"]`` (JSON per cell id).
+"""
 
 from __future__ import annotations
 
@@ -9,39 +23,65 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from twoclocks.config import ABBREVIATIONS
 from twoclocks.train.store import open_trajectory
 
 __all__ = ["grid_axes", "load_study"]
 
-IDENTITY_KEYS = {"study", "cell_id", "cell_hash", "dataset_id", "grid"}
+
+def _label_axes(cell: dict) -> list[str]:
+    """The grid axes that label a cell, read from its id ``grid/abbr=value/...``.
+
+    An abbreviation may stand for several keys (``width``: relu ``hidden_width``, deep-linear
+    ``width``); the one among the cell's params is meant.
+    """
+    axes = []
+    for part in str(cell.get("cell_id", "")).split("/")[1:]:
+        label, sep, _ = part.partition("=")
+        candidates = [k for k, abbr in ABBREVIATIONS.items() if abbr == label] + [label]
+        axes += [next(k for k in candidates if k in cell)] if sep and label else []
+    return [k for k in axes if k in cell]
 
 
-def _hashable(v):
-    return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
+def _key(v) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
 
 
 def grid_axes(cells: list[dict]) -> list[str]:
-    """Keys of the resolved cell params whose values differ across cells (the grid axes)."""
-    keys = sorted(set().union(*cells) - IDENTITY_KEYS) if cells else []
-    return [k for k in keys if len({repr(_hashable(c.get(k))) for c in cells}) > 1]
+    """The grid axes (keys that label some cell's id) whose values differ across ``cells``.
+
+    In first-seen order. Parameters that differ only as a consequence of the grid (a relu grid
+    next to a deep-linear grid differs in ``model``, ``width``, ...) are not axes.
+    """
+    names: dict[str, None] = {}
+    for c in cells:
+        names.update(dict.fromkeys(_label_axes(c)))
+    return [k for k in names if len({_key(c.get(k)) for c in cells}) > 1]
 
 
 def _axis_values(values: list) -> np.ndarray:
-    vals = [_hashable(v) for v in values]
-    if all(isinstance(v, bool) for v in vals):
-        return np.asarray(vals, dtype=bool)
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-        return np.asarray(vals)
-    return np.asarray(vals, dtype=object)
+    """A clean 1-D coordinate: bool, int64 or float64 (NaN where a cell lacks the axis) for
+    numbers, else object (str; lists as JSON; None where missing)."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present) and len(present) == len(values):
+        return np.asarray(values, dtype=bool)
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        if len(present) == len(values) and all(isinstance(v, int) for v in values):
+            return np.asarray(values, dtype=np.int64)
+        return np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    out = np.empty(len(values), dtype=object)
+    out[:] = [v if v is None or isinstance(v, str) else _key(v) for v in values]
+    return out
 
 
 def load_study(study_dir: str | os.PathLike, *, snapshots: bool = False) -> xr.Dataset:
     """Open every ``runs/**/trajectory.zarr`` under ``study_dir`` and combine them.
 
-    The result has a ``cell`` dimension (coordinate: ``cell_id``) with ``cell_hash``, ``grid``
-    and every grid axis (cell params that differ across cells) as coordinates along it. Runs of
-    different lengths or seeds are outer-joined on ``step``/``seed`` (missing entries are NaN).
-    Weight snapshots are dropped unless ``snapshots=True``.
+    The result has a ``cell`` dimension indexed by cell id, with ``cell_hash``, ``grid`` (str)
+    and every grid axis that differs across cells (`grid_axes`, typed by `_axis_values`) as
+    coordinates along it; the module docstring shows how to select. Runs of different lengths
+    or seeds are outer-joined on ``step``/``seed`` (missing entries are NaN). Weight snapshots
+    are dropped unless ``snapshots=True``.
     """
     runs = sorted(Path(study_dir).glob("runs/**/trajectory.zarr"))
     if not runs:
@@ -62,11 +102,8 @@ def load_study(study_dir: str | os.PathLike, *, snapshots: bool = False) -> xr.D
     axes = grid_axes(cells)
     ids = [c.get("cell_id", str(p.parent)) for c, p in zip(cells, runs, strict=True)]
     labelled = []
-    for ds, cell, cid in zip(datasets, cells, ids, strict=True):
-        ds = ds.expand_dims(cell=[cid])
-        extra = {"cell_hash": cell.get("cell_hash", ""), "grid": cell.get("grid", "")}
-        ds = ds.assign_coords({k: ("cell", _axis_values([v])) for k, v in extra.items()})
-        ds = ds.assign_coords({k: ("cell", _axis_values([cell.get(k)])) for k in axes})
+    for ds, cid in zip(datasets, ids, strict=True):
+        ds = ds.expand_dims(cell=np.asarray([cid], dtype=object))
         ds.attrs = {"cell": ds.attrs["cell"]}
         labelled.append(ds)
     out = xr.concat(
@@ -79,6 +116,8 @@ def load_study(study_dir: str | os.PathLike, *, snapshots: bool = False) -> xr.D
         combine_attrs="drop",
         fill_value={"diverged_step": -1},
     )
+    for k in ("cell_hash", "grid"):
+        out.coords[k] = ("cell", _axis_values([str(c.get(k, "")) for c in cells]))
     for k in axes:
         out.coords[k] = ("cell", _axis_values([c.get(k) for c in cells]))
     out.attrs = {
