@@ -54,8 +54,10 @@ def split_store(stacked: Path, cells: list[dict], out_dir: Path) -> dict[str, Pa
         sub.attrs.update(
             cell=json.dumps(cell, sort_keys=True),
             seed_status=json.dumps(
-                {str(s): ("ok" if d < 0 else f"diverged@{int(d)}")
-                 for s, d in zip(cell["seeds"], div, strict=True)}
+                {
+                    str(s): ("ok" if d < 0 else f"diverged@{int(d)}")
+                    for s, d in zip(cell["seeds"], div, strict=True)
+                }
             ),
             stacked_with=json.dumps([c["cell_id"] for c in cells]),
         )
