@@ -128,4 +128,6 @@ def test_bench_cell_is_the_paper_model():
     )
     assert p["combine"] == "sum" and p["seeds"] == [0, 1, 2] and p["betas"] == [0.9, 0.98]
     # The dense window scales with the run so the logged share matches a 15k-step run.
-    assert p["log_dense_steps"] == 4 and p["log_every_steps"] == 25
+    assert p["log_dense_steps"] == round(bench.PAPER_DENSE_STEPS * args.steps / bench.PAPER_STEPS)
+    assert p["log_every_steps"] == bench.PAPER_EVERY_STEPS
+    assert p["snapshot_count"] == max(2, round(bench.PAPER_SNAPSHOTS * args.steps / 15000))

@@ -19,7 +19,8 @@ One JSON record, every number taken in the same process on the same machine:
 6. ``dry_run_1000_cells_s``: ``snakemake -n`` wall time on a generated 1,000-cell grid.
 
 Default log cadence: the paper config's ``log_every_steps`` and a dense window scaled to the run
-length (``200 * steps / 15000``), so the share of logged steps matches a full 15k-step run.
+length (paper dense steps x steps / paper steps, likewise the snapshot count), so the share of
+logged steps matches a full 15k-step run of config/paper.yaml.
 """
 
 from __future__ import annotations
@@ -63,9 +64,24 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-PAPER_STEPS = 15000
-PAPER_DENSE_STEPS = 200
-PAPER_EVERY_STEPS = 25
+
+
+def _paper_logging() -> dict:
+    """The paper study's log cadence (config/paper.yaml), the cadence the bench reproduces."""
+    try:
+        import yaml
+
+        cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+        return {**cfg["logging"], "steps": cfg["base"]["steps"]}
+    except (OSError, KeyError, TypeError):
+        return {"log_dense_steps": 100, "log_every_steps": 50, "snapshot_count": 16, "steps": 15000}
+
+
+_PAPER = _paper_logging()
+PAPER_STEPS = int(_PAPER["steps"])
+PAPER_DENSE_STEPS = int(_PAPER["log_dense_steps"])
+PAPER_EVERY_STEPS = int(_PAPER["log_every_steps"])
+PAPER_SNAPSHOTS = int(_PAPER["snapshot_count"])
 
 # name -> (comparison, threshold); CPU targets of issue 7.
 TARGETS = {
@@ -90,9 +106,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=300, help="training steps of each timed run")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=1.0)
-    ap.add_argument("--log-dense-steps", type=int, default=None, help="default: 200*steps/15000")
+    ap.add_argument(
+        "--log-dense-steps", type=int, default=None, help="default: paper's, scaled to --steps"
+    )
     ap.add_argument("--log-every-steps", type=int, default=PAPER_EVERY_STEPS)
-    ap.add_argument("--snapshot-count", type=int, default=16)
+    ap.add_argument(
+        "--snapshot-count", type=int, default=None, help="default: scaled like the paper run"
+    )
     ap.add_argument("--late-steps", type=int, default=400, help="0 skips the late-speed run")
     ap.add_argument("--late-lr", type=float, default=1e-2)
     ap.add_argument("--mfu-steps", type=int, default=20)
@@ -117,7 +137,10 @@ def bench_cell(args: argparse.Namespace, *, members: int | None = None, **overri
     if dense is None:
         dense = round(PAPER_DENSE_STEPS * steps / PAPER_STEPS)
     dense = int(override.pop("log_dense_steps", dense))
-    snapshots = int(override.pop("snapshot_count", args.snapshot_count))
+    snapshots = args.snapshot_count
+    if snapshots is None:  # as many per step as the paper run: its 16 snapshots amortise
+        snapshots = max(2, round(PAPER_SNAPSHOTS * steps / PAPER_STEPS))
+    snapshots = int(override.pop("snapshot_count", snapshots))
     base = {
         "task": "modular",
         "op": "add",
