@@ -436,17 +436,25 @@ def _claim_separation(clocks, cells, s) -> dict:
     if ok.sum() < s["min_runs"]:
         why = f"{int(ok.sum())} runs with both clocks ({n_cls_cens} cls, {n_gen_cens} gen censored)"
         return _claim("separation", text, INCONCLUSIVE, head + why)
-    per_cell = df[ok].groupby("cell_id")["ratio"].median()
+    return _median_ratio_claim(
+        "separation",
+        text,
+        df[ok],
+        s,
+        lambda med, lo, hi: (
+            f"{head}median over cells of median T_gen/T_cls = {med:.3g} (range {lo:.3g}-{hi:.3g}, "
+            f"{int(ok.sum())} runs; censored: {n_cls_cens} cls, {n_gen_cens} gen)"
+        ),
+    )
+
+
+def _median_ratio_claim(cid: str, text: str, runs: pd.DataFrame, s: dict, describe) -> dict:
+    """PASS when the median over cells of each cell's median ratio exceeds the threshold."""
+    per_cell = runs.groupby("cell_id")["ratio"].median()
     med = float(np.median(per_cell))
     verdict = PASS if med > s["separation_min_ratio"] else FAIL
-    ev = (
-        f"{head}median over cells of median T_gen/T_cls = {med:.3g} "
-        f"(range {per_cell.min():.3g}-{per_cell.max():.3g}, {int(ok.sum())} runs; "
-        f"censored: {n_cls_cens} cls, {n_gen_cens} gen)"
-    )
-    return _claim(
-        "separation", text, verdict, ev, per_cell={k: float(v) for k, v in per_cell.items()}
-    )
+    ev = describe(med, per_cell.min(), per_cell.max())
+    return _claim(cid, text, verdict, ev, per_cell={k: float(v) for k, v in per_cell.items()})
 
 
 def _claim_weight_decay(clocks, cells, s) -> dict:
@@ -696,16 +704,17 @@ def _claim_deep_linear(clocks, cells, s) -> dict:
             INCONCLUSIVE,
             f"{int(ok.sum())} deep linear runs with both cls and {s['rep_clock']} clocks",
         )
-    per_cell = df[ok].groupby("cell_id")["ratio"].median()
-    med = float(np.median(per_cell))
-    verdict = PASS if med > s["separation_min_ratio"] else FAIL
-    ev = (
-        f"T_rep/T_cls (cls eps={df['cls_level'].iloc[0]:.0e}, {s['rep_clock']}@"
-        f"{df['slow_level'].iloc[0]}): median over cells {med:.3g} "
-        f"(range {per_cell.min():.3g}-{per_cell.max():.3g}, {len(per_cell)} cells)"
-    )
-    return _claim(
-        "deep_linear", text, verdict, ev, per_cell={k: float(v) for k, v in per_cell.items()}
+    n_cells = df.loc[ok, "cell_id"].nunique()
+    return _median_ratio_claim(
+        "deep_linear",
+        text,
+        df[ok],
+        s,
+        lambda med, lo, hi: (
+            f"T_rep/T_cls (cls eps={df['cls_level'].iloc[0]:.0e}, {s['rep_clock']}@"
+            f"{df['slow_level'].iloc[0]}): median over cells {med:.3g} "
+            f"(range {lo:.3g}-{hi:.3g}, {n_cells} cells)"
+        ),
     )
 
 
