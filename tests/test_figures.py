@@ -120,3 +120,13 @@ def test_save_chart_is_deterministic_and_offline(built, tmp_path):
         html = a[0].read_text()
         assert "<script src" not in html and "cdn.jsdelivr" not in html
         assert "window.vegaEmbed=" in html
+
+
+def test_additive_order_turns_the_key_frequency_into_one_cycle():
+    p, k = 47, 9
+    r = np.arange(p)
+    rows = np.stack([np.cos(2 * np.pi * k * r / p), np.sin(2 * np.pi * k * r / p)], axis=1)
+    order, g, found = F.additive_order(rows, p)
+    assert found == k and (g * k) % p == 1
+    assert sorted(order.tolist()) == list(range(p))
+    np.testing.assert_allclose(rows[order, 0], np.cos(2 * np.pi * r / p), atol=1e-12)

@@ -42,7 +42,7 @@ FOURIER_KEEP = 6  # key frequencies kept when the gap is computed from snapshots
 REP_CLOCK = "rep_srank"  # representation clock used for separation and fits
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
-_IDENTITY = {"study", "grid", "cell_id", "cell_hash", "dataset_id", "seeds"}
+_IDENTITY = {"study", "grid", "group_id", "cell_id", "cell_hash", "dataset_id", "seeds"}
 
 
 def _settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:

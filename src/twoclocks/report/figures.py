@@ -172,6 +172,16 @@ def generator_order(p: int) -> np.ndarray:
     return np.array([pow(g, i, p) for i in range(p - 1)])
 
 
+def additive_order(rows: np.ndarray, p: int) -> tuple[np.ndarray, int, int]:
+    """Residues i * g mod p (i = 0..p-1) with g = k^-1 mod p for the dominant non-zero
+    frequency k of `rows` (p, n): the additive generator g turns the key Fourier mode into one
+    smooth cycle down the rows. Returns (order, g, k)."""
+    energy = fourier_spectrum(rows, "add")
+    k = int(np.argmax(energy[1:]) + 1)
+    g = pow(k, p - 2, p)
+    return (np.arange(p) * g) % p, g, k
+
+
 def _pick_cell(study: Any, cell: str | None, var: str) -> tuple[str, dict, xr.Dataset]:
     cells = [c for c in cl.cell_datasets(study) if var in c[2] and c[1].get("modulus")]
     if cell is not None:
@@ -189,7 +199,9 @@ def _residue_rows(snap: np.ndarray, p: int) -> np.ndarray:
 def fig_generator_heatmap(
     study: Any, block: str = "E", cell: str | None = None, seed_index: int = 0
 ) -> alt.HConcatChart:
-    """Fig. 2: rows of E (or class rows of U) ordered as g^i mod p, first vs last checkpoint.
+    """Fig. 2: rows of E (or class rows of U) re-ordered by a generator of Z/p, first vs last
+    checkpoint. add/sub: the additive generator g = k^-1 of the dominant frequency k (rows
+    i * g mod p); mul/div: the multiplicative generator (rows g^i mod p).
 
     Shows the HEATMAP_COLUMNS columns with the largest final norm (same columns in both panels).
     """
@@ -198,14 +210,20 @@ def fig_generator_heatmap(
     p = int(params["modulus"])
     snaps = ds[var].isel(seed=seed_index).to_numpy()
     first, last = _residue_rows(snaps[0], p), _residue_rows(snaps[-1], p)
-    n_cols = min(HEATMAP_COLUMNS, last.shape[1], max(1, MAX_ROWS // (2 * (p - 1))))
+    if params.get("op", "add") in ("add", "sub"):
+        order, g, k = additive_order(last, p)
+        how, ylab = f"i*g mod {p} (g = {g} = k^-1, key frequency k = {k})", "i (residue i*g mod p)"
+    else:
+        order, g = generator_order(p), primitive_root(p)
+        how, ylab = f"g^i mod {p} (g = {g})", "i (residue g^i mod p)"
+    n_rows = len(order)
+    n_cols = min(HEATMAP_COLUMNS, last.shape[1], max(1, MAX_ROWS // (2 * n_rows)))
     cols = np.sort(np.argsort(-np.linalg.norm(last, axis=0), kind="stable")[:n_cols])
-    order = generator_order(p)
     steps = ds["checkpoint_step"].to_numpy() if "checkpoint_step" in ds else [0, -1]
     panels = []
     for snap, step in ((first, steps[0]), (last, steps[-1])):
         m = snap[order][:, cols]
-        i, j = np.meshgrid(np.arange(p - 1), np.arange(n_cols), indexing="ij")
+        i, j = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
         df = pd.DataFrame(
             {"i": i.ravel(), "residue": order[i.ravel()], "col": cols[j.ravel()], "w": m.ravel()}
         )
@@ -215,7 +233,7 @@ def fig_generator_heatmap(
             .mark_rect()
             .encode(
                 x=alt.X("col:O", title=f"{block} column"),
-                y=alt.Y("i:O", title="i (residue g^i mod p)", axis=alt.Axis(labels=False)),
+                y=alt.Y("i:O", title=ylab, axis=alt.Axis(labels=False)),
                 color=alt.Color(
                     "w:Q",
                     scale=alt.Scale(scheme="redblue", domain=[-vmax, vmax], reverse=True),
@@ -225,13 +243,11 @@ def fig_generator_heatmap(
             )
             .properties(title=f"step {int(step)}", width=220, height=260)
         )
-    g = primitive_root(p)
     return (
         alt.hconcat(*panels)
         .resolve_scale(color="independent")
         .properties(
-            title=f"{block} rows by residue g^i mod {p} (g = {g}), {cid}, "
-            f"seed {int(ds['seed'][seed_index])}"
+            title=f"{block} rows by residue {how}, {cid}, seed {int(ds['seed'][seed_index])}"
         )
     )
 
