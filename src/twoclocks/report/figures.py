@@ -203,7 +203,7 @@ def fig_generator_heatmap(
     checkpoint. add/sub: the additive generator g = k^-1 of the dominant frequency k (rows
     i * g mod p); mul/div: the multiplicative generator (rows g^i mod p).
 
-    Shows the HEATMAP_COLUMNS columns with the largest final norm (same columns in both panels).
+    Columns are the top HEATMAP_COLUMNS principal directions of the final matrix.
     """
     var = f"snap_{block}"
     cid, params, ds = _pick_cell(study, cell, var)
@@ -218,11 +218,15 @@ def fig_generator_heatmap(
         how, ylab = f"g^i mod {p} (g = {g})", "i (residue g^i mod p)"
     n_rows = len(order)
     n_cols = min(HEATMAP_COLUMNS, last.shape[1], max(1, MAX_ROWS // (2 * n_rows)))
-    cols = np.sort(np.argsort(-np.linalg.norm(last, axis=0), kind="stable")[:n_cols])
+    # Columns: the final matrix's principal directions (both panels in that basis); each carries
+    # one Fourier mode after grokking, so the key mode shows as a smooth cycle down the rows.
+    basis = np.linalg.svd(last - last.mean(0), full_matrices=False)[2][:n_cols].T
+    n_cols = basis.shape[1]
+    cols = np.arange(n_cols)
     steps = ds["checkpoint_step"].to_numpy() if "checkpoint_step" in ds else [0, -1]
     panels = []
     for snap, step in ((first, steps[0]), (last, steps[-1])):
-        m = snap[order][:, cols]
+        m = (snap @ basis)[order]
         i, j = np.meshgrid(np.arange(n_rows), np.arange(n_cols), indexing="ij")
         df = pd.DataFrame(
             {"i": i.ravel(), "residue": order[i.ravel()], "col": cols[j.ravel()], "w": m.ravel()}
@@ -232,7 +236,7 @@ def fig_generator_heatmap(
             alt.Chart(df)
             .mark_rect()
             .encode(
-                x=alt.X("col:O", title=f"{block} column"),
+                x=alt.X("col:O", title=f"principal direction of final {block}"),
                 y=alt.Y("i:O", title=ylab, axis=alt.Axis(labels=False)),
                 color=alt.Color(
                     "w:Q",
