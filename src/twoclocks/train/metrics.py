@@ -61,10 +61,19 @@ def _loss_and_margin(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     ``-log_softmax`` cancels (``log(1 + 1e-17) == 0``) and floors near 1e-16. The max inside the
     log-sum-exp is minus the margin, so both come from one pass.
     """
+    if logits.shape[1] > _CHUNK:  # cache-sized blocks of samples: ~2x faster, same numbers
+        parts = [
+            _loss_and_margin(logits[:, i : i + _CHUNK], y[i : i + _CHUNK])
+            for i in range(0, logits.shape[1], _CHUNK)
+        ]
+        return torch.cat([a for a, _ in parts], 1), torch.cat([b for _, b in parts], 1)
     rel = _other_minus_true(logits, y)
     top = rel.amax(dim=-1, keepdim=True)
     lse = top.squeeze(-1) + rel.sub_(top).exp_().sum(dim=-1).log_()
     return torch.nn.functional.softplus(lse), -top.squeeze(-1)
+
+
+_CHUNK = 1024  # samples per block in the float64 logit metrics (3 x 1024 x 113 doubles ~ 3 MB)
 
 
 def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
