@@ -85,3 +85,13 @@ def test_rejected_config_fails_fast_and_touches_nothing(tmp_path):
     assert "grids.g.axes.train_fraction[1] = 1.5" in out.stdout + out.stderr
     assert sorted(p.name for p in results.iterdir()) == ["precious.txt"]
     assert (results / "precious.txt").read_text() == "computed earlier"
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
+    readme = (REPO / "README.md").read_text().splitlines()
+    block = readme[readme.index("```bash") + 1 : readme.index("```", readme.index("```bash") + 1)]
+    assert len(block) == 2
+    run, test = block
+    assert "snakemake --cores all" in run and "pip install" in run
+    assert "pytest" in test
+    assert test in (REPO / ".ci" / "run").read_text().splitlines()
