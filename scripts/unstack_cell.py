@@ -16,7 +16,7 @@ group = json.loads((group_dir / "group.json").read_text())
 write_manifest(
     sm.output.store,
     sm.output.manifest,
-    group=group_dir.name if len(group["cells"]) > 1 else None,
+    group=group_dir.parent.name if len(group["cells"]) > 1 else None,
     stacked_cells=len(group["cells"]),
     wall_seconds=round(group["wall_seconds"] / len(group["cells"]), 2),
     group_wall_seconds=round(group["wall_seconds"], 2),

@@ -95,3 +95,14 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     assert "snakemake --cores all" in run and "pip install" in run
     assert "pytest" in test
     assert test in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+def test_cell_ids_nested_in_other_cell_ids_dry_run(tmp_path):
+    """`g/init=1.0` and `g/init=1.0/split=ordered` must not give nested directory outputs."""
+    cfg = tmp_path / "nested.yaml"
+    cfg.write_text(
+        "study: nested\nseeds: [0]\ngrids:\n  g:\n    axes:\n      init_scale: [0.3, 1.0]\n"
+        "extra_cells:\n  - {grid: g, set: {init_scale: 1.0, split: ordered}}\n"
+    )
+    out = snakemake("-n", "--configfile", str(cfg), "--directory", str(tmp_path))
+    assert out.stdout.count("rule train:") == 3

@@ -48,7 +48,7 @@ def group_dataset(wildcards):
 
 
 def group_dir_of(wildcards):
-    return f"{RESULTS}/stacked/{STUDY.group_of(wildcards.cell)}"
+    return f"{RESULTS}/stacked/{STUDY.group_of(wildcards.cell)}/train"
 
 
 def trajectories(kind):

@@ -9,7 +9,7 @@ rule train:
     input:
         dataset=group_dataset,
     output:
-        directory(f"{RESULTS}/stacked/{{group}}"),
+        directory(f"{RESULTS}/stacked/{{group}}/train"),
     log:
         f"{RESULTS}/logs/train/{{group}}.log",
     conda:
@@ -21,7 +21,7 @@ rule train:
         gpu=train_gpus,
     params:
         cells=group_cells,
-        state_dir=lambda wildcards: f"{RESULTS}/state/{wildcards.group}",
+        state_dir=lambda wildcards: f"{RESULTS}/state/{wildcards.group}/work",
     script:
         "../../scripts/train_group.py"
 
