@@ -12,7 +12,7 @@ rule bench:
         "../envs/twoclocks.yaml"
     threads: 2
     resources:
-        gpu=lambda wildcards: 1 if STUDY.config["device"] == "cuda" else 0,
+        gpu=train_gpus,
     params:
         device=STUDY.config["device"],
     shell:

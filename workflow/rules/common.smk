@@ -38,7 +38,7 @@ def group_cells(wildcards):
     return [c.params for c in STUDY.groups[wildcards.group]]
 
 
-def train_gpus(wildcards):
+def train_gpus(wildcards=None):
     """One GPU per train job when the study asks for CUDA, none otherwise."""
     return 1 if STUDY.config["device"] == "cuda" else 0
 

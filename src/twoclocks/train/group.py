@@ -15,8 +15,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from twoclocks.config import STACKABLE, cell_hash
 from twoclocks.train.cache import train_or_fetch
 from twoclocks.train.store import open_trajectory
@@ -94,6 +92,6 @@ def train_group(cells: list[dict], dataset, out_dir, *, state_dir=None) -> dict[
         train_or_fetch(params, dataset, stacked, state_dir=work / "engine")
     paths = split_store(stacked, cells, out_dir / "cells")
     shutil.rmtree(work, ignore_errors=True)
-    if not np.all([p.exists() for p in paths.values()]):
+    if not all(p.exists() for p in paths.values()):
         raise RuntimeError(f"split of {out_dir} is incomplete")
     return paths
