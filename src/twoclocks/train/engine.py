@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 import numpy as np
 import torch
@@ -32,7 +32,14 @@ import xarray as xr
 
 from twoclocks.train import metrics as tm
 from twoclocks.train import store as ts
-from twoclocks.train.models import ModelSpec, encode_inputs, forward, init_params, model_spec
+from twoclocks.train.models import (
+    ModelSpec,
+    distinct_samples,
+    encode_inputs,
+    forward,
+    init_params,
+    model_spec,
+)
 from twoclocks.train.optim import make_optimizer
 
 __all__ = [
@@ -177,29 +184,58 @@ def _embedding(spec: ModelSpec, p: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([w[:, :, :v], w[:, :, v:]], dim=1).transpose(1, 2)
 
 
-def _singular_values_by_shape(mats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Singular values of every (M, a, b) matrix, one batched SVD call per distinct shape
-    (relu: E, U and UW share (p, H) when d = H, so three calls become one)."""
+def _singular_values_by_shape(mats: dict[str, torch.Tensor], gram: bool) -> dict[str, torch.Tensor]:
+    """Singular values of every (M, a, b) matrix, one batched call per distinct shape (relu: E, U
+    and UW share (p, H) when d = H, so three calls become one). ``gram``: from the eigenvalues of
+    the Gram matrix (float32 weights, see ``metrics.singular_values_gram``), else a float64 SVD."""
     by_shape: dict[tuple, list[str]] = {}
     for name, a in mats.items():
         by_shape.setdefault(tuple(a.shape[1:]), []).append(name)
+    fn = tm.singular_values_gram if gram else tm.singular_values
     out = {}
     for names in by_shape.values():
         m = mats[names[0]].shape[0]
-        sv = tm.singular_values(torch.cat([mats[n] for n in names], dim=0))
+        sv = fn(torch.cat([mats[n] for n in names], dim=0))
         out.update({n: sv[i * m : (i + 1) * m] for i, n in enumerate(names)})
     return out
 
 
+class Samples(NamedTuple):
+    """A split's distinct inputs, labels and multiplicities (None: all distinct), on the device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    weight: torch.Tensor | None
+
+    @classmethod
+    def of(cls, spec: ModelSpec, x: torch.Tensor, y: torch.Tensor) -> Samples:
+        return cls(*distinct_samples(spec, x, y))
+
+
+def _embedding_sqnorm(spec: ModelSpec, e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``||z||^2`` of the combined embedding, (M, n) float64, through the Gram matrix
+    ``E E^T`` (sum: ``G_aa + G_bb + 2 G_ab``; concat: ``G_aa + G_bb``) instead of forming z."""
+    e = e.double()
+    g = (e @ e.transpose(1, 2)).flatten(1)
+    v = e.shape[1]
+    a, b = x[:, 0], x[:, 1]
+    sq = g[:, a * (v + 1)] + g[:, b * (v + 1)]
+    return sq + 2.0 * g[:, a * v + b] if spec.combine == "sum" else sq
+
+
 @torch.no_grad()
-def _log_row(spec, p, fwd, y_train, test_logits, y_test, prev_gates, fourier_keep):
-    """All metrics of one log step as float64 tensors (M,) or (M, k); new gate mask."""
+def _log_row(spec, p, fwd, train: Samples, test_logits, test: Samples, prev_gates, fourier_keep):
+    """All metrics of one log step as float64 tensors (M,) or (M, k); new gate mask.
+
+    Sample means are weighted by the multiplicities of ``train``/``test`` (equal to the plain
+    means over all samples)."""
     out = {}
-    for split, logits, y in (("train", fwd.logits, y_train), ("test", test_logits, y_test)):
-        lm = tm.logit_metrics(logits, y)
-        out[f"{split}_loss"], out[f"{split}_acc"] = lm["loss"], lm["acc"]
-        if split == "train":
-            out["train_margin_min"], out["train_margin_mean"] = lm["margin_min"], lm["margin_mean"]
+    relu = spec.kind == "relu_embed"
+    lm = tm.logit_metrics(fwd.logits, train.y, train.weight, delta=relu)
+    out["train_loss"], out["train_acc"] = lm["loss"], lm["acc"]
+    out["train_margin_min"], out["train_margin_mean"] = lm["margin_min"], lm["margin_mean"]
+    lt = tm.logit_metrics(test_logits, test.y, test.weight)
+    out["test_loss"], out["test_acc"] = lt["loss"], lt["acc"]
     blocks = spec.blocks()
     sq = torch.stack([p[b].double().square().flatten(1).sum(1) for b in blocks], dim=1)
     out["sqnorm"], out["sqnorm_total"] = sq, sq.sum(1)
@@ -213,33 +249,29 @@ def _log_row(spec, p, fwd, y_train, test_logits, y_test, prev_gates, fourier_kee
         dim=1,
     )
     weights = [p[f"W{k}"] for k in range(1, (spec.depth or spec.hidden_layers) + 1)]
-    factors = weights + ([p["U"]] if spec.kind == "relu_embed" else [])
+    factors = weights + ([p["U"]] if relu else [])
     e2e = tm.end_to_end(factors)
     mats = {n: p[n] for n in _matrices(spec)[:-1]}
     mats[_matrices(spec)[-1]] = e2e
-    svals = _singular_values_by_shape(mats)
+    svals = _singular_values_by_shape(mats, gram=p[blocks[0]].dtype == torch.float32)
     out["srank"] = torch.stack(
         [s.square().sum(1) / s[:, 0].square() for s in svals.values()], dim=1
     )
     out["singular_values"] = svals[_matrices(spec)[-1]]
-    n = y_train.numel()
     gates = None
-    if spec.kind == "relu_embed":
-        probs = torch.softmax(fwd.logits.double(), dim=-1)
-        delta = probs - F.one_hot(y_train, spec.num_classes).double()
-        rms = math.sqrt(n)
-        out["delta_norm"] = delta.square().sum((1, 2)).sqrt() / rms
-        out["h_norm"] = fwd.h.double().square().sum((1, 2)).sqrt() / rms
-        out["z_norm"] = fwd.z.double().square().sum((1, 2)).sqrt() / rms
+    if relu:
+        out["delta_norm"] = lm["delta_rms"]
+        out["h_norm"] = tm.wmean(fwd.h.double().square().sum(-1), train.weight).sqrt()
+        out["z_norm"] = tm.wmean(_embedding_sqnorm(spec, p["E"], train.x), train.weight).sqrt()
         out["U_spec"], out["W_spec"], out["E_spec"] = (
             svals["U"][:, 0],
             svals["W1"][:, 0],
             svals["E"][:, 0],
         )
-        pre = torch.cat(fwd.pre, dim=2)
+        pre = torch.cat(fwd.pre, dim=2) if len(fwd.pre) > 1 else fwd.pre[0]
         gates = pre > 0
         out["gate_flip_fraction"] = (
-            tm.gate_flip_fraction(prev_gates, gates)
+            tm.gate_flip_fraction(prev_gates, gates, train.weight)
             if prev_gates is not None
             else torch.full_like(sq[:, 0], math.nan)
         )
@@ -251,17 +283,22 @@ def _log_row(spec, p, fwd, y_train, test_logits, y_test, prev_gates, fourier_kee
         emb = _embedding(spec, p)
         keep = min(int(fourier_keep), emb.shape[1] // 2)
         out["fourier_gap"] = tm.fourier_gap(emb, keep)
-    out["separation_gap"] = tm.separation_gap(fwd.h, y_train, spec.num_classes)
+    out["separation_gap"] = tm.separation_gap(fwd.h, train.y, spec.num_classes, weight=train.weight)
     return out, gates
 
 
-def member_losses(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def member_losses(
+    logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Training loss per member, (M, n, C) -> (M,): each member's own mean CE in the training
-    dtype. The engine backpropagates their sum, so member i's gradient is exactly its own."""
+    dtype (weighted by the sample multiplicities ``weight`` if given). The engine backpropagates
+    their sum, so member i's gradient is exactly its own."""
     m, n, c = logits.shape
-    return (
-        F.cross_entropy(logits.reshape(m * n, c), y.repeat(m), reduction="none").view(m, n).mean(1)
-    )
+    ce = F.cross_entropy(logits.reshape(m * n, c), y.repeat(m), reduction="none").view(m, n)
+    if weight is None:
+        return ce.mean(1)
+    w = weight.to(ce.dtype)
+    return (ce * w).sum(1) / w.sum()
 
 
 def _to_tensor(a, device, dtype=None) -> torch.Tensor:
@@ -311,6 +348,8 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
     y_test = _to_tensor(dataset["y_test"].values, device, torch.long)
     if spec.kind == "deep_linear":
         x_train, x_test = encode_inputs(spec, x_train, dtype), encode_inputs(spec, x_test, dtype)
+    # Train and evaluate on distinct inputs only, weighted by multiplicity (same losses/metrics).
+    train, test = Samples.of(spec, x_train, y_train), Samples.of(spec, x_test, y_test)
 
     log_at = log_steps(steps, int(params["log_dense_steps"]), int(params["log_every_steps"]))
     snap_at = snapshot_steps(steps, int(params["snapshot_count"]))
@@ -426,8 +465,8 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
         while True:
             for v in p.values():
                 v.grad = None
-            fwd = forward(spec, p, x_train)
-            loss_m = member_losses(fwd.logits, y_train)
+            fwd = forward(spec, p, train.x)
+            loss_m = member_losses(fwd.logits, train.y, train.weight)
             loss_m.sum().backward()
             bad = ~torch.isfinite(loss_m.detach()) & ~diverged
             if bool(bad.any()):
@@ -437,9 +476,9 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
                 log.warning("members %s diverged at step %d", np.flatnonzero(bad.cpu()), t)
             if t in log_index:
                 with torch.no_grad():
-                    test_logits = forward(spec, p, x_test).logits
+                    test_logits = forward(spec, p, test.x).logits
                 row, gates = _log_row(
-                    spec, p, fwd, y_train, test_logits, y_test, prev_gates, fourier_keep
+                    spec, p, fwd, train, test_logits, test, prev_gates, fourier_keep
                 )
                 prev_gates = gates
                 i = log_index[t]

@@ -33,7 +33,9 @@ __all__ = [
     "singular_values",
     "spectral_norm",
     "spectral_summary",
+    "singular_values_gram",
     "stable_rank",
+    "wmean",
 ]
 
 F64 = torch.float64
@@ -53,37 +55,66 @@ def _other_minus_true(logits: Tensor, y: Tensor) -> Tensor:
     return rel.scatter_(-1, idx, float("-inf"))
 
 
-def _loss_and_margin(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-sample float64 CE and margin, each ``(M, n)``.
+def wmean(v: Tensor, weight: Tensor | None) -> Tensor:
+    """Mean over the last (sample) axis, weighted by per-sample multiplicities if given."""
+    if weight is None:
+        return v.mean(dim=-1)
+    w = weight.to(device=v.device, dtype=v.dtype)
+    return (v * w).sum(dim=-1) / w.sum()
+
+
+def _per_sample(
+    logits: Tensor, y: Tensor, delta: bool = False
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Per-sample float64 CE, margin and (if ``delta``) ``||softmax(z) - e_y||^2``, each ``(M, n)``.
 
     CE is ``log(1 + sum_{c != y} exp(z_c - z_y)) = softplus(lse_{c != y}(z_c - z_y))``, which
     stays accurate to float64 relative precision for arbitrarily small losses, where
     ``-log_softmax`` cancels (``log(1 + 1e-17) == 0``) and floors near 1e-16. The max inside the
-    log-sum-exp is minus the margin, so both come from one pass.
+    log-sum-exp is minus the margin, so both come from one pass. With ``t`` that max,
+    ``s = sum exp(rel - t)`` and ``q = sum exp(2 (rel - t))`` over the other classes, the softmax
+    residual of Prop. 4.2 is ``(q + s^2) / (exp(-t) + s)^2``, again without cancellation.
     """
-    if logits.shape[1] > _CHUNK:  # cache-sized blocks of samples: ~2x faster, same numbers
-        parts = [
-            _loss_and_margin(logits[:, i : i + _CHUNK], y[i : i + _CHUNK])
-            for i in range(0, logits.shape[1], _CHUNK)
-        ]
-        return torch.cat([a for a, _ in parts], 1), torch.cat([b for _, b in parts], 1)
+    m, n = logits.shape[:2]
+    if m > 1 or n > _CHUNK:
+        # Per-member, cache-sized blocks: ~2x faster than one pass, and a member's values do not
+        # depend on the stack (a flat pass puts its elements at stack-dependent offsets of the
+        # vectorised exp/log loops, whose scalar tails round differently).
+        rows = []
+        for k in range(m):
+            parts = [
+                _per_sample(logits[k : k + 1, i : i + _CHUNK], y[i : i + _CHUNK], delta)
+                for i in range(0, n, _CHUNK)
+            ]
+            rows.append(
+                [torch.cat([part[j] for part in parts], 1) for j in range(3 if delta else 2)]
+            )
+        cat = [torch.cat([r[j] for r in rows], 0) for j in range(3 if delta else 2)]
+        return cat[0], cat[1], cat[2] if delta else None
     rel = _other_minus_true(logits, y)
     top = rel.amax(dim=-1, keepdim=True)
-    lse = top.squeeze(-1) + rel.sub_(top).exp_().sum(dim=-1).log_()
-    return torch.nn.functional.softplus(lse), -top.squeeze(-1)
+    ex = rel.sub_(top).exp_()
+    s = ex.sum(dim=-1)
+    t = top.squeeze(-1)
+    loss = torch.nn.functional.softplus(t + s.log())
+    dsq = None
+    if delta:
+        dsq = (ex.square_().sum(dim=-1) + s.square()) / (torch.exp(-t) + s).square()
+    return loss, -t, dsq
 
 
-_CHUNK = 1024  # samples per block in the float64 logit metrics (3 x 1024 x 113 doubles ~ 3 MB)
+_CHUNK = 2048  # samples per block of the float64 logit metrics (2048 x 113 doubles ~ 1.8 MB)
 
 
-def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+def cross_entropy(logits: Tensor, y: Tensor, weight: Tensor | None = None) -> Tensor:
     """Mean cross-entropy per member, ``(M, n, C), (n,) -> (M,)`` float64.
 
     The logits are cast to float64 *before* any arithmetic (a float32 loss floors near 1e-7,
     docs/science.md 5), and the loss is evaluated as ``softplus`` of the log-sum-exp of the other
-    classes' logit gaps, which resolves losses far below 1e-16.
+    classes' logit gaps, which resolves losses far below 1e-16. ``weight``: optional per-sample
+    multiplicities (see ``models.distinct_samples``).
     """
-    return _loss_and_margin(logits, y)[0].mean(dim=-1)
+    return wmean(_per_sample(logits, y)[0], weight)
 
 
 def _margin(logits: Tensor, y: Tensor) -> Tensor:
@@ -105,19 +136,26 @@ def accuracy(logits: Tensor, y: Tensor) -> Tensor:
     return (_margin(logits, y) > 0).to(F64).mean(dim=-1)
 
 
-def logit_metrics(logits: Tensor, y: Tensor) -> dict[str, Tensor]:
+def logit_metrics(
+    logits: Tensor, y: Tensor, weight: Tensor | None = None, *, delta: bool = False
+) -> dict[str, Tensor]:
     """``loss``, ``acc``, ``margin_min``, ``margin_mean`` (each ``(M,)``) from one float64 pass.
 
     Equal to calling :func:`cross_entropy`, :func:`accuracy` and :func:`margins` separately, but
-    casts and rearranges the logits once (use it on every log step).
+    casts and rearranges the logits once (use it on every log step). ``weight``: optional
+    per-sample multiplicities for the means. ``delta=True`` adds ``delta_rms``, the root mean
+    square over samples of ``||softmax(z) - onehot(y)||`` (``||Delta||_F / sqrt(n)``, Prop. 4.2).
     """
-    loss, margin = _loss_and_margin(logits, y)
-    return {
-        "loss": loss.mean(dim=-1),
-        "acc": (margin > 0).to(F64).mean(dim=-1),
+    loss, margin, dsq = _per_sample(logits, y, delta)
+    out = {
+        "loss": wmean(loss, weight),
+        "acc": wmean((margin > 0).to(F64), weight),
         "margin_min": margin.amin(dim=-1),
-        "margin_mean": margin.mean(dim=-1),
+        "margin_mean": wmean(margin, weight),
     }
+    if delta:
+        out["delta_rms"] = wmean(dsq, weight).sqrt()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +170,27 @@ def singular_values(mats: Tensor) -> Tensor:
     m = mats.to(F64)
     finite = torch.isfinite(m).flatten(1).all(dim=1)
     s = torch.linalg.svdvals(torch.where(finite.view(-1, 1, 1), m, 0.0))
+    return torch.where(finite.view(-1, 1), s, torch.nan)
+
+
+def singular_values_gram(mats: Tensor) -> Tensor:
+    """Singular values per member from the float64 eigenvalues of the smaller Gram matrix.
+
+    About twice as fast as :func:`singular_values` on the logged (113, 128) matrices. Large values
+    are exact to float64 rounding; the smallest carry an absolute error near
+    ``sqrt(eps64) s_max ~ 1.5e-8 s_max``, below the rounding of float32 weights themselves, so it
+    serves stable ranks and spectra of float32 runs but not Schatten quasi-norms of tiny values.
+    Non-finite members give NaN rows.
+    """
+    m = mats.to(F64)
+    finite = torch.isfinite(m).flatten(1).all(dim=1)
+    m = torch.where(finite.view(-1, 1, 1), m, 0.0)
+    if m.shape[-2] > m.shape[-1]:
+        m = m.mT
+    # One 2-D call per member: batched eigvalsh results depend on the batch size, which would
+    # make a member's value depend on what else is stacked with it (same speed measured).
+    s = torch.stack([torch.linalg.eigvalsh(a @ a.T) for a in m.unbind(0)])
+    s = s.flip(-1).clamp_min(0.0).sqrt()
     return torch.where(finite.view(-1, 1), s, torch.nan)
 
 
@@ -177,7 +236,8 @@ def schatten_energy(A: Tensor, depth: int, rtol: float | None = None) -> Tensor:
         rtol = max(A.shape[-2:]) * torch.finfo(fdtype).eps
     s = singular_values(A)
     s = torch.where(s <= rtol * s[:, :1], 0.0, s)  # NaN stays NaN
-    return s.pow(2.0 / depth).sum(dim=-1)
+    # Row by row: a flat pow over (M, k) would round a member differently by its stack offset.
+    return torch.stack([r.pow(2.0 / depth).sum() for r in s.unbind(0)])
 
 
 def end_to_end(factors: Sequence[Tensor]) -> Tensor:
@@ -247,19 +307,28 @@ def fourier_gap(
     return (total - kept).clamp_min(0.0) / (total + delta)
 
 
-def _class_means(h: Tensor, y: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+def _class_means(
+    h: Tensor, y: Tensor, num_classes: int, weight: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Float64 class means ``(M, C, H)`` (zero rows for absent classes), counts, present mask."""
     z = h.to(F64)
     y = y.to(device=z.device, dtype=torch.long)
-    counts = torch.bincount(y, minlength=num_classes).to(F64)
+    w = None if weight is None else weight.to(device=z.device, dtype=F64)
+    counts = torch.bincount(y, weights=w, minlength=num_classes).to(F64)
     sums = torch.zeros(z.shape[0], num_classes, z.shape[-1], dtype=F64, device=z.device)
-    sums.index_add_(1, y, z)
+    sums.index_add_(1, y, z if w is None else z * w.view(1, -1, 1))
     present = counts > 0
     return sums / counts.clamp_min(1.0).view(1, -1, 1), counts, present
 
 
 def separation_gap(
-    h: Tensor, y: Tensor, num_classes: int, delta: float = 1e-12, *, normalize: bool = True
+    h: Tensor,
+    y: Tensor,
+    num_classes: int,
+    delta: float = 1e-12,
+    *,
+    normalize: bool = True,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """Class-separation gap ``S_sep`` of representations ``h`` (App. F.5), ``(M,)`` float64.
 
@@ -270,19 +339,21 @@ def separation_gap(
     with ``K``: it is (mean within-class squared distance to the class mean) / (mean squared
     distance between two class means). 0 means collapsed classes; features with no class
     structure give about ``n / (2 K)``. ``normalize=False`` returns the paper's raw ratio.
-    Fewer than two present classes give NaN.
+    Fewer than two present classes give NaN. ``weight``: optional per-sample multiplicities.
     """
-    mu, counts, present = _class_means(h, y, num_classes)
+    mu, counts, present = _class_means(h, y, num_classes, weight)
     z = h.to(F64)
     yl = y.to(device=z.device, dtype=torch.long)
-    within = (z - mu[:, yl]).square().sum(dim=(-2, -1))
+    within = (z - mu[:, yl]).square().sum(dim=-1)
+    n = counts.sum()
+    within = within.sum(dim=-1) if weight is None else (within * weight.to(within)).sum(dim=-1)
     k = present.sum().to(F64)
     # sum_{c != c'} ||mu_c - mu_c'||^2 = 2 K sum_c ||mu_c - mbar||^2 over present classes.
     pw = present.to(F64).view(1, -1, 1)
     mbar = (mu * pw).sum(dim=1, keepdim=True) / k
     between = 2.0 * k * ((mu - mbar) * pw).square().sum(dim=(-2, -1))
     if normalize:
-        within = within / y.numel()
+        within = within / n
         between = between / (k * (k - 1.0))
     out = within / (between + delta)
     return torch.where(k >= 2, out, torch.nan)
@@ -315,9 +386,12 @@ def simplex_error(h: Tensor, y: Tensor, num_classes: int) -> Tensor:
 # ReLU gate metrics (App. F.3)
 
 
-def gate_flip_fraction(prev: Tensor, cur: Tensor) -> Tensor:
-    """Fraction of (sample, unit) gates that differ between two logs, ``(M, n, H) -> (M,)``."""
-    return (prev != cur).flatten(1).to(F64).mean(dim=1)
+def gate_flip_fraction(prev: Tensor, cur: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Fraction of (sample, unit) gates that differ between two logs, ``(M, n, H) -> (M,)``.
+
+    ``weight``: optional per-sample multiplicities."""
+    flips = (prev != cur).to(F64).mean(dim=-1)
+    return wmean(flips, weight)
 
 
 def preact_min_abs(pre: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -26,6 +27,7 @@ __all__ = [
     "ModelSpec",
     "ReluEmbedNet",
     "Forward",
+    "distinct_samples",
     "forward",
     "init_params",
     "model_spec",
@@ -106,6 +108,30 @@ def model_spec(params: dict, dataset_attrs: dict, input_dim: int | None = None) 
             **common,
         )
     raise ValueError(f"unknown model {model!r}")
+
+
+def distinct_samples(spec: ModelSpec, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Merge samples the model cannot tell apart into one weighted sample.
+
+    With sum-combined embeddings ``z = E[a] + E[b]`` the pairs ``(a, b)`` and ``(b, a)`` are the
+    same input, so a pair and its transpose with the same label (every ``add`` pair, half the
+    split in an unordered split) need one forward and backward, counted twice. Any loss or
+    metric that is a mean over samples is unchanged when taken as a weighted mean over the
+    distinct ones. Returns ``(x, y, weight)`` of the distinct samples in first-occurrence order,
+    ``weight`` their float64 multiplicities; ``weight`` is None (and ``x, y`` are returned as
+    given) when every sample is distinct or the model is not symmetric in its two tokens.
+    """
+    if not (spec.kind == "relu_embed" and spec.combine == "sum"):
+        return x, y, None
+    xs = np.sort(x.cpu().numpy(), axis=1)
+    key = np.concatenate([xs, y.cpu().numpy().reshape(-1, 1)], axis=1)
+    _, first, counts = np.unique(key, axis=0, return_index=True, return_counts=True)
+    if len(first) == len(x):
+        return x, y, None
+    order = np.argsort(first)
+    idx = torch.as_tensor(first[order], device=x.device)
+    weight = torch.as_tensor(counts[order], dtype=torch.float64, device=x.device)
+    return x[idx], y[idx], weight
 
 
 def _per_member(value: float | Sequence[float], n: int, name: str) -> list[float]:
