@@ -168,6 +168,7 @@ RUNNER = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     from twoclocks.data.modular import make_modular
+    from twoclocks.train import engine
     from twoclocks.train import store as ts
     from twoclocks.train.engine import train_cell
 
@@ -180,10 +181,27 @@ RUNNER = textwrap.dedent(
     def save(state_dir, arrays):
         real_save(state_dir, arrays)
         calls.append(int(arrays["step"]))
-        if len(calls) == kill_after:
+        if sig == "SIGKILL" and len(calls) == kill_after:
             os.kill(os.getpid(), getattr(signal, sig))
 
-    ts.save_state = save
+    ts.save_state = save  # runs on the writer thread: SIGKILL right after a durable state
+    real_opt = engine.make_optimizer
+    updates = [0]
+
+    def make_optimizer(*args):  # SIGTERM from the training thread at a fixed update
+        opt = real_opt(*args)
+        step = opt.step
+
+        def stepped():
+            step()
+            updates[0] += 1
+            if sig == "SIGTERM" and kill_after and updates[0] == 40 * kill_after + 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        opt.step = stepped
+        return opt
+
+    engine.make_optimizer = make_optimizer
     ds = make_modular(op="add", modulus=13, train_fraction=0.5, split="unordered", split_seed=0)
     train_cell(cell, ds, Path(sys.argv[2]))
     print("saved", calls)
@@ -212,7 +230,8 @@ def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig):
     assert first.returncode == (-9 if sig == "SIGKILL" else 128 + 15), first.stderr
     assert not path.exists() and ts.partial_path(path).exists()
     saved = ts.load_state(ts.state_path(path))
-    # SIGKILL dies right after the 2nd checkpoint (step 80); SIGTERM saves one step later.
+    # SIGKILL dies right after the 2nd checkpoint (step 80) is on disk; SIGTERM, sent by the
+    # training thread during update 81, is answered with a save at step 81.
     assert int(saved["step"]) == (80 if sig == "SIGKILL" else 81)
     second = _run(script, cell, path, 0, "SIGKILL")
     assert second.returncode == 0, second.stderr

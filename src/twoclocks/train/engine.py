@@ -14,6 +14,7 @@ metrics NaN; the others are unaffected.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -60,6 +61,42 @@ class _Interrupted(Exception):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+
+
+class _Writer:
+    """Runs store writes on one background thread, in submission order, while training goes on.
+
+    Everything submitted must own its data (copies, never views of live tensors or buffers).
+    Order makes resume safe: a state file is only written after the rows and snapshots submitted
+    before it. ``wait`` blocks until all submitted writes are done and re-raises the first error.
+    """
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="twoclocks-writer")
+        self._pending: list = []
+
+    def submit(self, fn, *args) -> None:
+        self._raise_failed()
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def _raise_failed(self) -> None:
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for fut in done:
+            fut.result()
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for fut in pending:
+            fut.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -312,11 +349,15 @@ def train_cell(
     *,
     state_dir: Path | None = None,
     progress: bool | None = None,
+    timings: dict | None = None,
 ) -> Path:
     """Train one cell (all its seeds stacked) and publish its trajectory store at ``store_path``.
 
     Resumes from ``state_dir`` (default ``<store_path>.state``) if a state for the same params
-    exists. ``progress``: see `progress_stream`. Returns ``store_path``.
+    exists. ``progress``: see `progress_stream`. ``timings``: if a dict, filled with the seconds the
+    training thread spent in metrics (test forward and log rows) and in store writes (copies,
+    submits, waits and the final synchronous steps; the writes themselves run in the
+    background), and the wall time. Returns ``store_path``.
     """
     store_path = Path(store_path)
     state_dir = ts.state_path(store_path) if state_dir is None else Path(state_dir)
@@ -328,13 +369,20 @@ def train_cell(
     if flush:
         torch.set_flush_denormal(True)
     try:
-        return _train(params, dataset, store_path, partial, state_dir, device, dtype, progress)
+        clock = {"metrics_s": 0.0, "writes_s": 0.0}
+        t0 = time.perf_counter()
+        out = _train(
+            params, dataset, store_path, partial, state_dir, device, dtype, progress, clock
+        )
+        if timings is not None:
+            timings.update(clock, wall_s=time.perf_counter() - t0)
+        return out
     finally:
         if flush:
             torch.set_flush_denormal(False)
 
 
-def _train(params, dataset, store_path, partial, state_dir, device, dtype, progress) -> Path:
+def _train(params, dataset, store_path, partial, state_dir, device, dtype, progress, clock) -> Path:
     seeds = [int(s) for s in params["seeds"]]
     m = len(seeds)
     steps = int(params["steps"])
@@ -393,12 +441,13 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
     opt = make_optimizer(params, p)
     fingerprint = _fingerprint(params)
     state = ts.load_state(state_dir)
+    writer = _Writer()
     if state is not None and (str(state["fingerprint"]) != fingerprint or not partial.exists()):
         log.warning("ignoring resume state in %s (different params or no partial store)", state_dir)
         state = None
     prev_gates = None
     if state is None:
-        ts.create_store(partial, layout)
+        writer.submit(ts.create_store, partial, layout)
         buffers = {n: np.full(layout.metric_shape(n), np.nan) for n in table}
         buffers["diverged_step"] = np.full(m, -1, dtype=np.int64)
         start = 0
@@ -424,25 +473,29 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
     pending_snaps: dict[int, dict[str, np.ndarray]] = {}
 
     def flush(t: int) -> None:
-        """Write buffered log rows (steps < t) and snapshots to the partial store."""
+        """Queue buffered log rows (steps < t) and snapshots for the partial store."""
         nonlocal flushed
         hi = int(np.searchsorted(log_at, t))
-        ts.write_rows(partial, layout, buffers, flushed, hi)
+        rows = {k: v.copy() for k, v in buffers.items()}
+        writer.submit(ts.write_rows, partial, layout, rows, flushed, hi)
         flushed = hi
         if pending_snaps:
             ks = sorted(pending_snaps)
-            ts.write_snapshots(partial, layout, ks[0], [pending_snaps[k] for k in ks])
+            writer.submit(
+                ts.write_snapshots, partial, layout, ks[0], [pending_snaps[k] for k in ks]
+            )
             pending_snaps.clear()
 
     def save(t: int) -> None:
+        """Queue rows, snapshots and then the resume state (copies of params and optimiser)."""
         flush(t)
-        arrays = {f"param/{k}": v.detach().cpu().numpy() for k, v in p.items()}
-        arrays.update({f"opt/{k}": v.cpu().numpy() for k, v in opt.state_dict().items()})
+        arrays = {f"param/{k}": v.detach().cpu().numpy().copy() for k, v in p.items()}
+        arrays.update({f"opt/{k}": v.cpu().numpy().copy() for k, v in opt.state_dict().items()})
         arrays["step"] = np.asarray(t, dtype=np.int64)
         arrays["fingerprint"] = np.asarray(fingerprint)
         if prev_gates is not None:
-            arrays["prev_gates"] = prev_gates.cpu().numpy()
-        ts.save_state(state_dir, arrays)
+            arrays["prev_gates"] = prev_gates.cpu().numpy().copy()
+        writer.submit(ts.save_state, state_dir, arrays)
 
     interrupted: list[int] = []
     handlers = {}
@@ -475,6 +528,7 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
                 buffers["diverged_step"][bad.cpu().numpy()] = t
                 log.warning("members %s diverged at step %d", np.flatnonzero(bad.cpu()), t)
             if t in log_index:
+                tm0 = time.perf_counter()
                 with torch.no_grad():
                     test_logits = forward(spec, p, test.x).logits
                 row, gates = _log_row(
@@ -489,10 +543,13 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
                     buffers[name][:, i] = val.cpu().numpy()
                 finite = buffers["test_loss"][:, i][~np.isnan(buffers["test_loss"][:, i])]
                 last_test = float(finite.mean()) if finite.size else math.nan
+                clock["metrics_s"] += time.perf_counter() - tm0
             if t in snap_index:
+                tw0 = time.perf_counter()
                 pending_snaps[snap_index[t]] = {
                     b: v.detach().cpu().numpy().copy() for b, v in p.items()
                 }
+                clock["writes_s"] += time.perf_counter() - tw0
             if t % report_every == 0 or t == steps:
                 rate = (t - tstart) / max(time.perf_counter() - t0, 1e-9)
                 eta = (steps - t) / rate if rate > 0 else float("nan")
@@ -514,10 +571,15 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
                 bar.update(1)
             if interrupted:
                 save(t)
+                writer.wait()
                 raise _Interrupted(interrupted[0])
             if t % ckpt_every == 0 and t < steps:
+                tw0 = time.perf_counter()
                 save(t)
+                clock["writes_s"] += time.perf_counter() - tw0
+        tw0 = time.perf_counter()
         flush(steps + 1)
+        writer.wait()
     except _Interrupted as exc:
         log.warning("signal %d: saved resume state at step %d, exiting", exc.signum, t)
         raise SystemExit(128 + exc.signum) from None
@@ -526,6 +588,11 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
             bar.close()
         for sig, h in handlers.items():
             signal.signal(sig, h)
+        if sys.exc_info()[0] is None:
+            writer.close()
+        else:  # already failing: let queued writes land (state stays consistent), keep that error
+            with contextlib.suppress(Exception):
+                writer.close()
 
     div = buffers["diverged_step"]
     status = {
@@ -533,4 +600,6 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
     }
     ts.write_attrs(partial, {"seed_status": json.dumps(status, sort_keys=True)})
     ts.validate_store(partial, layout)
-    return ts.publish(partial, store_path, state_dir)
+    out = ts.publish(partial, store_path, state_dir)
+    clock["writes_s"] += time.perf_counter() - tw0
+    return out
