@@ -178,3 +178,19 @@ def test_frozen_member_stops_and_others_continue():
     sd = opt.state_dict()
     assert all(isinstance(v, torch.Tensor) for v in sd.values())
     assert not bool(sd["active"][1])
+
+
+@pytest.mark.parametrize(("combine", "layers"), [("sum", 1), ("concat", 2)])
+def test_evaluation_forward_equals_the_training_forward(combine, layers):
+    """Without autograd the forward takes a fused gather-sum and a per-member head (CPU); the
+    logits and hidden states equal the autograd path's, and each member's equal it alone."""
+    spec = _relu(combine, True, layers)
+    params = init_params(spec, SEEDS, dtype=torch.float64)
+    x, _ = _data(41)
+    train = forward(spec, {k: v.clone().requires_grad_(True) for k, v in params.items()}, x)
+    with torch.no_grad():
+        ev = forward(spec, params, x)
+        alone = forward(spec, {k: v[1:2] for k, v in params.items()}, x)
+    torch.testing.assert_close(ev.logits, train.logits.detach(), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(ev.h, train.h.detach(), rtol=1e-14, atol=1e-14)
+    assert torch.equal(alone.logits[0], ev.logits[1])

