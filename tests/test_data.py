@@ -127,6 +127,17 @@ def test_same_spec_gives_byte_identical_stores(tmp_path, spec):
     assert "provenance" in back.attrs and back.attrs["task"] == spec["task"]
 
 
+def test_dataset_loads_quietly_with_snakemakes_timestamp_file(tmp_path):
+    """Snakemake marks directory outputs with a `.snakemake_timestamp` file; zarr would warn."""
+    import warnings
+
+    path = save_dataset(make_modular("add", 7, 0.5, "unordered", 0), tmp_path / "d.zarr")
+    (path / ".snakemake_timestamp").touch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_dataset(path).attrs["task"] == "modular"
+
+
 def test_changed_seed_changes_the_split():
     a = make_modular("add", 23, 0.3, "unordered", 0)
     b = make_modular("add", 23, 0.3, "unordered", 1)

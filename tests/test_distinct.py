@@ -143,3 +143,28 @@ def test_gram_singular_values_match_svd():
     assert ((fast[ok] - exact[ok]).abs() / scale).max() < 1e-7
     np.testing.assert_allclose(fast[ok, 0], exact[ok, 0], rtol=1e-13)
     assert torch.equal(mt.singular_values_gram(mats[[1, 3]]), fast[[1, 3]])
+
+
+def test_accelerator_paths_give_the_cpu_values(monkeypatch):
+    """The flat/batched code paths taken on accelerators (forced here on the CPU) give the same
+    metrics as the per-member CPU paths, to float64 rounding."""
+    rng = np.random.default_rng(2)
+    logits = torch.from_numpy((4 * rng.standard_normal((3, 20000, 7))).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 7, 20000))
+    w = torch.from_numpy(rng.integers(1, 3, 20000).astype(np.float64))
+    mats = torch.from_numpy(rng.standard_normal((3, 9, 12)).astype(np.float32))
+    cpu = (
+        mt.logit_metrics(logits, y, w, delta=True),
+        mt.singular_values_gram(mats),
+        mt.schatten_energy(mats, 3),
+    )
+    monkeypatch.setattr(mt, "_FORCE_FLAT", True)
+    flat = (
+        mt.logit_metrics(logits, y, w, delta=True),
+        mt.singular_values_gram(mats),
+        mt.schatten_energy(mats, 3),
+    )
+    for k in cpu[0]:
+        torch.testing.assert_close(flat[0][k], cpu[0][k], rtol=1e-12, atol=0)
+    torch.testing.assert_close(flat[1], cpu[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(flat[2], cpu[2], rtol=1e-12, atol=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import xarray as xr
@@ -47,4 +48,7 @@ def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 
 def load_dataset(path: str | os.PathLike) -> xr.Dataset:
     """Open a dataset store and load it into memory (datasets are small)."""
-    return xr.open_zarr(path, consolidated=False).load()
+    with warnings.catch_warnings():
+        # Snakemake drops a `.snakemake_timestamp` file into directory outputs; zarr warns on it.
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        return xr.open_zarr(path, consolidated=False).load()

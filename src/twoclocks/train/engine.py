@@ -5,6 +5,9 @@ store. Per step: forward + backward of ``sum_i mean-CE_i`` (each member's gradie
 own, no shared reduction, clipping or scaler), divergence check, logging/snapshots when scheduled,
 one optimiser update. Metrics at step t use the parameters after t updates (step 0 = init), from
 the same forward/backward that drives the next update, so train metrics cost no extra pass.
+Inputs the model cannot tell apart (``models.distinct_samples``) are trained and evaluated once,
+weighted by multiplicity; every loss and sample mean equals the one over all samples. Store and
+resume-state writes run on one background thread, in order (``_Writer``).
 
 Faults: resume state is saved every ``checkpoint_every_steps`` (and on SIGTERM/SIGINT, which then
 exit with 128 + signal); a re-run resumes from it and produces a bitwise identical store on CPU.

@@ -76,10 +76,17 @@ def _per_sample(
     residual of Prop. 4.2 is ``(q + s^2) / (exp(-t) + s)^2``, again without cancellation.
     """
     m, n = logits.shape[:2]
-    if m > 1 or n > _CHUNK:
-        # Per-member, cache-sized blocks: ~2x faster than one pass, and a member's values do not
-        # depend on the stack (a flat pass puts its elements at stack-dependent offsets of the
-        # vectorised exp/log loops, whose scalar tails round differently).
+    if not _per_member(logits) and n > _CHUNK_FLAT:
+        parts = [
+            _per_sample(logits[:, i : i + _CHUNK_FLAT], y[i : i + _CHUNK_FLAT], delta)
+            for i in range(0, n, _CHUNK_FLAT)
+        ]
+        cat = [torch.cat([part[j] for part in parts], 1) for j in range(3 if delta else 2)]
+        return cat[0], cat[1], cat[2] if delta else None
+    if _per_member(logits) and (m > 1 or n > _CHUNK):
+        # CPU: per-member, cache-sized blocks: ~2x faster than one pass, and a member's values do
+        # not depend on the stack (a flat pass puts its elements at stack-dependent offsets of
+        # the vectorised exp/log loops, whose scalar tails round differently).
         rows = []
         for k in range(m):
             parts = [
@@ -104,6 +111,15 @@ def _per_sample(
 
 
 _CHUNK = 2048  # samples per block of the float64 logit metrics (2048 x 113 doubles ~ 1.8 MB)
+_CHUNK_FLAT = 16384  # samples per all-member block on accelerators (bounds the float64 copy)
+_FORCE_FLAT = False  # tests: run the accelerator (flat, batched) code paths on the CPU
+
+
+def _per_member(t: Tensor) -> bool:
+    """Loop over members (CPU: member-independent rounding, cache-sized work) or run one batched
+    program over all of them (accelerators, where per-member launches would dominate and every
+    element is computed by the same code whatever its offset)."""
+    return t.device.type == "cpu" and not _FORCE_FLAT
 
 
 def cross_entropy(logits: Tensor, y: Tensor, weight: Tensor | None = None) -> Tensor:
@@ -187,9 +203,12 @@ def singular_values_gram(mats: Tensor) -> Tensor:
     m = torch.where(finite.view(-1, 1, 1), m, 0.0)
     if m.shape[-2] > m.shape[-1]:
         m = m.mT
-    # One 2-D call per member: batched eigvalsh results depend on the batch size, which would
-    # make a member's value depend on what else is stacked with it (same speed measured).
-    s = torch.stack([torch.linalg.eigvalsh(a @ a.T) for a in m.unbind(0)])
+    if _per_member(m):
+        # One 2-D call per member: on the CPU batched eigvalsh results depend on the batch size
+        # (a member's value would depend on its stack), and the loop measured as fast or faster.
+        s = torch.stack([torch.linalg.eigvalsh(a @ a.T) for a in m.unbind(0)])
+    else:
+        s = torch.linalg.eigvalsh(m @ m.mT)
     s = s.flip(-1).clamp_min(0.0).sqrt()
     return torch.where(finite.view(-1, 1), s, torch.nan)
 
@@ -236,7 +255,9 @@ def schatten_energy(A: Tensor, depth: int, rtol: float | None = None) -> Tensor:
         rtol = max(A.shape[-2:]) * torch.finfo(fdtype).eps
     s = singular_values(A)
     s = torch.where(s <= rtol * s[:, :1], 0.0, s)  # NaN stays NaN
-    # Row by row: a flat pow over (M, k) would round a member differently by its stack offset.
+    if not _per_member(s):
+        return s.pow(2.0 / depth).sum(dim=-1)
+    # CPU row by row: a flat pow over (M, k) rounds a member differently by its stack offset.
     return torch.stack([r.pow(2.0 / depth).sum() for r in s.unbind(0)])
 
 
