@@ -194,3 +194,24 @@ def test_evaluation_forward_equals_the_training_forward(combine, layers):
     torch.testing.assert_close(ev.logits, train.logits.detach(), rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(ev.h, train.h.detach(), rtol=1e-14, atol=1e-14)
     assert torch.equal(alone.logits[0], ev.logits[1])
+
+
+def test_member_matmul_gradients_and_stack_independence():
+    """The CPU per-member matmul of the head: exact gradients (gradcheck) and, bitwise, the
+    same output and gradients for a member alone as in a stack."""
+    from twoclocks.train.models import _MemberMatmulNT
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 5, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(3, 6, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(_MemberMatmulNT.apply, (a, b))
+    a32 = torch.randn(3, 333, 128, generator=g).requires_grad_(True)
+    b32 = torch.randn(3, 113, 128, generator=g).requires_grad_(True)
+    out = _MemberMatmulNT.apply(a32, b32)
+    out.square().sum().backward()
+    a1, b1 = (t.detach()[1:2].clone().requires_grad_(True) for t in (a32, b32))
+    out1 = _MemberMatmulNT.apply(a1, b1)
+    out1.square().sum().backward()
+    assert torch.equal(out1[0], out[1]) and torch.equal(a1.grad[0], a32.grad[1])
+    assert torch.equal(b1.grad[0], b32.grad[1])
+    torch.testing.assert_close(out, torch.bmm(a32, b32.transpose(1, 2)), rtol=1e-5, atol=1e-4)
