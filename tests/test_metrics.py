@@ -338,3 +338,24 @@ def test_gate_metrics_match_reference(seed, m, n, h):
         assert flip[i] == pytest.approx(np.mean(prev[i].numpy() != (pre[i].numpy() > 0)))
         assert low[i] == np.abs(pre[i].numpy()).min()
     assert torch.all(mt.gate_flip_fraction(prev, prev) == 0)
+
+
+def test_separation_gap_near_collapse_is_exact_and_member_independent():
+    """Near-collapsed classes (within-class scatter ~1e-10 of the total) take the deviation form:
+    still exact to 1e-9, and a member's value is the same bits alone or stacked."""
+    rng = np.random.default_rng(4)
+    num_classes, n, h = 5, 60, 7
+    y = torch.from_numpy(rng.integers(0, num_classes, n))
+    means = rng.standard_normal((num_classes, h)) * 10
+    tight = means[y.numpy()] + 1e-4 * rng.standard_normal((n, h))
+    loose = means[y.numpy()] + rng.standard_normal((n, h))
+    z = torch.from_numpy(np.stack([tight, loose]))
+    got = _f64(mt.separation_gap(z, y, num_classes))
+    for i, zi in enumerate((tight, loose)):
+        mu = np.stack([zi[y.numpy() == c].mean(0) for c in range(num_classes)])
+        within = ((zi - mu[y.numpy()]) ** 2).sum() / n
+        d = mu[:, None, :] - mu[None, :, :]
+        between = (d**2).sum() / (num_classes * (num_classes - 1))
+        np.testing.assert_allclose(got[i], within / (between + 1e-12), rtol=1e-9)
+    for i in range(2):
+        assert torch.equal(mt.separation_gap(z[i : i + 1], y, num_classes)[0], torch.tensor(got[i]))

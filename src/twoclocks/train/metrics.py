@@ -363,10 +363,17 @@ def separation_gap(
     """
     mu, counts, present = _class_means(h, y, num_classes, weight)
     z = h.to(F64)
-    yl = y.to(device=z.device, dtype=torch.long)
-    within = (z - mu[:, yl]).square().sum(dim=-1)
     n = counts.sum()
-    within = within.sum(dim=-1) if weight is None else (within * weight.to(within)).sum(dim=-1)
+    # Within-class scatter as sum_a w_a ||z_a||^2 - sum_c n_c ||mu_c||^2 (no (M, n, H) gather;
+    # measured ~3x faster). It cancels when classes (nearly) collapse, so members whose scatter
+    # is below 1e-6 of the total are recomputed from the deviations, member by member.
+    total = wmean(z.square().sum(dim=-1), weight) * n
+    within = total - (counts * mu.square().sum(dim=-1)).sum(dim=-1)
+    close = ~(within > 1e-6 * total)
+    if bool(close.any()):
+        yl = y.to(device=z.device, dtype=torch.long)
+        dev = (z[close] - mu[close][:, yl]).square().sum(dim=-1)
+        within[close] = wmean(dev, weight) * n
     k = present.sum().to(F64)
     # sum_{c != c'} ||mu_c - mu_c'||^2 = 2 K sum_c ||mu_c - mbar||^2 over present classes.
     pw = present.to(F64).view(1, -1, 1)
