@@ -168,3 +168,17 @@ def test_accelerator_paths_give_the_cpu_values(monkeypatch):
         torch.testing.assert_close(flat[0][k], cpu[0][k], rtol=1e-12, atol=0)
     torch.testing.assert_close(flat[1], cpu[1], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(flat[2], cpu[2], rtol=1e-12, atol=0)
+
+
+def test_float32_gram_keeps_stable_rank_and_norm_and_flags_overflow():
+    rng = np.random.default_rng(5)
+    mats = torch.from_numpy(rng.standard_normal((3, 113, 128)).astype(np.float32))
+    mats[1] = mats[1] * torch.linspace(1e-3, 1.0, 128)
+    mats[2] = mats[2] * 1e25  # finite, but its float32 Gram overflows
+    exact = mt.singular_values(mats)
+    fast = mt.singular_values_gram(mats, dtype=torch.float32)
+    assert fast.dtype == torch.float64 and torch.isnan(fast[2]).all()
+    np.testing.assert_allclose(fast[:2, 0], exact[:2, 0], rtol=1e-5)
+    srank = lambda s: s.square().sum(-1) / s[:, 0].square()  # noqa: E731
+    np.testing.assert_allclose(srank(fast[:2]), srank(exact[:2]), rtol=1e-5)
+    assert torch.isfinite(mt.singular_values_gram(mats[2:])).all()  # float64 copes

@@ -18,6 +18,7 @@ metrics NaN; the others are unaffected.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -224,20 +225,34 @@ def _embedding(spec: ModelSpec, p: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([w[:, :, :v], w[:, :, v:]], dim=1).transpose(1, 2)
 
 
-def _singular_values_by_shape(mats: dict[str, torch.Tensor], gram: bool) -> dict[str, torch.Tensor]:
-    """Singular values of every (M, a, b) matrix, one batched call per distinct shape (relu: E, U
-    and UW share (p, H) when d = H, so three calls become one). ``gram``: from the eigenvalues of
-    the Gram matrix (float32 weights, see ``metrics.singular_values_gram``), else a float64 SVD."""
+def _singular_values_by_shape(mats: dict[str, torch.Tensor], fn) -> dict[str, torch.Tensor]:
+    """Singular values of every (M, a, b) matrix by ``fn``, one call per distinct shape (relu: E
+    and U share (p, H), so two calls become one)."""
     by_shape: dict[tuple, list[str]] = {}
     for name, a in mats.items():
         by_shape.setdefault(tuple(a.shape[1:]), []).append(name)
-    fn = tm.singular_values_gram if gram else tm.singular_values
     out = {}
     for names in by_shape.values():
         m = mats[names[0]].shape[0]
         sv = fn(torch.cat([mats[n] for n in names], dim=0))
         out.update({n: sv[i * m : (i + 1) * m] for i, n in enumerate(names)})
     return out
+
+
+def _spectra(
+    mats: dict[str, torch.Tensor], e2e_name: str, float32: bool
+) -> dict[str, torch.Tensor]:
+    """Singular values of the logged matrices. float32 runs: Gram eigenvalues, in float64 for the
+    end-to-end map (whose whole spectrum is stored) and in float32 for the others (only their
+    stable rank and spectral norm are stored); float64 runs: float64 SVDs."""
+    if not float32:
+        return _singular_values_by_shape(mats, tm.singular_values)
+    rest = {k: v for k, v in mats.items() if k != e2e_name}
+    out = _singular_values_by_shape(
+        rest, functools.partial(tm.singular_values_gram, dtype=torch.float32)
+    )
+    out[e2e_name] = tm.singular_values_gram(mats[e2e_name])
+    return {k: out[k] for k in mats}
 
 
 class Samples(NamedTuple):
@@ -293,7 +308,7 @@ def _log_row(spec, p, fwd, train: Samples, test_logits, test: Samples, prev_gate
     e2e = tm.end_to_end(factors)
     mats = {n: p[n] for n in _matrices(spec)[:-1]}
     mats[_matrices(spec)[-1]] = e2e
-    svals = _singular_values_by_shape(mats, gram=p[blocks[0]].dtype == torch.float32)
+    svals = _spectra(mats, _matrices(spec)[-1], float32=p[blocks[0]].dtype == torch.float32)
     out["srank"] = torch.stack(
         [s.square().sum(1) / s[:, 0].square() for s in svals.values()], dim=1
     )
@@ -301,7 +316,8 @@ def _log_row(spec, p, fwd, train: Samples, test_logits, test: Samples, prev_gate
     gates = None
     if relu:
         out["delta_norm"] = lm["delta_rms"]
-        out["h_norm"] = tm.wmean(fwd.h.double().square().sum(-1), train.weight).sqrt()
+        hsq = fwd.h.square().sum(-1, dtype=torch.float64)  # float32 squares, float64 sums
+        out["h_norm"] = tm.wmean(hsq, train.weight).sqrt()
         out["z_norm"] = tm.wmean(_embedding_sqnorm(spec, p["E"], train.x), train.weight).sqrt()
         out["U_spec"], out["W_spec"], out["E_spec"] = (
             svals["U"][:, 0],

@@ -188,27 +188,30 @@ def singular_values(mats: Tensor) -> Tensor:
     return torch.where(finite.view(-1, 1), s, torch.nan)
 
 
-def singular_values_gram(mats: Tensor) -> Tensor:
-    """Singular values per member from the float64 eigenvalues of the smaller Gram matrix.
+def singular_values_gram(mats: Tensor, dtype: torch.dtype = F64) -> Tensor:
+    """Singular values per member from the eigenvalues of the smaller Gram matrix, float64 out.
 
-    About twice as fast as :func:`singular_values` on the logged (113, 128) matrices. Large values
-    are exact to float64 rounding; the smallest carry an absolute error near
-    ``sqrt(eps64) s_max ~ 1.5e-8 s_max``, below the rounding of float32 weights themselves, so it
-    serves stable ranks and spectra of float32 runs but not Schatten quasi-norms of tiny values.
-    Non-finite members give NaN rows.
+    About twice as fast as :func:`singular_values` on the logged (113, 128) matrices. In float64
+    (default) large values are exact to float64 rounding and the smallest carry an absolute error
+    near ``sqrt(eps64) s_max ~ 1.5e-8 s_max``, below the rounding of float32 weights themselves:
+    fit for stable ranks and spectra of float32 runs, not for Schatten quasi-norms of tiny values.
+    ``dtype=torch.float32`` (faster again) keeps the largest values to ~1e-6 relative: enough for
+    a stable rank or a spectral norm, not for a spectrum. Non-finite members give NaN rows.
     """
-    m = mats.to(F64)
-    finite = torch.isfinite(m).flatten(1).all(dim=1)
-    m = torch.where(finite.view(-1, 1, 1), m, 0.0)
+    m = mats.to(dtype)
     if m.shape[-2] > m.shape[-1]:
         m = m.mT
-    if _per_member(m):
-        # One 2-D call per member: on the CPU batched eigvalsh results depend on the batch size
-        # (a member's value would depend on its stack), and the loop measured as fast or faster.
-        s = torch.stack([torch.linalg.eigvalsh(a @ a.T) for a in m.unbind(0)])
+    # CPU: one 2-D call per member; batched eigvalsh results depend on the batch size there (a
+    # member's value would depend on its stack), and the loop measured as fast or faster.
+    per_member = _per_member(m)
+    gram = torch.stack([a @ a.T for a in m.unbind(0)]) if per_member else m @ m.mT
+    finite = torch.isfinite(gram).flatten(1).all(dim=1)  # non-finite or overflowing members
+    gram = torch.where(finite.view(-1, 1, 1), gram, 0.0)
+    if per_member:
+        s = torch.stack([torch.linalg.eigvalsh(g) for g in gram.unbind(0)])
     else:
-        s = torch.linalg.eigvalsh(m @ m.mT)
-    s = s.flip(-1).clamp_min(0.0).sqrt()
+        s = torch.linalg.eigvalsh(gram)
+    s = s.to(F64).flip(-1).clamp_min(0.0).sqrt()
     return torch.where(finite.view(-1, 1), s, torch.nan)
 
 
