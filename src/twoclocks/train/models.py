@@ -114,8 +114,9 @@ def distinct_samples(spec: ModelSpec, x: Tensor, y: Tensor) -> tuple[Tensor, Ten
     """Merge samples the model cannot tell apart into one weighted sample.
 
     With sum-combined embeddings ``z = E[a] + E[b]`` the pairs ``(a, b)`` and ``(b, a)`` are the
-    same input, so a pair and its transpose with the same label (every ``add`` pair, half the
-    split in an unordered split) need one forward and backward, counted twice. Any loss or
+    same input, so a pair and its transpose with the same label (for ``add``, every pair whose
+    transpose is on the same side of the split: all of an unordered split) need one forward and
+    backward, counted twice. Any loss or
     metric that is a mean over samples is unchanged when taken as a weighted mean over the
     distinct ones. Returns ``(x, y, weight)`` of the distinct samples in first-occurrence order,
     ``weight`` their float64 multiplicities; ``weight`` is None (and ``x, y`` are returned as
@@ -287,12 +288,12 @@ def forward(spec: ModelSpec, params: dict[str, Tensor], x: Tensor) -> Forward:
         pre, h = [], a
         for k in range(1, spec.hidden_layers + 1):
             if k > 1:
-                a = _head(h, params[f"W{k}"])
+                a = _member_linear(h, params[f"W{k}"])
             if spec.bias:
                 a = a + params[f"b{k}"][:, None, :]
             pre.append(a)
             h = torch.relu(a)
-        return Forward(logits=_head(h, params["U"]), z_fn=z_fn, pre=pre, h=h)
+        return Forward(logits=_member_linear(h, params["U"]), z_fn=z_fn, pre=pre, h=h)
     m = params["W1"].shape[0]
     h = x.expand(m, *x.shape)
     hidden = h
@@ -334,12 +335,12 @@ class _MemberMatmulNT(torch.autograd.Function):
         return ga, gb
 
 
-def _head(h: Tensor, u: Tensor) -> Tensor:
-    """Logits ``h U^T`` per member, (M, n, H) x (M, C, H) -> (M, n, C): per-member ``mm`` on the
-    CPU (see `_MemberMatmulNT`), one ``bmm`` on accelerators."""
+def _member_linear(h: Tensor, w: Tensor) -> Tensor:
+    """``h W^T`` per member (a later hidden layer or the head), (M, n, k) x (M, m, k) -> (M, n, m):
+    per-member ``mm`` on the CPU (see `_MemberMatmulNT`), one ``bmm`` on accelerators."""
     if h.device.type == "cpu":
-        return _MemberMatmulNT.apply(h, u)
-    return torch.bmm(h, u.transpose(1, 2))
+        return _MemberMatmulNT.apply(h, w)
+    return torch.bmm(h, w.transpose(1, 2))
 
 
 def end_to_end(spec: ModelSpec, params: dict[str, Tensor]) -> Tensor:
