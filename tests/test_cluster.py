@@ -91,17 +91,16 @@ def _snakemake(workdir: Path, *args: str, config: Path = TEST_CONFIG) -> list[st
     ]
 
 
+def _launch(command: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start ``command`` from the repo root in the background, stdout and stderr to ``log_path``."""
+    with log_path.open("w") as log:
+        return subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
 def _start(workdir: Path, profile: Path) -> tuple[subprocess.Popen, Path]:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir.parent / f"{workdir.name}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            _snakemake(workdir, "--workflow-profile", str(profile)),
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return proc, log_path
+    return _launch(_snakemake(workdir, "--workflow-profile", str(profile)), log_path), log_path
 
 
 def _finish(proc: subprocess.Popen, log_path: Path, what: str) -> str:
@@ -347,24 +346,10 @@ def test_preempted_train_job_resumes_bitwise(cluster, tmp_path):
 def _preempt_and_resume(config, slurm_dir, local_dir, logs_dir, running) -> None:
     """SLURM run cancelled half-way, then rerun to the end; a local run without interruption."""
     slurm_log, local_log = logs_dir / "slurm.log", logs_dir / "local.log"
-    with slurm_log.open("w") as log:
-        proc = subprocess.Popen(
-            _preempt_command(slurm_dir, config, SLURM_PROFILE),
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-        )
+    proc = _launch(_preempt_command(slurm_dir, config, SLURM_PROFILE), slurm_log, _env())
     running.append(proc)
     # The uninterrupted reference, meanwhile on the submitting host.
-    with local_log.open("w") as log:
-        local = subprocess.Popen(
-            _preempt_command(local_dir, config, LOCAL_PROFILE),
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-        )
+    local = _launch(_preempt_command(local_dir, config, LOCAL_PROFILE), local_log, _env())
     running.append(local)
 
     def submitted():
