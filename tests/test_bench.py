@@ -39,6 +39,7 @@ def _positive(x) -> bool:
     return isinstance(x, float) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow  # the bench subprocess
 def test_headline_fields(record):
     for key in (
         "speedup_per_member",
@@ -57,6 +58,7 @@ def test_headline_fields(record):
     assert record["dry_run_1000_cells_s"] is None  # only reported for a 1,000-cell grid
 
 
+@pytest.mark.slow  # the bench subprocess
 def test_flop_count_matches_the_model(record):
     s = record["setup"]
     n, d, h, c = s["n_train"], s["embed_dim"], s["hidden_width"], s["modulus"]
@@ -74,6 +76,7 @@ def test_flop_count_matches_the_model(record):
     )
 
 
+@pytest.mark.slow  # the bench subprocess
 def test_timings_are_consistent(record):
     eng, ref, s = record["engine"], record["reference"], record["setup"]
     for part in (eng, ref):
@@ -95,6 +98,7 @@ def test_timings_are_consistent(record):
     assert s["log_points"] == 8
 
 
+@pytest.mark.slow  # the bench subprocess
 def test_machine_and_provenance(record):
     m = record["machine"]
     assert m["device"] == "cpu" and m["torch_threads"] == 1 and m["gpu_name"] is None
@@ -103,6 +107,7 @@ def test_machine_and_provenance(record):
     assert "--dry-run-cells 20" in record["command"]
 
 
+@pytest.mark.slow  # the bench subprocess
 def test_targets_section(record):
     targets = record["targets"]
     assert set(targets) == set(bench.TARGETS)

@@ -22,6 +22,7 @@ import yaml
 
 pytestmark = [
     pytest.mark.cluster,
+    pytest.mark.slow,
     # Snakemake marks directory() outputs with a file zarr does not know; harmless here.
     pytest.mark.filterwarnings("ignore:Object at .snakemake_timestamp:UserWarning"),
 ]

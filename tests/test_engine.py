@@ -220,6 +220,7 @@ def _run(script: Path, cell: dict, path: Path, kill_after: int, sig: str):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
 def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig):
     script = tmp_path / "runner.py"

@@ -18,6 +18,7 @@ from twoclocks.train.store import open_trajectory
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config" / "test.yaml"
 VERDICTS = {"PASS", "FAIL", "INCONCLUSIVE"}
+pytestmark = pytest.mark.slow  # the full DAG: about 30 s
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
