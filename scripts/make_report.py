@@ -1,13 +1,20 @@
-"""Snakemake entry point: claims, figures and the self-contained HTML report."""
+"""Snakemake entry point: claims, figures and the self-contained HTML report.
+
+Reads only the rule's declared inputs; the cell ids come in as a param, in study order.
+"""
 
 from twoclocks import logs
 from twoclocks.report.build import build_report
 
 sm = snakemake  # noqa: F821
 log = logs.to_file(sm.log[0])
+cell_ids = list(sm.params.cell_ids)
 build_report(
-    study_dir=sm.params.study_dir,
     config=dict(sm.params.config),
+    stores=dict(zip(cell_ids, sm.input.stores, strict=True)),
+    manifests=dict(zip(cell_ids, sm.input.manifests, strict=True)),
+    clocks_path=sm.input.clocks,
+    fits_path=sm.input.fits_json,
     claims_path=sm.output.claims,
     index_path=sm.output.index,
     figures_dir=sm.output.figures,

@@ -8,6 +8,8 @@ value, what is allowed and how to fix it, before anything is computed or written
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -120,8 +122,43 @@ class Study:
 
 
 def load_schema(path: Path | None = None) -> dict:
-    with open(path or SCHEMA_PATH) as fh:
+    if path is None or Path(path).resolve() == SCHEMA_PATH:
+        return copy.deepcopy(_shipped_schema())
+    with open(path) as fh:
         return yaml.safe_load(fh)
+
+
+@functools.cache
+def _shipped_schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def cell_defaults(schema: dict | None = None) -> dict[str, Any]:
+    """Every cell key's default, from the schema (`$defs.cell`): the one home of these values.
+
+    Code that meets a cell dict without some key falls back to these, never to its own literal.
+    """
+    props = (schema or _shipped_schema())["$defs"]["cell"]["properties"]
+    return {k: copy.deepcopy(s["default"]) for k, s in props.items() if "default" in s}
+
+
+def cell_default(key: str) -> Any:
+    """The schema's default of one cell key (a KeyError names the keys that have one)."""
+    defaults = cell_defaults()
+    if key not in defaults:
+        raise KeyError(
+            f"cell key {key!r} has no default in the schema; keys with one: {sorted(defaults)}"
+        )
+    return defaults[key]
+
+
+def section_default(section: str, key: str) -> Any:
+    """The schema's default of `section.key` (e.g. `report`, `max_points_per_line`)."""
+    props = _shipped_schema()["properties"][section]["properties"]
+    if "default" not in props.get(key, {}):
+        raise KeyError(f"{section}.{key} has no default in the schema")
+    return copy.deepcopy(props[key]["default"])
 
 
 def load_config(
@@ -217,11 +254,8 @@ def _with_defaults(raw: dict, schema: dict) -> dict:
         if isinstance(config.get(key), dict) and "properties" in sub:
             for k, s in sub["properties"].items():
                 if "default" in s:
-                    config[key].setdefault(k, s["default"])
-    cell_defaults = {
-        k: s["default"] for k, s in schema["$defs"]["cell"]["properties"].items() if "default" in s
-    }
-    config["base"] = {**cell_defaults, **config.get("base", {})}
+                    config[key].setdefault(k, copy.deepcopy(s["default"]))
+    config["base"] = {**cell_defaults(schema), **config.get("base", {})}
     config.setdefault("extra_cells", [])
     return config
 

@@ -27,6 +27,6 @@ rule report:
         "../envs/twoclocks.yaml"
     params:
         config=STUDY.config,
-        study_dir=lambda wildcards, input: str(Path(input.clocks).parent),
+        cell_ids=CELL_IDS,
     script:
         "../../scripts/make_report.py"

@@ -10,7 +10,6 @@ import pandas as pd
 
 from twoclocks import provenance
 from twoclocks.analyze.claims import claims_to_json, evaluate_claims
-from twoclocks.config import load_config
 from twoclocks.report.figures import build_figures, save_chart
 from twoclocks.report.html import write_report
 from twoclocks.train.store import open_trajectory
@@ -18,32 +17,36 @@ from twoclocks.train.store import open_trajectory
 log = logging.getLogger("twoclocks.report")
 
 
-def study_trajectories(study_dir: Path, config: dict) -> dict:
-    """cell_id -> trajectory Dataset, in config order."""
-    study = load_config(config)
-    return {
-        c.id: open_trajectory(study_dir / "runs" / c.id / "trajectory.zarr") for c in study.cells
-    }
-
-
-def runtime_summary(study_dir: Path, cell_ids) -> dict:
+def runtime_summary(manifests: dict[str, str | Path]) -> dict:
     """Training wall time and device per cell, from the manifests the train stage wrote."""
     rows = {}
-    for cid in cell_ids:
-        path = study_dir / "runs" / cid / "manifest.json"
-        if path.exists():
-            m = json.loads(path.read_text())
-            rows[cid] = {k: m.get(k) for k in ("wall_seconds", "device", "dtype", "last_step")}
+    for cid, path in manifests.items():
+        m = json.loads(Path(path).read_text())
+        rows[cid] = {k: m.get(k) for k in ("wall_seconds", "device", "dtype", "last_step")}
     total = sum((r.get("wall_seconds") or 0.0) for r in rows.values())
     return {"train_wall_seconds_total": round(total, 1), "cells": rows}
 
 
-def build_report(study_dir, config: dict, claims_path, index_path, figures_dir) -> Path:
-    """Evaluate claims, render figures and write `index_path` (self-contained, offline)."""
-    study_dir, figures_dir = Path(study_dir), Path(figures_dir)
-    trajectories = study_trajectories(study_dir, config)
-    clocks = pd.read_parquet(study_dir / "clocks.parquet")
-    fits = json.loads((study_dir / "fits.json").read_text())
+def build_report(
+    *,
+    config: dict,
+    stores: dict[str, str | Path],
+    manifests: dict[str, str | Path],
+    clocks_path: str | Path,
+    fits_path: str | Path,
+    claims_path: str | Path,
+    index_path: str | Path,
+    figures_dir: str | Path,
+) -> Path:
+    """Evaluate claims, render figures and write `index_path` (self-contained, offline).
+
+    Reads only what it is given: the validated study `config` (defaults filled), the stores and
+    manifests by cell id (in study order), the study's clocks table and fits summary.
+    """
+    figures_dir = Path(figures_dir)
+    trajectories = {cid: open_trajectory(path) for cid, path in stores.items()}
+    clocks = pd.read_parquet(clocks_path)
+    fits = json.loads(Path(fits_path).read_text())
     claims = evaluate_claims(trajectories, clocks, fits, config.get("analysis"))
     record = {
         "study": config["study"],
@@ -54,7 +57,8 @@ def build_report(study_dir, config: dict, claims_path, index_path, figures_dir) 
     Path(claims_path).write_text(claims_to_json(record))
     for c in claims:
         log.info("claim %-16s %s", c["id"], c["verdict"])
-    charts, notes = build_figures(trajectories, clocks, fits)
+    max_points = config["report"]["max_points_per_line"]
+    charts, notes = build_figures(trajectories, clocks, fits, max_points=max_points)
     figures_dir.mkdir(parents=True, exist_ok=True)
     for name, chart in charts.items():
         save_chart(chart, figures_dir / name)
@@ -65,7 +69,7 @@ def build_report(study_dir, config: dict, claims_path, index_path, figures_dir) 
         Path(index_path).parent,
         config=config,
         provenance=provenance.collect(),
-        runtime=runtime_summary(study_dir, trajectories),
+        runtime=runtime_summary(manifests),
         clocks=clocks,
         fits=fits,
         claims=claims,

@@ -21,8 +21,10 @@ import vl_convert as vlc
 import xarray as xr
 
 from twoclocks.analyze import claims as cl
+from twoclocks.config import section_default
 
-MAX_POINTS = 400  # log points per line after thinning
+# log points per line after thinning: the schema default of report.max_points_per_line
+MAX_POINTS = section_default("report", "max_points_per_line")
 MAX_ROWS = 4800  # rows per chart (altair raises past 5,000)
 WIDTH, HEIGHT = 460, 280
 HEATMAP_COLUMNS = 20  # embedding/head columns shown in the Fig. 2 heatmaps (largest final norm)
@@ -65,11 +67,12 @@ def _bands(
     cells: list[tuple[str, dict, xr.Dataset]],
     series: dict[str, Any],
     n_lines: int | None = None,
+    max_points: int = MAX_POINTS,
 ) -> pd.DataFrame:
-    """Long table cell_id, label, series, step, mean, lo, hi for callables/names per series."""
-    labels = _labels(cells)
+    """Long table cell_id, label, series, step, mean, lo, hi for callables/names per series;
+    the label is the readable cell id, which names exactly the grid axes that vary."""
     n_lines = n_lines or max(1, len(cells) * len(series))
-    n_points = max(10, min(MAX_POINTS, MAX_ROWS // n_lines))
+    n_points = max(10, min(max_points, MAX_ROWS // n_lines))
     frames = []
     for cid, _params, ds in cells:
         for name, get in series.items():
@@ -78,22 +81,12 @@ def _bands(
                 continue
             df = _seed_band(da, n_points)
             df.insert(0, "series", name)
-            df.insert(0, "label", labels[cid])
+            df.insert(0, "label", cid)
             df.insert(0, "cell_id", cid)
             frames.append(df)
     if not frames:
         raise FigureSkipped("no trajectories with " + ", ".join(series))
     return pd.concat(frames, ignore_index=True)
-
-
-def _labels(cells: list[tuple[str, dict, xr.Dataset]]) -> dict[str, str]:
-    """Legend label per cell: its readable id (`relu/wd=1.0`), which names exactly the grid
-    axes that vary."""
-    return {cid: cid for cid, _p, _ds in cells}
-
-
-def _order(df: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(df["label"]))
 
 
 def _relu(study: Any) -> list[tuple[str, dict, xr.Dataset]]:
@@ -132,14 +125,16 @@ def _band_chart(
 
 
 # --- the paper's figures --------------------------------------------------------------------
-def fig_loss(study: Any) -> alt.LayerChart:
+def fig_loss(study: Any, max_points: int = MAX_POINTS) -> alt.LayerChart:
     """Fig. 1: train and test CE vs step per cell (weight decay), log y; band = seed min-max."""
     cells = _relu(study) or cl.cell_datasets(study)
-    df = _bands(cells, {"train": "train_loss", "test": "test_loss"})
+    df = _bands(cells, {"train": "train_loss", "test": "test_loss"}, max_points=max_points)
     return _band_chart(df, "Train and test loss (Fig. 1)", "cross-entropy")
 
 
-def fig_loss_srank(study: Any, matrix: str | None = None) -> alt.LayerChart:
+def fig_loss_srank(
+    study: Any, matrix: str | None = None, max_points: int = MAX_POINTS
+) -> alt.LayerChart:
     """Fig. 3: test loss (log, left axis) and stable rank (right axis) vs step per cell."""
     cells = _relu(study) or cl.cell_datasets(study)
     cells = [c for c in cells if "srank" in c[2]]
@@ -147,8 +142,9 @@ def fig_loss_srank(study: Any, matrix: str | None = None) -> alt.LayerChart:
         raise FigureSkipped("no stable rank logged")
     mat = matrix or cl.srank_matrix(cells[0][2])
     n_lines = 2 * len(cells)
-    loss = _bands(cells, {"test loss": "test_loss"}, n_lines)
-    srank = _bands(cells, {f"srank({mat})": lambda ds: ds["srank"].sel(matrix=mat)}, n_lines)
+    loss = _bands(cells, {"test loss": "test_loss"}, n_lines, max_points)
+    get = {f"srank({mat})": lambda ds: ds["srank"].sel(matrix=mat)}
+    srank = _bands(cells, get, n_lines, max_points)
     left = _band_chart(loss, "", "test loss (log)", log_y=True)
     right = _band_chart(srank, "", f"stable rank of {mat}", log_y=False)
     return (
@@ -468,7 +464,7 @@ def _one(cells, cell: str | None, what: str):
     return cells[-1]
 
 
-def fig_grad_bounds(study: Any, cell: str | None = None) -> alt.Chart:
+def fig_grad_bounds(study: Any, cell: str | None = None, max_points: int = MAX_POINTS) -> alt.Chart:
     """Per-block gradient norms vs the Prop. 4.2 bound terms over time (one ReLU cell).
 
     ||grad_U|| vs ||delta|| ||h|| (equality), ||grad_W|| vs ||U||_2 ||z|| ||delta||,
@@ -485,7 +481,7 @@ def fig_grad_bounds(study: Any, cell: str | None = None) -> alt.Chart:
         "W": (ds["grad_norm"].sel(block=w), ds["U_spec"] * ds["z_norm"] * d),
         "E": (ds["grad_norm"].sel(block="E"), ds["W_spec"] * ds["U_spec"] * d),
     }
-    n_points = max(10, min(MAX_POINTS, MAX_ROWS // 6))
+    n_points = max(10, min(max_points, MAX_ROWS // 6))
     frames = []
     for block, (grad, bound) in pairs.items():
         for series, da in (("measured ||grad||", grad), ("Prop. 4.2 term", bound)):
@@ -499,27 +495,29 @@ def fig_grad_bounds(study: Any, cell: str | None = None) -> alt.Chart:
     return chart.properties(title=f"Gradient norms vs Prop. 4.2 bound terms, {cid}")
 
 
-def fig_gates(study: Any) -> alt.VConcatChart:
+def fig_gates(study: Any, max_points: int = MAX_POINTS) -> alt.VConcatChart:
     """Gate flip fraction per log interval and min |pre-activation| over time, per ReLU cell."""
     cells = [c for c in _relu(study) if "gate_flip_fraction" in c[2]]
     if not cells:
         raise FigureSkipped("no gate statistics logged")
     n_lines = 2 * len(cells)
-    flips = _bands(cells, {"flips": "gate_flip_fraction"}, n_lines)
-    margin = _bands(cells, {"margin": "preact_min_abs"}, n_lines)
+    flips = _bands(cells, {"flips": "gate_flip_fraction"}, n_lines, max_points)
+    margin = _bands(cells, {"margin": "preact_min_abs"}, n_lines, max_points)
     return alt.vconcat(
         _band_chart(flips, "Gate flip fraction since previous log", "fraction", dash=None),
         _band_chart(margin, "Min |pre-activation| on the train set", "|h|", dash=None),
     )
 
 
-def fig_singular_values(study: Any, cell: str | None = None, top: int = 8) -> alt.Chart:
+def fig_singular_values(
+    study: Any, cell: str | None = None, top: int = 8, max_points: int = MAX_POINTS
+) -> alt.Chart:
     """Deep linear: the `top` singular values of the end-to-end map A over time (Prop. 4.3)."""
     cid, _p, ds = _one([c for c in _deep(study) if "singular_values" in c[2]], cell, "svs")
     k = min(top, ds.sizes["sv"])
     frames = []
     for i in range(k):
-        df = _seed_band(ds["singular_values"].isel(sv=i), max(10, min(MAX_POINTS, MAX_ROWS // k)))
+        df = _seed_band(ds["singular_values"].isel(sv=i), max(10, min(max_points, MAX_ROWS // k)))
         df.insert(0, "label", f"s{i + 1}")
         df.insert(0, "cell_id", f"s{i + 1}")
         frames.append(df)
@@ -527,7 +525,7 @@ def fig_singular_values(study: Any, cell: str | None = None, top: int = 8) -> al
     return _band_chart(df, f"Singular values of A, {cid}", "singular value", dash=None)
 
 
-def fig_schatten(study: Any) -> alt.Chart:
+def fig_schatten(study: Any, max_points: int = MAX_POINTS) -> alt.Chart:
     """Deep linear: sum_l ||W_l||_F^2 vs L * ||A||_{S_2/L}^{2/L} (eq. 2.7) per cell."""
     cells = [c for c in _deep(study) if "schatten_energy" in c[2] and "sqnorm_total" in c[2]]
     if not cells:
@@ -536,7 +534,7 @@ def fig_schatten(study: Any) -> alt.Chart:
         "sum ||W_l||^2": "sqnorm_total",
         "L * Schatten energy": lambda ds: ds["schatten_energy"] * _depth(ds),
     }
-    df = _bands(cells, series)
+    df = _bands(cells, series, max_points=max_points)
     return _band_chart(df, "Schatten energy vs sum of squared norms", "value", log_y=True)
 
 
@@ -547,13 +545,16 @@ def _depth(ds: xr.Dataset) -> int:
 
 # --- all figures, saving ----------------------------------------------------------------------
 def build_figures(
-    study: Any, clocks: pd.DataFrame | None, fits: dict | None
+    study: Any, clocks: pd.DataFrame | None, fits: dict | None, max_points: int = MAX_POINTS
 ) -> tuple[dict[str, alt.TopLevelMixin], list[str]]:
-    """All figures this study supports, keyed by file stem, and notes on the skipped ones."""
+    """All figures this study supports, keyed by file stem, and notes on the skipped ones.
+
+    `max_points`: log points per line after thinning (config `report.max_points_per_line`).
+    """
     clocks = clocks if clocks is not None else pd.DataFrame()
     makers = {
-        "fig1_loss": lambda: fig_loss(study),
-        "fig3_loss_srank": lambda: fig_loss_srank(study),
+        "fig1_loss": lambda: fig_loss(study, max_points),
+        "fig3_loss_srank": lambda: fig_loss_srank(study, max_points=max_points),
         "fig2_embedding": lambda: fig_generator_heatmap(study, "E"),
         "fig2_head": lambda: fig_generator_heatmap(study, "U"),
         "fig2_spectra": lambda: fig_fourier_spectra(study),
@@ -561,10 +562,10 @@ def build_figures(
         "clock_rep": lambda: fig_rep_clock(clocks, fits, study),
         "separation_ratio": lambda: fig_separation_ratio(clocks, study),
         "clocks_depth": lambda: fig_depth_clocks(clocks, study),
-        "grad_bounds": lambda: fig_grad_bounds(study),
-        "gates": lambda: fig_gates(study),
-        "deep_singular_values": lambda: fig_singular_values(study),
-        "deep_schatten": lambda: fig_schatten(study),
+        "grad_bounds": lambda: fig_grad_bounds(study, max_points=max_points),
+        "gates": lambda: fig_gates(study, max_points),
+        "deep_singular_values": lambda: fig_singular_values(study, max_points=max_points),
+        "deep_schatten": lambda: fig_schatten(study, max_points),
     }
     charts, notes = {}, []
     for name, make in makers.items():

@@ -193,12 +193,11 @@ def write_report(
     claims: list,
     figures: dict[str, alt.TopLevelMixin],
     notes: list[str] | None = None,
-    captions: dict[str, str] | None = None,
 ) -> Path:
     """Write `out_dir/index.html`: what was run, clock and fit tables, figures, claims.
 
     One self-contained page that opens with no network; returns its path. `notes` lists
-    skipped figures, `captions` optional text under each figure (by figure key).
+    skipped figures.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,11 +206,10 @@ def write_report(
     counts["INCONCLUSIVE"] = len(claims) - counts["PASS"] - counts["FAIL"]
     figs = []
     for i, (name, chart) in enumerate(figures.items()):
-        cap = (captions or {}).get(name, "")
         figs.append(
             f'<figure id="fig-{_esc(name)}"><div id="vis{i}"></div>'
             f'<script type="application/json" data-figure="vis{i}">{spec_json(chart)}</script>'
-            f"<figcaption><b>{_esc(name)}</b> {_esc(cap)}</figcaption></figure>"
+            f"<figcaption><b>{_esc(name)}</b></figcaption></figure>"
         )
     skipped = "".join(f"<li>{_esc(n)}</li>" for n in notes or [])
     parts = [

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from twoclocks.config import cell_default
+
 __all__ = [
     "DeepLinearNet",
     "ModelSpec",
@@ -93,10 +95,10 @@ def model_spec(params: dict, dataset_attrs: dict, input_dim: int | None = None) 
         return ModelSpec(
             kind=model,
             embed_dim=int(params["embed_dim"]),
-            combine=str(params.get("combine", "sum")),
+            combine=str(params.get("combine", cell_default("combine"))),
             hidden_width=int(params["hidden_width"]),
-            hidden_layers=int(params.get("hidden_layers", 1)),
-            bias=bool(params.get("bias", True)),
+            hidden_layers=int(params.get("hidden_layers", cell_default("hidden_layers"))),
+            bias=bool(params.get("bias", cell_default("bias"))),
             **common,
         )
     if model == "deep_linear":
@@ -104,7 +106,7 @@ def model_spec(params: dict, dataset_attrs: dict, input_dim: int | None = None) 
             kind=model,
             depth=int(params["depth"]),
             width=int(params["width"]),
-            balanced_init=bool(params.get("balanced_init", False)),
+            balanced_init=bool(params.get("balanced_init", cell_default("balanced_init"))),
             **common,
         )
     raise ValueError(f"unknown model {model!r}")

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from twoclocks.config import cell_defaults
+
 __all__ = ["StackedAdamW", "StackedSGD", "make_optimizer"]
 
 
@@ -181,19 +183,18 @@ def make_optimizer(
     if decay is None:
         decay_biases = bool(cell.get("decay_biases", True))
         decay = {n: (decay_biases or not n.startswith("b")) for n in params}
-    kind = cell.get("optimizer", "adamw")
+    cell = {**cell_defaults(), **cell}  # missing keys: the schema's defaults
+    kind = cell["optimizer"]
     if kind == "adamw":
-        betas = cell.get("betas", (0.9, 0.999))
+        betas = cell["betas"]
         return StackedAdamW(
             params,
             cell["lr"],
-            cell.get("weight_decay", 0.0),
+            cell["weight_decay"],
             betas=(betas[0], betas[1]),
-            eps=cell.get("adam_eps", 1e-8),
+            eps=cell["adam_eps"],
             decay=decay,
         )
     if kind == "sgd":
-        return StackedSGD(
-            params, cell["lr"], cell.get("weight_decay", 0.0), cell.get("momentum", 0.0), decay
-        )
+        return StackedSGD(params, cell["lr"], cell["weight_decay"], cell["momentum"], decay)
     raise ValueError(f"unknown optimizer {kind!r}")
