@@ -20,7 +20,13 @@ log.info(
     cells[0]["seeds"],
 )
 start = time.perf_counter()
-train_group(cells, load_dataset(sm.input.dataset), sm.output[0], state_dir=sm.params.state_dir)
+train_group(
+    cells,
+    load_dataset(sm.input.dataset),
+    sm.output[0],
+    state_dir=sm.params.state_dir,
+    axes={cid: dict(a) for cid, a in dict(sm.params.axes).items()},
+)
 record = {"cells": [c["cell_id"] for c in cells], "wall_seconds": time.perf_counter() - start}
 with open(f"{sm.output[0]}/group.json", "w") as fh:
     json.dump(record, fh, indent=2)

@@ -1,4 +1,7 @@
-"""Snakemake entry point: publish one cell's trajectory store from its train group."""
+"""Snakemake entry point: publish one cell's trajectory store from its train group.
+
+The cell id and the (possibly nested) group id come in as rule params, never parsed from paths.
+"""
 
 import json
 import shutil
@@ -10,13 +13,13 @@ from twoclocks.train.manifest import write_manifest
 sm = snakemake  # noqa: F821
 log = logs.to_file(sm.log[0])
 group_dir = Path(sm.input[0])
-source = group_dir / "cells" / sm.wildcards.cell / "trajectory.zarr"
+source = group_dir / "cells" / sm.params.cell_id / "trajectory.zarr"
 shutil.copytree(source, sm.output.store)
 group = json.loads((group_dir / "group.json").read_text())
 write_manifest(
     sm.output.store,
     sm.output.manifest,
-    group=group_dir.parent.name if len(group["cells"]) > 1 else None,
+    group=sm.params.group if len(group["cells"]) > 1 else None,
     stacked_cells=len(group["cells"]),
     wall_seconds=round(group["wall_seconds"] / len(group["cells"]), 2),
     group_wall_seconds=round(group["wall_seconds"], 2),

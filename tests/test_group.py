@@ -1,13 +1,16 @@
 """Stacked sweeps: cells trained in one program equal the same cells trained alone, bitwise."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from conftest import TINY_RELU_CELL
 
 from twoclocks.data.modular import make_modular
+from twoclocks.study import load_study
 from twoclocks.train.group import stacked_params, train_group
+from twoclocks.train.manifest import seed_status
 from twoclocks.train.store import open_trajectory
 
 
@@ -55,3 +58,31 @@ def test_stacked_sweep_equals_cells_trained_alone(tmp_path, data):
             np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
         np.testing.assert_array_equal(a["tau"].values, b["tau"].values)
     assert not (tmp_path / "s1").exists()  # work dir cleaned after the split
+
+
+def test_split_stores_record_axes_and_nested_ids_without_parsing(tmp_path, data):
+    """Grid axes come from the config (the `axes` attr), not from the cell id: ids here name
+    no axis at all, yet `load_study` finds `weight_decay`; a failed seed is reported per seed."""
+    cells = [
+        dict(cell(wd), cell_id=f"g/{name}", steps=20, snapshot_count=2)
+        for wd, name in [(0.5, "a"), (1.0, "b/nested")]
+    ]
+    axes = {"g/a": {"weight_decay": 0.5}, "g/b/nested": {"weight_decay": 1.0}}
+    paths = train_group(cells, data, tmp_path / "train", state_dir=tmp_path / "s", axes=axes)
+    assert sorted(paths) == ["g/a", "g/b/nested"]
+    for cid, path in paths.items():
+        ds = open_trajectory(path)
+        assert json.loads(ds.attrs["axes"]) == axes[cid]
+        assert json.loads(ds.attrs["seed_status"]) == {"0": "ok", "1": "ok"}
+        assert json.loads(ds.attrs["stacked_with"]) == ["g/a", "g/b/nested"]
+        assert not path.with_name(path.name + ".partial").exists()
+    shutil.copytree(tmp_path / "train" / "cells", tmp_path / "study" / "runs")
+    study = load_study(tmp_path / "study")
+    assert json.loads(study.attrs["grid_axes"]) == ["weight_decay"]
+    assert study.weight_decay.sel(cell="g/b/nested").item() == 1.0
+
+
+def test_seed_status_names_the_divergence_step():
+    assert seed_status([3, 7], np.array([-1, 41])) == {"3": "ok", "7": "diverged@41"}
+    with pytest.raises(ValueError):
+        seed_status([0, 1], [-1])

@@ -52,6 +52,7 @@ import yaml
 
 from twoclocks.config import load_config
 from twoclocks.data.io import build_dataset, data_params
+from twoclocks.provenance import json_safe
 from twoclocks.train import engine
 from twoclocks.train.models import ReluEmbedNet, forward, init_params, model_spec
 
@@ -687,23 +688,10 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     return record
 
 
-def _jsonable(obj):
-    """NaN/inf -> null, numpy scalars -> Python, recursively (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     record = run_bench(args, argv)
-    text = json.dumps(_jsonable(record), indent=2, allow_nan=False)
+    text = json.dumps(json_safe(record), indent=2, allow_nan=False)
     print(text)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import itertools
 import json
 import re
@@ -22,6 +21,7 @@ import jsonschema
 import yaml
 
 from twoclocks.data.modular import is_prime
+from twoclocks.provenance import digest
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -372,8 +372,7 @@ def cell_hash(params: dict) -> str:
     Study, grid and cell names are left out: identical runs share a hash across studies.
     """
     identity = ("study", "grid", "cell_id", "cell_hash", "group_id")
-    core = {k: v for k, v in params.items() if k not in identity}
-    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()[:12]
+    return digest({k: v for k, v in params.items() if k not in identity})
 
 
 def _resolve(config: dict, grid: str, overrides: dict, label: dict, stack: bool) -> Cell:

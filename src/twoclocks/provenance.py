@@ -6,11 +6,17 @@ No timestamps or hostnames: the same inputs must give byte-identical files.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import math
 import platform
 import subprocess
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 import twoclocks
 
@@ -83,6 +89,29 @@ def collect(device: str | None = None, dtype: str | None = None) -> dict:
 def to_json(record: dict) -> str:
     """Canonical JSON (sorted keys) so that equal records give equal bytes."""
     return json.dumps(record, sort_keys=True, default=str)
+
+
+def digest(record: Any, chars: int | None = 12) -> str:
+    """Hex sha256 of `to_json(record)`, cut to `chars` (None: all 64).
+
+    The one parameter hash: `config.cell_hash` (a run's identity), `cache.run_hash` (its bits)
+    and the engine's resume fingerprint differ only in which keys they hash.
+    """
+    return hashlib.sha256(to_json(record).encode()).hexdigest()[:chars]
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as strict JSON data, recursively: NaN/inf -> None (JSON null), numpy scalars and
+    arrays -> Python numbers and lists, tuples -> lists, mapping keys -> str."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_parquet(df, path, record: dict) -> None:

@@ -29,12 +29,16 @@ from twoclocks.train.store import open_trajectory
 __all__ = ["grid_axes", "load_study"]
 
 
-def _label_axes(cell: dict) -> list[str]:
-    """The grid axes that label a cell, read from its id ``grid/abbr=value/...``.
+def _label_axes(cell: dict, recorded: str | None) -> list[str]:
+    """The grid axes that label a cell: the `axes` attr its store was trained with.
 
-    An abbreviation may stand for several keys (``width``: relu ``hidden_width``, deep-linear
-    ``width``); the one among the cell's params is meant.
+    Stores without that attr (written before it was recorded, or by hand) fall back to the
+    keys named in the readable id ``grid/abbr=value/...``; an abbreviation may stand for
+    several keys (``width``: relu ``hidden_width``, deep-linear ``width``), the one among the
+    cell's params is meant.
     """
+    if recorded is not None:
+        return [k for k in json.loads(recorded) if k in cell]
     axes = []
     for part in str(cell.get("cell_id", "")).split("/")[1:]:
         label, sep, _ = part.partition("=")
@@ -47,15 +51,16 @@ def _key(v) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
-def grid_axes(cells: list[dict]) -> list[str]:
-    """The grid axes (keys that label some cell's id) whose values differ across ``cells``.
+def grid_axes(cells: list[dict], recorded: list[str | None] | None = None) -> list[str]:
+    """The grid axes (keys that label some cell) whose values differ across ``cells``.
 
-    In first-seen order. Parameters that differ only as a consequence of the grid (a relu grid
-    next to a deep-linear grid differs in ``model``, ``width``, ...) are not axes.
+    `recorded`: per cell, its store's `axes` attr (JSON) or None (`_label_axes`). In first-seen
+    order. Parameters that differ only as a consequence of the grid (a relu grid next to a
+    deep-linear grid differs in ``model``, ``width``, ...) are not axes.
     """
     names: dict[str, None] = {}
-    for c in cells:
-        names.update(dict.fromkeys(_label_axes(c)))
+    for c, rec in zip(cells, recorded or [None] * len(cells), strict=True):
+        names.update(dict.fromkeys(_label_axes(c, rec)))
     return [k for k in names if len({_key(c.get(k)) for c in cells}) > 1]
 
 
@@ -86,7 +91,7 @@ def load_study(study_dir: str | os.PathLike, *, snapshots: bool = False) -> xr.D
     runs = sorted(Path(study_dir).glob("runs/**/trajectory.zarr"))
     if not runs:
         raise FileNotFoundError(f"no runs/**/trajectory.zarr under {study_dir}")
-    datasets, cells = [], []
+    datasets, cells, recorded = [], [], []
     for path in runs:
         ds = open_trajectory(path).load()
         cell = json.loads(ds.attrs["cell"])
@@ -98,8 +103,9 @@ def load_study(study_dir: str | os.PathLike, *, snapshots: bool = False) -> xr.D
                 {d: np.arange(ds.sizes[d]) for d in ds.dims if d.endswith(("_row", "_col"))}
             )
         cells.append(cell)
+        recorded.append(ds.attrs.get("axes"))
         datasets.append(ds)
-    axes = grid_axes(cells)
+    axes = grid_axes(cells, recorded)
     ids = [c.get("cell_id", str(p.parent)) for c, p in zip(cells, runs, strict=True)]
     labelled = []
     for ds, cid in zip(datasets, ids, strict=True):

@@ -36,5 +36,6 @@ rule fits:
     params:
         analysis=STUDY.config["analysis"],
         axes=STUDY.axis_names,
+        cell_ids=CELL_IDS,
     script:
         "../../scripts/fit_clocks.py"

@@ -38,6 +38,11 @@ def group_cells(wildcards):
     return [c.params for c in STUDY.groups[wildcards.group]]
 
 
+def group_axes(wildcards):
+    """cell id -> the grid-axis values that label it, for every cell of a train group."""
+    return {c.id: c.axes for c in STUDY.groups[wildcards.group]}
+
+
 def train_gpus(wildcards=None):
     """One GPU per train job when the study asks for CUDA, none otherwise."""
     return 1 if STUDY.config["device"] == "cuda" else 0

@@ -21,6 +21,7 @@ rule train:
         gpu=train_gpus,
     params:
         cells=group_cells,
+        axes=group_axes,
         state_dir=lambda wildcards: f"{RESULTS}/state/{wildcards.group}/work",
     script:
         "../../scripts/train_group.py"
@@ -37,5 +38,8 @@ rule unstack:
     localrule: True
     conda:
         "../envs/twoclocks.yaml"
+    params:
+        cell_id=lambda wildcards: wildcards.cell,
+        group=lambda wildcards: STUDY.group_of(wildcards.cell),
     script:
         "../../scripts/unstack_cell.py"

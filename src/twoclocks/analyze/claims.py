@@ -23,6 +23,7 @@ import xarray as xr
 from scipy import optimize, stats
 
 from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS
+from twoclocks.config import ABBREVIATIONS
 
 # --- thresholds (documented in the report) ---------------------------------------------------
 CLS_EPS = 1e-6  # train CE level of the paper's "train loss ~1e-6" (Fig. 1)
@@ -145,7 +146,7 @@ def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
         for c in table.columns
         if c not in {"cell_id", "model"} and table[c].astype(str).nunique() > 1
     ]
-    short = {"weight_decay": "wd", "train_fraction": "frac", "depth": "L", "hidden_width": "h"}
+    short = ABBREVIATIONS  # the cell ids' abbreviations (config)
 
     def label(r: pd.Series) -> str:
         parts = [f"{short.get(c, c)}={r[c]}" for c in varying if pd.notna(r[c])]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import xarray as xr
 from twoclocks import provenance
 from twoclocks.data.modular import make_modular
 from twoclocks.data.teacher import make_teacher
+from twoclocks.publish import write_zarr
 
 MODULAR_KEYS = ("op", "modulus", "train_fraction", "split", "split_seed")
 TEACHER_KEYS = ("input_dim", "num_classes", "teacher_rank", "train_size", "test_size", "data_seed")
@@ -35,15 +35,9 @@ def build_dataset(spec: dict) -> xr.Dataset:
 
 def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     """Write `ds` with provenance to `path` atomically (partial store, then rename)."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     ds = ds.copy()
     ds.attrs["provenance"] = provenance.to_json(provenance.collect())
-    ds.to_zarr(partial, mode="w", consolidated=False, zarr_format=3)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(partial, path)
-    return path
+    return write_zarr(path, ds)
 
 
 def load_dataset(path: str | os.PathLike) -> xr.Dataset:

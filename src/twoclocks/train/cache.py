@@ -18,14 +18,14 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import torch
 import zarr
 
 import twoclocks
+from twoclocks.provenance import digest
+from twoclocks.publish import copy_dir
 from twoclocks.train.engine import resolve_device, train_cell
 
 ENV = "TWOCLOCKS_CACHE"
@@ -56,7 +56,7 @@ def run_hash(params: dict, threads: int | None = None) -> str:
     """
     core = {k: v for k, v in params.items() if k not in KEY_EXCLUDED}
     core["torch_threads"] = int(torch.get_num_threads() if threads is None else threads)
-    return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return digest(core)
 
 
 def cache_key(params: dict, threads: int | None = None) -> str:
@@ -68,15 +68,6 @@ def cache_key(params: dict, threads: int | None = None) -> str:
 def cache_dir() -> Path | None:
     root = os.environ.get(ENV)
     return Path(root) if root else None
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f"{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(".snakemake_timestamp"))
-    try:
-        os.replace(tmp, dst)
-    except OSError:  # another job published the same entry first: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _relabel(store: Path, params: dict, key: str) -> None:
@@ -94,13 +85,10 @@ def train_or_fetch(params: dict, dataset, store_path, *, state_dir=None) -> Path
     entry = root / key / "trajectory.zarr"
     if entry.exists():
         log.info("cache hit %s: copying %s (no training)", key, entry)
-        shutil.rmtree(store_path, ignore_errors=True)
-        store_path.parent.mkdir(parents=True, exist_ok=True)
-        _copy_atomic(entry, store_path)
+        copy_dir(entry, store_path)
         _relabel(store_path, params, key)
         return store_path
     log.info("cache miss %s: training", key)
     train_cell(params, dataset, store_path, state_dir=state_dir)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    _copy_atomic(store_path, entry)
+    copy_dir(store_path, entry, keep_existing=True)
     return store_path

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -35,8 +34,10 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
+from twoclocks.provenance import digest
 from twoclocks.train import metrics as tm
 from twoclocks.train import store as ts
+from twoclocks.train.manifest import seed_status
 from twoclocks.train.models import (
     ModelSpec,
     distinct_samples,
@@ -169,7 +170,7 @@ def progress_stream(progress: bool | None = None) -> TextIO | None:
 
 
 def _fingerprint(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+    return digest(params, chars=None)
 
 
 def _matrices(spec: ModelSpec) -> list[str]:
@@ -614,10 +615,7 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
             with contextlib.suppress(Exception):
                 writer.close()
 
-    div = buffers["diverged_step"]
-    status = {
-        str(s): ("ok" if d < 0 else f"diverged@{int(d)}") for s, d in zip(seeds, div, strict=True)
-    }
+    status = seed_status(seeds, buffers["diverged_step"])
     ts.write_attrs(partial, {"seed_status": json.dumps(status, sort_keys=True)})
     ts.validate_store(partial, layout)
     out = ts.publish(partial, store_path, state_dir)

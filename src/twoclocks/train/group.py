@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from twoclocks.config import STACKABLE, cell_hash
+from twoclocks.publish import write_zarr
 from twoclocks.train.cache import train_or_fetch
+from twoclocks.train.manifest import seed_status
 from twoclocks.train.store import open_trajectory
 
 log = logging.getLogger("twoclocks.group")
@@ -40,43 +41,41 @@ def stacked_params(cells: list[dict]) -> dict:
     return params
 
 
-def split_store(stacked: Path, cells: list[dict], out_dir: Path) -> dict[str, Path]:
-    """Write each cell's slice of a stacked store to `out_dir/<cell_id>/trajectory.zarr`."""
+def split_store(
+    stacked: Path, cells: list[dict], out_dir: Path, axes: dict[str, dict] | None = None
+) -> dict[str, Path]:
+    """Write each cell's slice of a stacked store to `out_dir/<cell_id>/trajectory.zarr`.
+
+    Each store records its cell (`cell`), per-seed status, the cells it was trained with and
+    `axes`: the grid-axis values that label the cell (`axes[cell_id]`, from the expanded config),
+    so that readers such as `load_study` never parse them back out of the cell id.
+    """
     ds = open_trajectory(stacked).load()
     paths, start = {}, 0
     for cell in cells:
         n = len(cell["seeds"])
         sub = ds.isel(seed=slice(start, start + n))
         start += n
-        div = sub["diverged_step"].values
         sub.attrs.update(
             cell=json.dumps(cell, sort_keys=True),
-            seed_status=json.dumps(
-                {
-                    str(s): ("ok" if d < 0 else f"diverged@{int(d)}")
-                    for s, d in zip(cell["seeds"], div, strict=True)
-                }
-            ),
+            seed_status=json.dumps(seed_status(cell["seeds"], sub["diverged_step"].values)),
             stacked_with=json.dumps([c["cell_id"] for c in cells]),
+            axes=json.dumps((axes or {}).get(cell["cell_id"], {}), sort_keys=True),
         )
         for var in sub.variables.values():
             var.encoding = {}
-        path = out_dir / cell["cell_id"] / "trajectory.zarr"
-        partial = path.with_name(path.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sub.to_zarr(partial, mode="w", consolidated=False, zarr_format=3)
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(partial, path)
-        paths[cell["cell_id"]] = path
+        paths[cell["cell_id"]] = write_zarr(out_dir / cell["cell_id"] / "trajectory.zarr", sub)
     return paths
 
 
-def train_group(cells: list[dict], dataset, out_dir, *, state_dir=None) -> dict[str, Path]:
+def train_group(
+    cells: list[dict], dataset, out_dir, *, state_dir=None, axes: dict[str, dict] | None = None
+) -> dict[str, Path]:
     """Train `cells` stacked (or fetch them from the cache) and write one store per cell.
 
     The stacked store and the resume state live in `state_dir` (default: a sibling of
-    `out_dir`), outside the declared output, which Snakemake deletes before a retry.
+    `out_dir`), outside the declared output, which Snakemake deletes before a retry. `axes`:
+    cell id -> its grid-axis values, recorded in its store (`split_store`).
     """
     out_dir = Path(out_dir)
     work = Path(state_dir) if state_dir else out_dir.with_name(out_dir.name + ".work")
@@ -90,7 +89,7 @@ def train_group(cells: list[dict], dataset, out_dir, *, state_dir=None) -> dict[
     stacked = work / "stacked.zarr"
     if not stacked.exists():  # else: trained before a crash during the split
         train_or_fetch(params, dataset, stacked, state_dir=work / "engine")
-    paths = split_store(stacked, cells, out_dir / "cells")
+    paths = split_store(stacked, cells, out_dir / "cells", axes)
     shutil.rmtree(work, ignore_errors=True)
     if not all(p.exists() for p in paths.values()):
         raise RuntimeError(f"split of {out_dir} is incomplete")

@@ -1,17 +1,26 @@
 """A small JSON manifest beside each trajectory store.
 
-Snakemake cannot tell an empty zarr directory from a full one (CONVENTIONS.md), so downstream
-rules depend on this file, written only after the store was validated.
+Snakemake cannot tell an empty zarr directory from a full one (docs/design.md, "Contracts"), so
+downstream rules depend on this file, written only after the store was validated.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
+from twoclocks.provenance import json_safe
 from twoclocks.train.store import open_trajectory
+
+
+def seed_status(seeds: Iterable[int], diverged_step: Iterable[int]) -> dict[str, str]:
+    """Per-seed outcome for the store's `seed_status` attr: "ok", or "diverged@<step>" for a
+    member frozen at its first non-finite step (`diverged_step` >= 0; -1 = never)."""
+    return {
+        str(int(s)): ("ok" if d < 0 else f"diverged@{int(d)}")
+        for s, d in zip(seeds, diverged_step, strict=True)
+    }
 
 
 def summarize(store: str | Path) -> dict:
@@ -29,7 +38,7 @@ def summarize(store: str | Path) -> dict:
         "seeds": [int(s) for s in ds["seed"].values],
         "last_step": int(ds["step"].values[-1]),
         "seed_status": json.loads(ds.attrs.get("seed_status", "{}")),
-        "final_train_loss": [None if np.isnan(v) else float(v) for v in loss[:, -1]],
+        "final_train_loss": json_safe(loss[:, -1].astype(float)),
         "dtype": ds.attrs.get("dtype"),
         "device": ds.attrs.get("device"),
     }

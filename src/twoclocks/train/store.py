@@ -28,6 +28,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from twoclocks.publish import replace_dir
+
 __all__ = [
     "StoreLayout",
     "create_store",
@@ -242,9 +244,7 @@ def validate_store(path: Path, layout: StoreLayout) -> None:
 
 def publish(partial: Path, store_path: Path, state_dir: Path | None) -> Path:
     """Atomically move the validated partial store to its final name; drop the resume state."""
-    if store_path.exists():
-        shutil.rmtree(store_path)
-    os.replace(partial, store_path)
+    replace_dir(partial, store_path)
     if state_dir is not None:
         shutil.rmtree(state_dir, ignore_errors=True)
     return store_path
