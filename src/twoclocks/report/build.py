@@ -26,8 +26,41 @@ def study_trajectories(study_dir: Path, config: dict) -> dict:
     }
 
 
+def benchmark_rows(study_dir: Path) -> list[dict]:
+    """One row per Snakemake `benchmark:` file under study_dir/benchmarks (train, clocks, fits).
+
+    Wall time `s`, peak resident memory `max_rss` (MB) and `cpu_time` (s) as Snakemake measured
+    them for the job's whole process tree; the last repeat when a rule ran repeated benchmarks.
+    Missing measurements (jobs too short to sample) stay NaN.
+    """
+    rows = []
+    root = Path(study_dir) / "benchmarks"
+    for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
+        try:
+            df = pd.read_csv(path, sep="\t")
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            log.warning("benchmark %s unreadable (%s); left out of the report", path, exc)
+            continue
+        if df.empty:
+            continue
+        last = df.iloc[-1]
+        num = {k: pd.to_numeric(last.get(k), errors="coerce") for k in ("s", "max_rss", "cpu_time")}
+        rel = path.relative_to(root).with_suffix("")
+        rows.append(
+            {
+                "rule": rel.parts[0] if len(rel.parts) > 1 else rel.name,
+                "job": "/".join(rel.parts[1:]) if len(rel.parts) > 1 else "",
+                "wall_s": float(num["s"]),
+                "max_rss_mb": float(num["max_rss"]),
+                "cpu_time_s": float(num["cpu_time"]),
+            }
+        )
+    return rows
+
+
 def runtime_summary(study_dir: Path, cell_ids) -> dict:
-    """Training wall time and device per cell, from the manifests the train stage wrote."""
+    """Training wall time and device per cell (from the manifests the train stage wrote) and
+    every job's Snakemake benchmark (wall time, peak memory, CPU time)."""
     rows = {}
     for cid in cell_ids:
         path = study_dir / "runs" / cid / "manifest.json"
@@ -35,7 +68,11 @@ def runtime_summary(study_dir: Path, cell_ids) -> dict:
             m = json.loads(path.read_text())
             rows[cid] = {k: m.get(k) for k in ("wall_seconds", "device", "dtype", "last_step")}
     total = sum((r.get("wall_seconds") or 0.0) for r in rows.values())
-    return {"train_wall_seconds_total": round(total, 1), "cells": rows}
+    return {
+        "train_wall_seconds_total": round(total, 1),
+        "cells": rows,
+        "benchmarks": benchmark_rows(study_dir),
+    }
 
 
 def build_report(study_dir, config: dict, claims_path, index_path, figures_dir) -> Path:
