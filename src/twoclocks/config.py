@@ -195,7 +195,8 @@ def _describe(err: jsonschema.ValidationError) -> str:
         limit = f"{bounds[v]} {err.validator_value}"
         return f"{key} = {err.instance!r} is out of range; it must be {limit}"
     if v in ("minItems", "minProperties"):
-        return f"{key} is empty; give at least {err.validator_value} entr(y/ies)"
+        n = err.validator_value
+        return f"{key} is empty; give at least {n} {'entry' if n == 1 else 'entries'}"
     return f"{key} = {err.instance!r}: {err.message}"
 
 
