@@ -1,17 +1,17 @@
 """Snakemake entry point: publish one cell's trajectory store from its train group."""
 
 import json
-import shutil
 from pathlib import Path
 
 from twoclocks import logs
+from twoclocks.fsutil import link_tree
 from twoclocks.train.manifest import write_manifest
 
 sm = snakemake  # noqa: F821
 log = logs.to_file(sm.log[0])
 group_dir = Path(sm.input[0])
 source = group_dir / "cells" / sm.wildcards.cell / "trajectory.zarr"
-shutil.copytree(source, sm.output.store)
+how = link_tree(source, sm.output.store)  # hard links: one copy of the data on disk
 group = json.loads((group_dir / "group.json").read_text())
 write_manifest(
     sm.output.store,
@@ -21,4 +21,4 @@ write_manifest(
     wall_seconds=round(group["wall_seconds"] / len(group["cells"]), 2),
     group_wall_seconds=round(group["wall_seconds"], 2),
 )
-log.info("published %s from %s", sm.output.store, group_dir)
+log.info("published %s from %s (%s)", sm.output.store, group_dir, how)
