@@ -15,8 +15,10 @@ import os
 import shutil
 from pathlib import Path
 
+from twoclocks import numerics
 from twoclocks.config import STACKABLE, cell_hash
 from twoclocks.train.cache import train_or_fetch
+from twoclocks.train.engine import resolve_device
 from twoclocks.train.store import open_trajectory
 
 log = logging.getLogger("twoclocks.group")
@@ -89,6 +91,7 @@ def train_group(cells: list[dict], dataset, out_dir, *, state_dir=None) -> dict[
     )
     stacked = work / "stacked.zarr"
     if not stacked.exists():  # else: trained before a crash during the split
+        numerics.guard_resume(work / "engine", resolve_device(str(params.get("device", "auto"))))
         train_or_fetch(params, dataset, stacked, state_dir=work / "engine")
     paths = split_store(stacked, cells, out_dir / "cells")
     shutil.rmtree(work, ignore_errors=True)
