@@ -29,6 +29,12 @@ TEST_CONFIG = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
 NAN, INF = float("nan"), float("inf")
 
 
+def _get(cfg, path: tuple):
+    for key in path:
+        cfg = cfg[key]
+    return cfg
+
+
 def _set(cfg: dict, path: tuple, value) -> dict:
     cfg = copy.deepcopy(cfg)
     node = cfg
@@ -127,6 +133,26 @@ def test_any_mutation_is_valid_or_a_config_error_naming_the_key(path, value, tmp
             for v in cell.params.values():
                 assert not (isinstance(v, float) and not math.isfinite(v)), (path, value)
     assert sorted(workdir.rglob("results")) == before
+
+
+DICT_PATHS = sorted(
+    {p for p in _leaf_paths(TEST_CONFIG) if isinstance(_get(TEST_CONFIG, p), dict)}, key=str
+)
+
+
+@settings(derandomize=True, database=None, max_examples=150, deadline=None)
+@given(
+    path=st.sampled_from(DICT_PATHS),
+    key=st.one_of(st.text(max_size=6), st.sampled_from(["lr", "a.b", "relu", "0", ""])),
+    value=VALUES,
+)
+def test_any_added_key_is_valid_or_a_config_error(path, key, value):
+    cfg = copy.deepcopy(TEST_CONFIG)
+    _get(cfg, path)[key] = value
+    try:
+        load_config(cfg)
+    except ConfigError as err:
+        assert str(err).startswith("config: ") and "problem(s); nothing was run" in str(err)
 
 
 # -- YAML syntax errors --------------------------------------------------------------------

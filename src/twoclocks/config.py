@@ -171,14 +171,14 @@ def read_yaml(path: str | Path) -> Any:
         ) from None
 
 
-def _nonfinite(value: Any, parts: tuple = ()) -> list[str]:
-    """Paths (as config keys) of every NaN or infinite number in a parsed config."""
+def _nonfinite(value: Any, parts: tuple = ()) -> list[tuple[str, float]]:
+    """(config key, value) of every NaN or infinite number in a parsed config."""
     if isinstance(value, float) and not math.isfinite(value):
-        return [_path(parts)]
+        return [(_path(parts), value)]
     if isinstance(value, dict):
-        return [k for key, v in value.items() for k in _nonfinite(v, (*parts, key))]
+        return [kv for key, v in value.items() for kv in _nonfinite(v, (*parts, key))]
     if isinstance(value, list):
-        return [k for i, v in enumerate(value) for k in _nonfinite(v, (*parts, i))]
+        return [kv for i, v in enumerate(value) for kv in _nonfinite(v, (*parts, i))]
     return []
 
 
@@ -187,20 +187,11 @@ def _finite_and_schema_errors(raw: dict, schema: dict) -> list[str]:
     JSON Schema lets through (NaN fails no comparison) and which no key accepts. A key with a
     non-finite value gets only that message, not range errors on top."""
     bad = _nonfinite(raw)
-    errors = [
-        f"{key} = {_lookup(raw, key)!r} is not a finite number; give a finite value" for key in bad
-    ]
+    errors = [f"{key} = {v!r} is not a finite number; give a finite value" for key, v in bad]
     for err in _schema_errors(raw, schema):
-        if not any(err.startswith((f"{key} ", f"{key}:")) for key in bad):
+        if not any(err.startswith((f"{key} ", f"{key}:")) for key, _ in bad):
             errors.append(err)
     return errors
-
-
-def _lookup(raw: Any, key: str) -> Any:
-    """The value at a config key as `_path` writes it (a.b[2].c)."""
-    for part in re.findall(r"[^.\[\]]+|\[\d+\]", key):
-        raw = raw[int(part[1:-1])] if part.startswith("[") else raw[part]
-    return raw
 
 
 def merge_overrides(base: dict, overrides: dict) -> dict:
