@@ -18,5 +18,6 @@ build_report(
     claims_path=sm.output.claims,
     index_path=sm.output.index,
     figures_dir=sm.output.figures,
+    benchmarks_dir=sm.params.benchmarks_dir,
 )
 log.info("report written to %s", sm.output.index)

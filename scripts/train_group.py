@@ -2,11 +2,13 @@
 
 import json
 import time
+from pathlib import Path
 
 import torch
 
 from twoclocks import logs
 from twoclocks.data.io import load_dataset
+from twoclocks.fsutil import prune_empty_dirs
 from twoclocks.train.group import train_group
 
 sm = snakemake  # noqa: F821
@@ -27,6 +29,9 @@ train_group(
     state_dir=sm.params.state_dir,
     axes={cid: dict(a) for cid, a in dict(sm.params.axes).items()},
 )
+# train_group removed state/<group>/work; drop the then empty state/<group> dirs too
+state_of_group = Path(sm.params.state_dir).parent
+prune_empty_dirs(state_of_group, stop=state_of_group.parents[len(Path(sm.wildcards.group).parts)])
 record = {"cells": [c["cell_id"] for c in cells], "wall_seconds": time.perf_counter() - start}
 with open(f"{sm.output[0]}/group.json", "w") as fh:
     json.dump(record, fh, indent=2)

@@ -4,17 +4,17 @@ The cell id and the (possibly nested) group id come in as rule params, never par
 """
 
 import json
-import shutil
 from pathlib import Path
 
 from twoclocks import logs
+from twoclocks.fsutil import link_tree
 from twoclocks.train.manifest import write_manifest
 
 sm = snakemake  # noqa: F821
 log = logs.to_file(sm.log[0])
 group_dir = Path(sm.input[0])
 source = group_dir / "cells" / sm.params.cell_id / "trajectory.zarr"
-shutil.copytree(source, sm.output.store)
+how = link_tree(source, sm.output.store)  # hard links: one copy of the data on disk
 group = json.loads((group_dir / "group.json").read_text())
 write_manifest(
     sm.output.store,
@@ -24,4 +24,4 @@ write_manifest(
     wall_seconds=round(group["wall_seconds"] / len(group["cells"]), 2),
     group_wall_seconds=round(group["wall_seconds"], 2),
 )
-log.info("published %s from %s", sm.output.store, group_dir)
+log.info("published %s from %s (%s)", sm.output.store, group_dir, how)

@@ -1,4 +1,4 @@
-"""``python -m twoclocks.bench``: how fast the stacked engine is, measured in one run (issue 7).
+"""``python -m twoclocks.bench``: how fast the stacked engine is, measured in one run.
 
 One JSON record, every number taken in the same process on the same machine:
 

@@ -12,6 +12,7 @@ import copy
 import functools
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,22 +173,119 @@ def load_config(
         raw, where = source, where or "config"
     else:
         where = str(source)
-        try:
-            with open(source) as fh:
-                raw = yaml.safe_load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"{where}: no such config file") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{where}: not valid YAML: {err}") from None
+        raw = read_yaml(source)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the config must be a mapping with keys study, seeds, grids")
     schema = load_schema(schema_path)
-    _raise_if(where, _schema_errors(raw, schema))
+    _raise_if(where, _finite_and_schema_errors(raw, schema))
     config = _normalise_numbers(_with_defaults(raw, schema), schema)
     _raise_if(where, _value_errors(config, schema))
     cells = expand(config, schema)
     _raise_if(where, _semantic_errors(config, cells))
     return Study(name=config["study"], config=config, cells=cells)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing file or a syntax error is a ConfigError naming the file,
+    the line and column (1-based, as editors count) and the problem."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        context = getattr(err, "context", None)
+        start = getattr(err, "context_mark", None)
+        if context and start is not None and mark is not None and start.line != mark.line:
+            context += f" that starts at line {start.line + 1}, column {start.column + 1}"
+        what = f"{context}, {problem}" if context else problem
+        raise ConfigError(
+            f"{where}: not valid YAML ({what}); fix the syntax there (indent with spaces, "
+            "not tabs; quote values that contain ': ' or start with special characters)"
+        ) from None
+
+
+def _nonfinite(value: Any, parts: tuple = ()) -> list[tuple[str, float]]:
+    """(config key, value) of every NaN or infinite number in a parsed config."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(_path(parts), value)]
+    if isinstance(value, dict):
+        return [kv for key, v in value.items() for kv in _nonfinite(v, (*parts, key))]
+    if isinstance(value, list):
+        return [kv for i, v in enumerate(value) for kv in _nonfinite(v, (*parts, i))]
+    return []
+
+
+def _finite_and_schema_errors(raw: dict, schema: dict) -> list[str]:
+    """Schema errors, plus one error per NaN / infinite number (YAML `.nan`, `.inf`), which
+    JSON Schema lets through (NaN fails no comparison) and which no key accepts. A key with a
+    non-finite value gets only that message, not range errors on top."""
+    bad = _nonfinite(raw)
+    errors = [f"{key} = {v!r} is not a finite number; give a finite value" for key, v in bad]
+    for err in _schema_errors(raw, schema):
+        if not any(err.startswith((f"{key} ", f"{key}:")) for key, _ in bad):
+            errors.append(err)
+    return errors
+
+
+def merge_overrides(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` merged in: nested mappings key by key, anything else replaced
+    (what Snakemake does with --config on top of a --configfile)."""
+    out = json.loads(json.dumps(base))
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_overrides(out[key], value)
+        else:
+            out[key] = json.loads(json.dumps(value))
+    return out
+
+
+def config_for_snakemake(config: dict, configfiles, default_path: Path) -> tuple[dict, str]:
+    """The study config Snakemake should run, and how to name it in messages.
+
+    With --configfile, Snakemake already merged the file(s) and any --config overrides. Without
+    one, `config` holds only the --config overrides (or nothing): they are merged over the
+    default config (`default_path`) instead of replacing it.
+    """
+    if configfiles:
+        return dict(config), ", ".join(map(str, configfiles))
+    default = read_yaml(default_path)
+    if not isinstance(default, dict):
+        raise ConfigError(f"{default_path}: the config must be a mapping")
+    if not config:
+        return default, str(default_path)
+    keys = ", ".join(sorted(config))
+    return merge_overrides(default, dict(config)), f"{default_path} with --config {keys}"
+
+
+def device_errors(config: dict) -> list[str]:
+    """`device: cuda` needs a torch build with CUDA and a visible GPU on the machine that runs
+    the train jobs; checked before any job where those jobs run locally (imports torch)."""
+    if config.get("device") != "cuda":
+        return []
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    build = torch.version.cuda
+    why = (
+        f"torch {torch.__version__} is a CPU-only build"
+        if not build
+        else f"torch {torch.__version__} (CUDA {build}) sees no GPU"
+    )
+    return [
+        f"device = 'cuda' but {why} on this machine; use device: auto (falls back to the CPU) "
+        "or cpu, or on a GPU machine install the CUDA build: "
+        "pip install -c requirements-cuda.lock -e ."
+    ]
+
+
+def check_device(config: dict, where: str) -> None:
+    """Raise the one-message ConfigError when the config's device is not usable here."""
+    _raise_if(where, device_errors(config))
 
 
 def _raise_if(where: str, errors: list[str]) -> None:
@@ -232,7 +330,8 @@ def _describe(err: jsonschema.ValidationError) -> str:
         limit = f"{bounds[v]} {err.validator_value}"
         return f"{key} = {err.instance!r} is out of range; it must be {limit}"
     if v in ("minItems", "minProperties"):
-        return f"{key} is empty; give at least {err.validator_value} entr(y/ies)"
+        n = err.validator_value
+        return f"{key} is empty; give at least {n} {'entry' if n == 1 else 'entries'}"
     return f"{key} = {err.instance!r}: {err.message}"
 
 
@@ -511,3 +610,36 @@ def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
                 f"{p['steps'] + 1} available steps; lower it"
             )
     return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m twoclocks.config FILE...``: validate study configs without Snakemake.
+
+    Prints each file's cells, or its problems (YAML syntax errors with file, line and column,
+    which Snakemake's own --configfile loader does not name); exits 1 on any problem.
+    """
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(
+        prog="python -m twoclocks.config", description=main.__doc__.splitlines()[0]
+    )
+    ap.add_argument("files", nargs="+", type=Path, help="study config YAML files")
+    ap.add_argument("--device", action="store_true", help="also check that `device` is usable")
+    args = ap.parse_args(argv)
+    failed = 0
+    for path in args.files:
+        try:
+            study = load_config(path)
+            if args.device:
+                check_device(study.config, str(path))
+        except ConfigError as err:
+            print(err, file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: ok, study {study.name!r}, {len(study.cells)} cell(s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -81,6 +81,9 @@ def collect(device: str | None = None, dtype: str | None = None) -> dict:
     }
     if device is not None:
         record["device"] = device
+        from twoclocks import numerics  # imports torch: only for records of a run
+
+        record["numerics"] = numerics.fingerprint(device)
     if dtype is not None:
         record["dtype"] = dtype
     return record

@@ -9,6 +9,8 @@ rule clocks:
         f"{RESULTS}/runs/{{cell}}/clocks.parquet",
     log:
         f"{RESULTS}/logs/clocks/{{cell}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/clocks/{{cell}}.tsv"
     localrule: True
     conda:
         "../envs/twoclocks.yaml"
@@ -30,6 +32,8 @@ rule fits:
         fits_json=f"{RESULTS}/fits.json",
     log:
         f"{RESULTS}/logs/fits.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fits/all.tsv"
     localrule: True
     conda:
         "../envs/twoclocks.yaml"

@@ -2,27 +2,39 @@
 import json
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
 
-from twoclocks.config import ConfigError, load_config
+from twoclocks.config import (
+    ConfigError,
+    check_device,
+    config_for_snakemake,
+    load_config,
+)
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
 
 # No `configfile:` directive: it would be deep-merged with a --configfile (grids of both studies).
-if not config:
-    with open(DEFAULT_CONFIG) as fh:
-        config.update(yaml.safe_load(fh))
-
+# Without --configfile, --config overrides are merged over the default config instead.
 try:
-    STUDY = load_config(
-        dict(config),
-        schema_path=SCHEMA,
-        where=", ".join(map(str, workflow.configfiles)) or str(DEFAULT_CONFIG),
+    _config, CONFIG_SOURCE = config_for_snakemake(
+        config, workflow.configfiles, DEFAULT_CONFIG
     )
+    config.clear()
+    config.update(_config)
+    STUDY = load_config(dict(config), schema_path=SCHEMA, where=CONFIG_SOURCE)
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None
+
+
+onstart:
+    # Once the executor is known and before any job: local train jobs need the device asked for.
+    if workflow.local_exec:
+        try:
+            check_device(STUDY.config, CONFIG_SOURCE)
+        except ConfigError as err:
+            raise WorkflowError(f"invalid config: {err}") from None
+
 
 RESULTS = f"results/{STUDY.name}"
 CELL_IDS = [c.id for c in STUDY.cells]

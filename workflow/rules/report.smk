@@ -28,5 +28,6 @@ rule report:
     params:
         config=STUDY.config,
         cell_ids=CELL_IDS,
+        benchmarks_dir=f"{RESULTS}/benchmarks",
     script:
         "../../scripts/make_report.py"

@@ -12,6 +12,8 @@ rule train:
         directory(f"{RESULTS}/stacked/{{group}}/train"),
     log:
         f"{RESULTS}/logs/train/{{group}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{group}}.tsv"
     conda:
         "../envs/twoclocks.yaml"
     threads: STUDY.config["train_threads"]

@@ -17,14 +17,51 @@ from twoclocks.train.store import open_trajectory
 log = logging.getLogger("twoclocks.report")
 
 
-def runtime_summary(manifests: dict[str, str | Path]) -> dict:
-    """Training wall time and device per cell, from the manifests the train stage wrote."""
+def benchmark_rows(benchmarks_dir: str | Path | None) -> list[dict]:
+    """One row per Snakemake `benchmark:` file under `benchmarks_dir` (train, clocks, fits).
+
+    Wall time `s`, peak resident memory `max_rss` (MB) and `cpu_time` (s) as Snakemake measured
+    them for the job's whole process tree; the last repeat when a rule ran repeated benchmarks.
+    Missing measurements (jobs too short to sample) stay NaN.
+    """
+    rows = []
+    root = Path(benchmarks_dir) if benchmarks_dir else None
+    for path in sorted(root.rglob("*.tsv")) if root and root.is_dir() else []:
+        try:
+            df = pd.read_csv(path, sep="\t")
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            log.warning("benchmark %s unreadable (%s); left out of the report", path, exc)
+            continue
+        if df.empty:
+            continue
+        last = df.iloc[-1]
+        num = {k: pd.to_numeric(last.get(k), errors="coerce") for k in ("s", "max_rss", "cpu_time")}
+        rel = path.relative_to(root).with_suffix("")
+        rows.append(
+            {
+                "rule": rel.parts[0] if len(rel.parts) > 1 else rel.name,
+                "job": "/".join(rel.parts[1:]) if len(rel.parts) > 1 else "",
+                "wall_s": float(num["s"]),
+                "max_rss_mb": float(num["max_rss"]),
+                "cpu_time_s": float(num["cpu_time"]),
+            }
+        )
+    return rows
+
+
+def runtime_summary(manifests: dict[str, str | Path], benchmarks_dir=None) -> dict:
+    """Training wall time and device per cell (from the manifests the train stage wrote) and
+    every job's Snakemake benchmark (wall time, peak memory, CPU time)."""
     rows = {}
     for cid, path in manifests.items():
         m = json.loads(Path(path).read_text())
         rows[cid] = {k: m.get(k) for k in ("wall_seconds", "device", "dtype", "last_step")}
     total = sum((r.get("wall_seconds") or 0.0) for r in rows.values())
-    return {"train_wall_seconds_total": round(total, 1), "cells": rows}
+    return {
+        "train_wall_seconds_total": round(total, 1),
+        "cells": rows,
+        "benchmarks": benchmark_rows(benchmarks_dir),
+    }
 
 
 def build_report(
@@ -37,11 +74,13 @@ def build_report(
     claims_path: str | Path,
     index_path: str | Path,
     figures_dir: str | Path,
+    benchmarks_dir: str | Path | None = None,
 ) -> Path:
     """Evaluate claims, render figures and write `index_path` (self-contained, offline).
 
     Reads only what it is given: the validated study `config` (defaults filled), the stores and
-    manifests by cell id (in study order), the study's clocks table and fits summary.
+    manifests by cell id (in study order), the study's clocks table and fits summary, and the
+    folder of the jobs' Snakemake benchmark files.
     """
     figures_dir = Path(figures_dir)
     trajectories = {cid: open_trajectory(path) for cid, path in stores.items()}
@@ -69,7 +108,7 @@ def build_report(
         Path(index_path).parent,
         config=config,
         provenance=provenance.collect(),
-        runtime=runtime_summary(manifests),
+        runtime=runtime_summary(manifests, benchmarks_dir),
         clocks=clocks,
         fits=fits,
         claims=claims,

@@ -100,6 +100,27 @@ def _kv(d: Mapping[str, Any] | None) -> str:
     return f"<table>{rows}</table>"
 
 
+def _runtime(runtime: Mapping[str, Any] | None) -> str:
+    """The runtime section: totals, per-cell training time, and the jobs' benchmark files."""
+    if not runtime:
+        return '<p class="note">(none)</p>'
+    runtime = dict(runtime)
+    cells = runtime.pop("cells", None)
+    bench = runtime.pop("benchmarks", None)
+    parts = [_kv(runtime)] if runtime else []
+    if cells:
+        df = pd.DataFrame.from_dict(cells, orient="index").rename_axis("cell_id").reset_index()
+        parts.append(_table(df))
+    if bench:
+        parts.append(
+            '<p class="note">Per job, from Snakemake\'s <code>benchmark:</code> files '
+            "(<code>benchmarks/&lt;rule&gt;/&lt;job&gt;.tsv</code>): wall time, peak resident "
+            "memory and CPU time of the job's processes.</p>"
+        )
+        parts.append(_table(pd.DataFrame(bench)))
+    return "".join(parts)
+
+
 def clock_summary(clocks: pd.DataFrame | None) -> pd.DataFrame:
     """Per (cell, clock, level): fired/total runs and median, min, max step of the fired ones."""
     if clocks is None or len(clocks) == 0:
@@ -238,7 +259,7 @@ def write_report(
         _table(fits_table(fits)),
         "<h2>What was run</h2>",
         "<h3>Runtime</h3>",
-        _kv(runtime),
+        _runtime(runtime),
         "<h3>Provenance</h3>",
         _kv(provenance),
         "<h3>Configuration</h3>",

@@ -24,6 +24,7 @@ import torch
 import zarr
 
 import twoclocks
+from twoclocks import numerics
 from twoclocks.provenance import digest
 from twoclocks.publish import copy_dir
 from twoclocks.train.engine import resolve_device, train_cell
@@ -52,10 +53,13 @@ def run_hash(params: dict, threads: int | None = None) -> str:
 
     Unlike `twoclocks.config.cell_hash`, the requested `device` is left out (the resolved device
     type is a separate part of the key) and torch's thread count (default: the current
-    `torch.get_num_threads()`) is in.
+    `torch.get_num_threads()`) and this machine's numerics fingerprint (CPU capability; GPU
+    model, CUDA and cuDNN versions: `twoclocks.numerics`) are in.
     """
     core = {k: v for k, v in params.items() if k not in KEY_EXCLUDED}
     core["torch_threads"] = int(torch.get_num_threads() if threads is None else threads)
+    gpu = params.get("device", "auto") in ("auto", "cuda") and torch.cuda.is_available()
+    core["numerics"] = numerics.fingerprint("cuda" if gpu else "cpu")  # CPU ISA, GPU model
     return digest(core)
 
 

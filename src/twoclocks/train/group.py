@@ -14,9 +14,11 @@ import logging
 import shutil
 from pathlib import Path
 
+from twoclocks import numerics
 from twoclocks.config import STACKABLE, cell_hash
 from twoclocks.publish import write_zarr
 from twoclocks.train.cache import train_or_fetch
+from twoclocks.train.engine import resolve_device
 from twoclocks.train.manifest import seed_status
 from twoclocks.train.store import open_trajectory
 
@@ -88,6 +90,7 @@ def train_group(
     )
     stacked = work / "stacked.zarr"
     if not stacked.exists():  # else: trained before a crash during the split
+        numerics.guard_resume(work / "engine", resolve_device(str(params.get("device", "auto"))))
         train_or_fetch(params, dataset, stacked, state_dir=work / "engine")
     paths = split_store(stacked, cells, out_dir / "cells", axes)
     shutil.rmtree(work, ignore_errors=True)
