@@ -1,4 +1,5 @@
-# Analysis: clocks per cell, then one table for the study, then the fits across cells.
+# Analysis: clocks per cell (crossings, asymptotes, tail shapes), then one table for the study
+# and every fit. Data flows one way: the fits rule reads the clocks tables, never the stores.
 
 
 rule clocks:
@@ -22,7 +23,6 @@ rule clocks:
 rule fits:
     input:
         clocks=[f"{RESULTS}/runs/{cid}/clocks.parquet" for cid in CELL_IDS],
-        stores=trajectories("store"),
     output:
         clocks=f"{RESULTS}/clocks.parquet",
         clocks_csv=f"{RESULTS}/clocks.csv",

@@ -44,7 +44,7 @@ def build_report(study_dir, config: dict, claims_path, index_path, figures_dir) 
     trajectories = study_trajectories(study_dir, config)
     clocks = pd.read_parquet(study_dir / "clocks.parquet")
     fits = json.loads((study_dir / "fits.json").read_text())
-    claims = evaluate_claims(trajectories, clocks, fits, config.get("analysis"))
+    claims = evaluate_claims(trajectories, clocks, fits, config.get("claims"))
     record = {
         "study": config["study"],
         "provenance": provenance.collect(),
