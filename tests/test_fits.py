@@ -100,6 +100,22 @@ def test_log_law_is_not_called_a_power_law():
     assert law_fit_arrays(x, 700 + 1500 * x, np.ones((1, len(x))))["k"][0] < 10 * K_MIN
 
 
+def test_times_without_a_trend_identify_no_law():
+    """Clock times that do not depend on the level (noise only): insufficient, never a law."""
+    rng = np.random.default_rng(5)
+    rows = [
+        {"cell_id": "c", "seed": seed, "clock": "rep_fourier", "level": eta,
+         "step": 5000 * np.exp(0.1 * rng.standard_normal()), "censored": False,
+         "diverged": False, "below_floor": False}
+        for seed in range(3) for eta in (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+    ]  # fmt: skip
+    clocks = pd.DataFrame(rows).assign(tau=lambda d: d["step"] * 1e-3, study="s")
+    table, _ = fit_clocks(clocks, FAST)
+    law = table[(table["fit"] == "law") & (table["clock"] == "rep_fourier")]
+    assert (law["status"] == "insufficient").all()
+    assert "not > 0" in law["reason"].iloc[0] or "edge" in law["reason"].iloc[0]
+
+
 def test_bootstrap_counts_are_seeded_and_resample_whole_seeds():
     groups = np.array([0, 0, 1, 1, 2, 2])
     a = _boot_counts(groups, np.zeros(6), 50, 3)

@@ -297,7 +297,8 @@ def fit_law(rows: pd.DataFrame, clock: str, s: dict) -> dict:
     `nu` = 1/b, Prop 3.6) and `a`; power law `k`, `T0`, `C`. `preferred` is the chosen law
     (`log` when delta_aic >= 0). `ok` needs >= min_levels distinct levels, >= 2 seeds, finite
     intervals for the chosen law's parameters and delta_aic, and the chosen law inside its
-    domain (log: b > 0; power: C > 0 and k strictly inside the profile grid).
+    domain over its whole interval (log: b > 0; power: C > 0, and k strictly inside the profile
+    grid).
     """
     tc, ci = s["fit_time"], float(s["ci_level"])
     counts = _counts(rows)
@@ -353,13 +354,18 @@ def fit_law(rows: pd.DataFrame, clock: str, s: dict) -> dict:
                                     and math.isfinite(params[n]["ci_high"]))]  # fmt: skip
     if bad and n_seeds >= 2:
         why.append(f"non-finite interval for {', '.join(bad)}")
-    if law == "log" and not params["b"]["estimate"] > 0:
-        why.append(f"log-law slope b = {params['b']['estimate']:.3g} <= 0")
+    # domain: the whole interval, so a trend the seeds do not agree on identifies no law
+    if law == "log" and not params["b"]["ci_low"] > 0 and n_seeds >= 2:
+        b = params["b"]
+        why.append(f"log-law slope b = {b['estimate']:.3g} [{b['ci_low']:.3g}, {b['ci_high']:.3g}]"
+                   " not > 0")  # fmt: skip
     if law == "power":
         if f["k_edge"][0]:
             why.append(f"power exponent k = {f['k'][0]:.3g} on the profile edge [{K_MIN}, {K_MAX}]")
-        if not params["C"]["estimate"] > 0:
-            why.append(f"power prefactor C = {params['C']['estimate']:.3g} <= 0")
+        c = params["C"]
+        if not c["ci_low"] > 0 and n_seeds >= 2:
+            why.append(f"power prefactor C = {c['estimate']:.3g} [{c['ci_low']:.3g}, "
+                       f"{c['ci_high']:.3g}] not > 0")  # fmt: skip
     status = "insufficient" if why else "ok"
     return _record("law", clock, counts, stats=st, params=params, preferred=law, status=status,
                    reason="; ".join(why))  # fmt: skip
@@ -512,9 +518,10 @@ def fit_tail_summary(rows: pd.DataFrame, clock: str, s: dict) -> dict:
     """Across seeds, the per-member tail fits the clocks stage recorded (`fit_tail` columns).
 
     `preferred` = the law most seeds chose (`exp` or `power`); params: `delta_aic` (power minus
-    exp, mean over seeds), `timescale` (exponential b, steps), `exponent` (power p) and
-    `theta` = (1 + 1/p) / 2, `g_inf` (mean asymptote, raw units), each with a seed-bootstrap
-    interval. `ok` when every seed with a post-fit window has a tail fit and >= 2 seeds do.
+    exp, mean over seeds), `timescale` (exponential b, steps; seeds with an exponential tail),
+    `exponent` (power p) and `theta` = (1 + 1/p) / 2 (seeds with a power tail), `g_inf` (mean
+    asymptote, raw units), each with a seed-bootstrap interval. `ok` when every seed with a
+    post-fit window has a tail fit and >= 2 seeds do.
     """
     ci = float(s["ci_level"])
     counts = _counts(rows)
@@ -530,20 +537,27 @@ def fit_tail_summary(rows: pd.DataFrame, clock: str, s: dict) -> dict:
     rng = np.random.default_rng(int(s["bootstrap_seed"]))
     draws = rng.integers(0, len(have), size=(int(s["bootstrap_samples"]), len(have)))
 
-    def p(col: str, fn=lambda v: v) -> dict:
+    laws = have["tail_law"].to_numpy()
+
+    def p(col: str, only: str | None = None, fn=lambda v: v) -> dict:
+        """Mean over seeds (only those whose tail law is `only`, if given), bootstrap CI."""
         v = fn(have[col].to_numpy(float))
-        with np.errstate(all="ignore"):
+        if only is not None:
+            v = np.where(laws == only, v, np.nan)
+        if not np.isfinite(v).any():
+            return _param(math.nan)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # replicates without such seeds
             return _param(np.nanmean(v), np.nanmean(v[draws], axis=1), ci)
 
     law = "exp" if st["n_exp"] >= st["n_power"] else "power"
-    with np.errstate(all="ignore"):
-        params = {
-            "delta_aic": p("tail_delta_aic"),
-            "timescale": p("tail_timescale"),
-            "exponent": p("tail_exponent"),
-            "theta": p("tail_exponent", lambda v: (1 + 1 / v) / 2),
-            "g_inf": p("g_inf"),
-        }
+    params = {
+        "delta_aic": p("tail_delta_aic"),
+        "timescale": p("tail_timescale", "exp"),
+        "exponent": p("tail_exponent", "power"),
+        "theta": p("tail_exponent", "power", lambda v: (1 + 1 / v) / 2),
+        "g_inf": p("g_inf"),
+    }
     n_missing = len(per) - len(have)
     why = f"{n_missing} seed(s) without a tail fit" if n_missing else ""
     return _record("tail", clock, counts, stats=st, params=params, preferred=law,
