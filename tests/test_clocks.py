@@ -235,3 +235,28 @@ def test_startup_blip_is_flagged_pre_fit_and_never_used():
     early, main = rep[rep["pre_fit"]], rep[~rep["pre_fit"]]
     assert len(early) == 3 and (early["step"] < 130).all()
     assert (main["step"] > main["t_cls_ref"]).all() and not main["censored"].any()
+
+
+def test_levels_near_an_unfitted_or_uncertain_asymptote_are_unresolved():
+    """Too short a post-fit window: no tail fit, the asymptote is only the bound, and no level
+    counts; with a fit, levels within 2 standard errors of the asymptote do not count."""
+    steps = np.arange(0, 400, 10)
+    t = steps.astype(float)
+    loss = 2.0 * np.exp(-0.03 * t)[None]  # T_cls(1e-3) ~ 253: 14 logs after it
+    srank = (4 + 30 * np.exp(-t / 300))[None]
+    ds = synthetic_trajectory(loss, steps, srank=srank)
+    rep = extract_clocks(ds, {"eta": [0.5, 0.1]}, {})
+    rep = rep[rep["clock"] == "rep_srank"]
+    assert (rep["g_inf_source"] == "bound").all() and rep["unresolved"].all()
+    assert (rep["g_inf"] == 1.0).all()
+    steps = np.arange(0, 6001, 10)
+    t = steps.astype(float)
+    rng = np.random.default_rng(0)
+    srank = (4 + 30 * np.exp(-t / 300) * np.exp(0.02 * rng.standard_normal(t.shape)))[None]
+    ds = synthetic_trajectory(2.0 * np.exp(-0.01 * t)[None], steps, srank=srank)
+    eta = [0.5, 0.1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+    rep = extract_clocks(ds, {"eta": eta}, {})
+    rep = rep[rep["clock"] == "rep_srank"]
+    se_rel = rep["g_inf_se"] / (rep["g_ref"] - rep["g_inf"])
+    assert (rep["unresolved"] == (rep["level"] <= 2 * se_rel)).all()
+    assert rep["unresolved"].any() and not rep["unresolved"].all()

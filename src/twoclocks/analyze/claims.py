@@ -178,12 +178,13 @@ _CLOCK_COLS = {*IDENTITY_COLUMNS, *CLOCK_COLUMNS}
 
 # --- clock helpers ----------------------------------------------------------------------------
 def usable(clocks: pd.DataFrame, clock: str) -> pd.DataFrame:
-    """Rows of one clock that are post-fit, not below the dtype floor, not from diverged runs."""
+    """Rows of one clock that are post-fit, resolved, above the dtype floor, not diverged."""
     if clocks is None or clocks.empty or "clock" not in clocks:
         return pd.DataFrame(columns=sorted(_CLOCK_COLS))
     df = clocks[clocks["clock"] == clock]
-    if "pre_fit" in df:
-        df = df[~df["pre_fit"].fillna(False).astype(bool)]
+    for flag in ("pre_fit", "unresolved"):
+        if flag in df:
+            df = df[~df[flag].fillna(False).astype(bool)]
     if "below_floor" in df:
         df = df[~df["below_floor"].fillna(False).astype(bool)]
     if "diverged" in df:

@@ -79,6 +79,7 @@ CLOCK_COLUMNS = (
     "dtype",
     "quantity_min",
     "pre_fit",
+    "unresolved",
     "t_cls_ref",
     "raw_level",
     "g_ref",
@@ -92,7 +93,10 @@ CLOCK_COLUMNS = (
     "tail_t0",
     "tail_n",
 )
-# stores from before these options: rejected with a pointer to what replaced them
+# a normalised-gap level counts only if it lies more than this many standard errors of the
+# fitted asymptote above it (se relative to G(T_cls) - G_inf)
+RESOLVE_SE = 2.0
+# settings from before these options: rejected with a pointer to what replaced them
 _REMOVED = {
     "t_kl_rule": "the free-offset power law is fitted against the log law (fits.fit_law)",
     "t_kl_onset_eta": "the free-offset power law is fitted against the log law (fits.fit_law)",
@@ -280,6 +284,10 @@ def _rep_gap_rows(
     with np.errstate(all="ignore"):
         scale = np.where(g_ref - g_inf > 0, g_ref - g_inf, np.nan)
         g = (g_raw - g_inf[:, None]) / scale[:, None]  # 1 at T_cls, 0 at the asymptote
+        # a level within RESOLVE_SE standard errors of the asymptote is not resolved (and no
+        # level is where the asymptote was not fitted)
+        se_rel = tail["g_inf_se"].to_numpy(float) / scale
+    unresolved = ~(eta[None, :] > RESOLVE_SE * se_rel[:, None])
     post = np.where(steps[None, :] >= t_cls[:, None], g, np.nan)  # NaN never counts as below
     step_post, tau_post = stable_crossing(post, steps, tau, eta, w)
     step_all, tau_all = stable_crossing(g, steps, tau, eta, w)
@@ -301,6 +309,7 @@ def _rep_gap_rows(
                 "below_floor": False,
                 "quantity_min": np.repeat(qmin, k),
                 "pre_fit": pre_fit,
+                "unresolved": unresolved.ravel(),
                 "t_cls_ref": np.repeat(t_cls, k),
                 "raw_level": (g_inf[:, None] + eta[None, :] * scale[:, None]).ravel(),
                 "g_ref": np.repeat(g_ref, k),
@@ -327,7 +336,9 @@ def extract_clocks(ds: xr.Dataset, settings: dict, axes: dict) -> pd.DataFrame:
     skip them). `quantity_min` is the smallest value of the clock's quantity over the run (for
     accuracy: the largest accuracy; for a normalised gap: after T_cls), which shows how far a
     censored member got. Representation rows carry the raw gap values next to the normalised
-    level (`raw_level`, `g_ref` = G(T_cls), `g_inf` and its tail fit).
+    level (`raw_level`, `g_ref` = G(T_cls), `g_inf` and its tail fit); `unresolved` marks
+    levels within RESOLVE_SE standard errors of the fitted asymptote (all levels where it was
+    not fitted): fits skip and count them.
     """
     s = resolve_settings(settings)
     cell = _cell_params(ds)
@@ -383,6 +394,7 @@ def extract_clocks(ds: xr.Dataset, settings: dict, axes: dict) -> pd.DataFrame:
                     "below_floor": np.tile(floored & (levels < floor), n_seeds),
                     "quantity_min": np.repeat(qmin, k),
                     "pre_fit": False,
+                    "unresolved": False,
                 }
             )
         )
@@ -410,6 +422,6 @@ def extract_clocks(ds: xr.Dataset, settings: dict, axes: dict) -> pd.DataFrame:
     head = pd.DataFrame({**ident, **dict(axes)}, index=out.index)
     out = pd.concat([head, out[list(CLOCK_COLUMNS)]], axis=1)
     out["seed"] = out["seed"].astype("int64")
-    for c in ("censored", "below_floor", "diverged", "pre_fit"):
+    for c in ("censored", "below_floor", "diverged", "pre_fit", "unresolved"):
         out[c] = out[c].astype(bool)
     return out

@@ -34,6 +34,7 @@ from twoclocks.analyze.clocks import (
     IDENTITY_COLUMNS,
     LAW_CLOCKS,
     REP_CLOCKS,
+    RESOLVE_SE,
     resolve_settings,
 )
 
@@ -73,8 +74,9 @@ FIT_COLUMNS = (
 K_MIN, K_MAX, K_GRID = 1e-3, 20.0, 240
 # relative-error floor of the law fits: a noise-free fit would give log(0) in the AIC
 SIGMA2_FLOOR = 1e-18
-# a tail fit uses at most this many log points (log-spaced in index)
-TAIL_MAX_POINTS = 400
+# a tail fit uses at most this many log points (evenly spaced in log(t - T_cls)), and needs at
+# least TAIL_MIN_POINTS (4 parameters, and an AIC that means something)
+TAIL_MAX_POINTS, TAIL_MIN_POINTS = 400, 20
 LAW_NAMES = {"log": "logarithmic", "power": "power law"}
 
 
@@ -190,8 +192,9 @@ def _insufficient(fit: str, clock: str, counts: dict, reason: str, **kw) -> dict
 def _uncensored(rows: pd.DataFrame, time_col: str) -> pd.DataFrame:
     """Rows a fit may use: fired after the fit (not pre_fit), not diverged, above the CE floor."""
     ok = ~rows["diverged"] & ~rows["below_floor"] & ~rows["censored"] & rows[time_col].notna()
-    if "pre_fit" in rows:
-        ok &= ~rows["pre_fit"].astype(bool)
+    for flag in ("pre_fit", "unresolved"):
+        if flag in rows:
+            ok &= ~rows[flag].astype(bool)
     return rows[ok]
 
 
@@ -306,10 +309,15 @@ def fit_law(rows: pd.DataFrame, clock: str, s: dict) -> dict:
     pts = _uncensored(rows, tc)
     pts = pts[(pts[tc] > 0) & (pts["level"] > 0)]
     n_levels, n_seeds = int(pts["level"].nunique()), int(pts["seed"].nunique())
-    st = {"n_points": len(pts), "n_levels": n_levels, "n_pre_fit": n_pre, "n_fit_seeds": n_seeds}
+    main = rows[~rows["pre_fit"].astype(bool)] if "pre_fit" in rows else rows
+    n_unres = int(main["unresolved"].astype(bool).sum()) if "unresolved" in main else 0
+    st = {"n_points": len(pts), "n_levels": n_levels, "n_pre_fit": n_pre, "n_fit_seeds": n_seeds,
+          "n_unresolved": n_unres}  # fmt: skip
     mp = int(s["min_levels"])
     if n_levels < mp:
         why = f"{n_levels} uncensored post-fit levels < min_levels={mp}"
+        if n_unres:
+            why += f" ({n_unres} rows unresolved: within {RESOLVE_SE:g} SE of the asymptote)"
         return _insufficient("law", clock, counts, why, stats=st)
     x = np.log(1.0 / pts["level"].to_numpy(float))
     t = pts[tc].to_numpy(float)
@@ -432,7 +440,8 @@ def fit_tail(t: np.ndarray, g: np.ndarray, t_ref: float, lower: float) -> dict:
     G_end: the median of the window's last tenth),
     fitted by least squares on log G (multiplicative noise, `scipy.optimize.least_squares`, a few
     starts) and compared by AIC. The chosen law's G_inf is the asymptote, with its standard error
-    from the Jacobian. Where no fit converges, G_inf = lower (`g_inf_source` "bound").
+    from the Jacobian. Where no fit converges or the window has fewer than TAIL_MIN_POINTS logs,
+    G_inf = lower with no standard error (`g_inf_source` "bound": every level unresolved).
     Returns TAIL_FIELDS; tail_delta_aic = AIC(power) - AIC(exp) (> 0 favours exponential).
     """
     out = dict.fromkeys(TAIL_FIELDS, math.nan)
@@ -448,7 +457,7 @@ def fit_tail(t: np.ndarray, g: np.ndarray, t_ref: float, lower: float) -> dict:
     # the asymptote lies below where the tail ends (the median of its last tenth): noise can put
     # single points below the asymptote, so min G is no bound
     gmin = float(np.median(g[-max(3, n // 10) :])) if n else math.nan
-    if n < 8 or not gmin > lower:
+    if n < TAIL_MIN_POINTS or not gmin > lower:
         return out
     span = float(t.max() - t_ref)
     u = (t - t_ref) / span

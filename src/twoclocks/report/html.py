@@ -106,6 +106,8 @@ def clock_summary(clocks: pd.DataFrame | None) -> pd.DataFrame:
         return pd.DataFrame()
     df = clocks.copy()
     pre = df["pre_fit"].astype(bool) if "pre_fit" in df else pd.Series(False, index=df.index)
+    if "unresolved" in df:
+        df["fired_unresolved"] = ~df["censored"].astype(bool) & df["unresolved"].astype(bool)
     n_pre = df[pre].groupby(["cell_id", "clock", "level"]).size()
     df = df[~pre]  # crossings before T_cls(eps_star) are counted, never summarised as clocks
     df["fired"] = ~df["censored"].astype(bool)
@@ -120,6 +122,8 @@ def clock_summary(clocks: pd.DataFrame | None) -> pd.DataFrame:
     ).reset_index()
     if "below_floor" in df:
         out["below_floor"] = g["below_floor"].any().to_numpy()
+    if "unresolved" in df:
+        out["unresolved"] = g["fired_unresolved"].sum().to_numpy()
     if "pre_fit" in clocks:
         key = pd.MultiIndex.from_frame(out[["cell_id", "clock", "level"]])
         out["pre_fit"] = n_pre.reindex(key, fill_value=0).to_numpy()
