@@ -23,7 +23,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS
+from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS, is_deep_linear
 
 # --- thresholds: defaults of the config's `claims:` section (workflow/schemas, same values) ------
 DEFAULTS: dict[str, Any] = {
@@ -121,14 +121,6 @@ def _json(value: Any, default: Any) -> Any:
         except ValueError:
             return default
     return value
-
-
-def is_deep_linear(params: Mapping[str, Any]) -> bool:
-    """True for deep linear cells (model name, or a `depth` param without an embedding)."""
-    model = str(params.get("model", ""))
-    if model:
-        return model == "deep_linear"
-    return "depth" in params and "embed_dim" not in params
 
 
 def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -201,8 +201,15 @@ def _cell_params(ds: xr.Dataset) -> dict:
 
 
 def is_deep_linear(cell: dict) -> bool:
-    """The one place the clocks ask for the model kind: `model == "deep_linear"` (Cell.params)."""
-    return cell.get("model", "relu_embed") == "deep_linear"
+    """The one place the analysis asks for the model kind (clocks, claims, figures).
+
+    `model == "deep_linear"` when the cell names its model (Cell.params); a cell without one
+    (a store from other code) counts as deep linear when it has a `depth` and no `embed_dim`.
+    """
+    model = str(cell.get("model", ""))
+    if model:
+        return model == "deep_linear"
+    return "depth" in cell and "embed_dim" not in cell
 
 
 def regularised_energy(ds: xr.Dataset, cell: dict) -> xr.DataArray | None:
