@@ -230,3 +230,47 @@ def test_a_flat_gap_has_no_law(tmp_path):
         if r["fit"] == "law" and r["clock"] == "rep_fourier"
     )
     assert rec["status"] == "insufficient" and rec["reason"]
+
+
+@pytest.mark.parametrize(("family", "par"), [("power", 0.5), ("power", 1.0), ("power", 2.0),
+                                             ("exp", B_EXP)])  # fmt: skip
+def test_kl_theta_from_gradient_norms_where_logged(family, par):
+    """wd = 0, so E = train CE and ||grad E|| is the logged loss gradient. Under gradient flow
+    ||grad E||^2 = -dE/dt: theta = (1 + 1/p)/2 for a power tail, 1/2 for an exponential one."""
+    rng = np.random.default_rng(11)
+    t_end = 1e7 if family == "power" else 2e5
+    steps = np.unique(np.geomspace(1, t_end, 3000).astype(np.int64))
+    t = steps.astype(float)[None, :].repeat(3, 0)
+    gap = _gap(family, par, t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if family == "power":
+            speed = par / S * ((t - T1) / S) ** (-par - 1)  # -dG/dt
+        else:
+            speed = gap / par
+    speed = np.where(gap < 1.0, speed, 1.0)
+    noise = np.exp(NOISE * rng.standard_normal((2,) + t.shape))
+    ce = 1e-2 * gap * noise[0]  # T_cls(1e-3): gap = 0.1
+    grad = np.sqrt(1e-2 * speed) * noise[1]
+    dims = ("seed", "step")
+    ds = xr.Dataset(
+        {
+            "train_loss": (dims, ce),
+            "sqnorm_total": (dims, np.zeros_like(ce)),
+            "grad_norm": (("seed", "step", "block"), np.stack([grad, grad], -1) / np.sqrt(2)),
+        },
+        coords={"seed": np.arange(3), "step": steps, "block": ["W1", "W2"]},
+        attrs={"cell": json.dumps({"cell_id": "kl", "weight_decay": 0.0}), "dtype": "float64"},
+    )
+    clocks = extract_clocks(ds, SETTINGS, {})
+    _, summary = fit_clocks(clocks, SETTINGS)
+    tail = next(r for r in summary["cells"]["kl"]["fits"] if r["fit"] == "tail"
+                and r["clock"] == "rep_energy")  # fmt: skip
+    truth = (1 + 1 / par) / 2 if family == "power" else 0.5
+    assert est(tail, "kl_theta") == pytest.approx(truth, rel=0.05)
+    if family == "power":  # the tail shape gives the same theta
+        assert est(tail, "theta") == pytest.approx(truth, rel=0.05)
+    ds.attrs["cell"] = json.dumps({"cell_id": "kl", "weight_decay": 0.1})
+    rows = extract_clocks(ds, SETTINGS, {})
+    energy = rows[rows["clock"] == "rep_energy"]
+    assert energy["kl_theta"].isna().all()
+    assert energy["kl_note"].str.contains("grad_norm_energy").all()

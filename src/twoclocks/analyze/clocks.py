@@ -92,6 +92,10 @@ CLOCK_COLUMNS = (
     "tail_exponent",
     "tail_t0",
     "tail_n",
+    "kl_theta",
+    "kl_theta_se",
+    "kl_n",
+    "kl_note",
 )
 # a normalised-gap level counts only if it lies more than this many standard errors of the
 # fitted asymptote above it (se relative to G(T_cls) - G_inf)
@@ -232,6 +236,24 @@ def regularised_energy(ds: xr.Dataset, cell: dict) -> xr.DataArray | None:
     return ds["train_loss"] + wd / 2.0 * ds["sqnorm_total"]
 
 
+def regularised_grad_norm(ds: xr.Dataset, cell: dict) -> tuple[xr.DataArray | None, str]:
+    """||grad E|| (seed, step) of the regularised objective where the store gives it, else why not.
+
+    The store's `grad_norm` (seed, step, block) is the loss gradient without weight decay, so
+    ||grad E|| = sqrt(sum_blocks grad_norm^2) only when weight_decay == 0 (E = train CE). With
+    weight decay, ||grad E||^2 = ||grad L||^2 + 2 wd <grad L, W> + wd^2 ||W||^2 needs the inner
+    products <grad L, W_l>, which are not logged.
+    """
+    if "grad_norm" not in ds:
+        return None, "no grad_norm in the store"
+    if float(cell.get("weight_decay", 0.0)) != 0.0:
+        return None, (
+            "grad_norm excludes weight decay and <grad L, W_l> is not logged: ||grad E|| of the "
+            "regularised objective needs a logged grad_norm_energy (seed, step)"
+        )
+    return np.sqrt((ds["grad_norm"] ** 2).sum("block")), ""
+
+
 def structural_gaps(ds: xr.Dataset, settings: dict | None = None) -> dict[str, tuple]:
     """Raw structural gaps G (seed, step) and their structural lower bounds, by clock name.
 
@@ -270,10 +292,19 @@ def _tau(ds: xr.Dataset, cell: dict) -> np.ndarray:
 
 
 def _rep_gap_rows(
-    name: str, g_raw: np.ndarray, lower: float, t_cls: np.ndarray, steps, tau, eta, w
+    name: str,
+    g_raw: np.ndarray,
+    lower: float,
+    t_cls: np.ndarray,
+    steps,
+    tau,
+    eta,
+    w,
+    grad: tuple[np.ndarray | None, str] = (None, ""),
 ) -> list[pd.DataFrame]:
-    """Rows of one representation clock: per member tail fit, normalisation, crossings."""
-    from twoclocks.analyze.fits import TAIL_FIELDS, fit_tail
+    """Rows of one representation clock: per member tail fit, normalisation, crossings, and for
+    the energy gap the Kurdyka-Lojasiewicz exponent where ||grad E|| is known (`grad`)."""
+    from twoclocks.analyze.fits import KL_FIELDS, TAIL_FIELDS, fit_kl, fit_tail
 
     n_seeds = g_raw.shape[0]
     tails = []
@@ -295,6 +326,13 @@ def _rep_gap_rows(
         # level is where the asymptote was not fitted)
         se_rel = tail["g_inf_se"].to_numpy(float) / scale
     unresolved = ~(eta[None, :] > RESOLVE_SE * se_rel[:, None])
+    kl = pd.DataFrame([dict.fromkeys(KL_FIELDS, np.nan)] * n_seeds)
+    kl["kl_note"] = grad[1] if name == "rep_energy" else ""
+    if name == "rep_energy" and grad[0] is not None:
+        for i in range(n_seeds):
+            if np.isfinite(t_cls[i]):
+                res = fit_kl(steps, g_raw[i] - g_inf[i], grad[0][i], t_cls[i])
+                kl.loc[i, list(KL_FIELDS)] = [res[f] for f in KL_FIELDS]
     post = np.where(steps[None, :] >= t_cls[:, None], g, np.nan)  # NaN never counts as below
     step_post, tau_post = stable_crossing(post, steps, tau, eta, w)
     step_all, tau_all = stable_crossing(g, steps, tau, eta, w)
@@ -324,6 +362,8 @@ def _rep_gap_rows(
         )
         for f in TAIL_FIELDS:
             df[f] = np.repeat(tail[f].to_numpy(), k)
+        for f in (*KL_FIELDS, "kl_note"):
+            df[f] = np.repeat(kl[f].to_numpy(), k)
         return df[keep.ravel()]
 
     return [
@@ -408,9 +448,11 @@ def extract_clocks(ds: xr.Dataset, settings: dict, axes: dict) -> pd.DataFrame:
     t_cls = stable_crossing(train, steps, tau, np.array([float(s["eps_star"])]), w)[0][:, 0]
     t_cls = np.where(diverged, np.nan, t_cls)
     eta = np.asarray(s["eta"], dtype=float)
+    gn, why = regularised_grad_norm(ds, cell)
+    grad = (None if gn is None else gn.transpose("seed", "step").values.astype(np.float64), why)
     for name, (gap, lower) in structural_gaps(ds, s).items():
         g_raw = gap.values.astype(np.float64)
-        frames += _rep_gap_rows(name, g_raw, lower, t_cls, steps, tau, eta, w)
+        frames += _rep_gap_rows(name, g_raw, lower, t_cls, steps, tau, eta, w, grad)
 
     out = pd.concat(frames, ignore_index=True)
     div = diverged[out["s_idx"].to_numpy()]
@@ -421,9 +463,9 @@ def extract_clocks(ds: xr.Dataset, settings: dict, axes: dict) -> pd.DataFrame:
     out["dtype"] = dtype
     for c in CLOCK_COLUMNS:
         if c not in out:
-            out[c] = "" if c in ("g_inf_source", "tail_law") else np.nan
-    out["g_inf_source"] = out["g_inf_source"].fillna("").astype(str)
-    out["tail_law"] = out["tail_law"].fillna("").astype(str)
+            out[c] = "" if c in ("g_inf_source", "tail_law", "kl_note") else np.nan
+    for c in ("g_inf_source", "tail_law", "kl_note"):
+        out[c] = out[c].fillna("").astype(str)
     ident = {c: cell.get(c, "") for c in IDENTITY_COLUMNS}
     ident["cell_id"] = ident["cell_id"] or ds.attrs.get("cell_id", "")
     head = pd.DataFrame({**ident, **dict(axes)}, index=out.index)

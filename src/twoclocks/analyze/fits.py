@@ -529,8 +529,9 @@ def fit_tail_summary(rows: pd.DataFrame, clock: str, s: dict) -> dict:
     `preferred` = the law most seeds chose (`exp` or `power`); params: `delta_aic` (power minus
     exp, mean over seeds), `timescale` (exponential b, steps; seeds with an exponential tail),
     `exponent` (power p) and `theta` = (1 + 1/p) / 2 (seeds with a power tail), `g_inf` (mean
-    asymptote, raw units), each with a seed-bootstrap interval. `ok` when every seed with a
-    post-fit window has a tail fit and >= 2 seeds do.
+    asymptote, raw units), for rep_energy `kl_theta` (`fit_kl`; NaN with `kl_note` saying why
+    where ||grad E|| is not in the store), each with a seed-bootstrap interval. `ok` when every
+    seed with a post-fit window has a tail fit and >= 2 seeds do.
     """
     ci = float(s["ci_level"])
     counts = _counts(rows)
@@ -567,10 +568,42 @@ def fit_tail_summary(rows: pd.DataFrame, clock: str, s: dict) -> dict:
         "theta": p("tail_exponent", "power", lambda v: (1 + 1 / v) / 2),
         "g_inf": p("g_inf"),
     }
+    if clock == "rep_energy" and "kl_theta" in have:
+        params["kl_theta"] = p("kl_theta")
+        notes = {str(v) for v in have["kl_note"] if str(v)} if "kl_note" in have else set()
+        st["kl_note"] = "; ".join(sorted(notes))
     n_missing = len(per) - len(have)
     why = f"{n_missing} seed(s) without a tail fit" if n_missing else ""
     return _record("tail", clock, counts, stats=st, params=params, preferred=law,
                    status="insufficient" if why else "ok", reason=why)  # fmt: skip
+
+
+KL_FIELDS = ("kl_theta", "kl_theta_se", "kl_n")
+
+
+def fit_kl(t: np.ndarray, gap: np.ndarray, grad: np.ndarray, t_ref: float) -> dict:
+    """Kurdyka-Lojasiewicz exponent of one member: slope of log ||grad E|| on log(E - E_inf).
+
+    The KL inequality ||grad E|| >= c (E - E_inf)^theta is tight along a gradient-flow tail, so
+    over the logs after t_ref with E - E_inf > 0 the OLS slope is theta (its standard error from
+    the OLS). Under gradient flow an exponential tail gives theta = 1/2 and a power tail
+    (t - t0)^-p gives theta = (1 + 1/p)/2 (docs/science.md 1, 7).
+    """
+    out = {"kl_theta": math.nan, "kl_theta_se": math.nan, "kl_n": 0}
+    t, gap, grad = (np.asarray(a, float) for a in (t, gap, grad))
+    ok = (t > t_ref) & np.isfinite(gap) & np.isfinite(grad) & (gap > 0) & (grad > 0)
+    t, gap, grad = t[ok], gap[ok], grad[ok]
+    idx = _thin(t - t_ref, TAIL_MAX_POINTS)
+    x, y = np.log(gap[idx]), np.log(grad[idx])
+    n = len(x)
+    out["kl_n"] = n
+    if n < TAIL_MIN_POINTS or np.ptp(x) <= 0:
+        return out
+    a, b, ssr = _wls(x, y, np.ones_like(x))
+    sxx = float(((x - x.mean()) ** 2).sum())
+    out["kl_theta"] = float(b)
+    out["kl_theta_se"] = float(math.sqrt(ssr / max(n - 2, 1) / sxx))
+    return out
 
 
 # ---------------------------------------------------------------- ratio and scaling
