@@ -10,6 +10,7 @@ import pytest
 import synthetic_report as sr
 
 from twoclocks.analyze import claims as C
+from twoclocks.analyze.fits import fit_clocks
 
 IDS = [
     "separation",
@@ -30,13 +31,19 @@ def study():
     return cells, sr.clocks(cells)
 
 
+@pytest.fixture(scope="module")
+def fits(study):
+    """fits.json content from the fits stage's own code (claims never fit)."""
+    return fit_clocks(study[1], {"bootstrap_samples": 200})[1]
+
+
 def _by_id(claims):
     return {c["id"]: c for c in claims}
 
 
-def test_synthetic_grokking_passes_every_claim(study):
+def test_synthetic_grokking_passes_every_claim(study, fits):
     cells, clocks = study
-    claims = C.evaluate_claims(cells, clocks, {}, {})
+    claims = C.evaluate_claims(cells, clocks, fits, {})
     assert [c["id"] for c in claims] == IDS
     for c in claims:
         assert set(c) == {"id", "claim", "verdict", "evidence", "details"}
@@ -98,58 +105,78 @@ def test_fast_generalisation_fails_separation_and_threshold_override(study):
     assert got["separation"]["details"]["per_cell"]["relu/wd=0.6"] == pytest.approx(1.2)
 
 
-def test_fit_cls_laws_prefers_the_true_law():
-    eps = np.array([1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7])
-    x = np.log(1 / eps)
-    log_law = C.fit_cls_laws(eps, 100 + 50 * x)
-    assert log_law["slope"] == pytest.approx(50) and log_law["aic_log"] < log_law["aic_power"]
-    power = C.fit_cls_laws(eps, 3 * np.exp(0.5 * x))
-    assert power["aic_power"] < power["aic_log"] and power["power_exponent"] == pytest.approx(0.5)
+def _rec(cid_clock_status_law, **params):
+    clock, status, law = cid_clock_status_law
+    return {
+        "fit": "law",
+        "clock": clock,
+        "status": status,
+        "preferred": law,
+        "reason": "" if status == "ok" else "2 uncensored post-fit levels < min_levels=4",
+        "params": {
+            k: {"estimate": v, "ci_low": v * 0.9, "ci_high": v * 1.1} for k, v in params.items()
+        },
+    }
 
 
-def test_fit_rep_power_recovers_exponent_and_onset():
-    eta = np.geomspace(0.5, 1e-3, 8)
-    fit = C.fit_rep_power(eta, 1000 + 40 * eta**-0.4)
-    assert fit["exponent"] == pytest.approx(0.4, abs=0.02)
-    assert fit["theta"] == pytest.approx(0.7, abs=0.01)
-    assert fit["t_kl"] == pytest.approx(1000, rel=0.02)
-
-
-def test_fits_json_entries_override_local_fits(study):
-    _cells, clocks = study
-
-    def rec(fit, clock, status="ok", **params):
-        return {
-            "fit": fit,
-            "clock": clock,
-            "status": status,
-            "params": {k: {"estimate": v} for k, v in params.items()},
-        }
-
+def test_law_claims_read_fits_json_and_never_fit(study):
+    cells, clocks = study
     fits = {
         "cells": {
-            "relu/wd=0.6": {
-                "fits": [
-                    rec("cls_log", "cls", slope=1.0, intercept=0.0),
-                    rec("cls_compare", "cls", delta_aic=-5.0, delta_bic=-4.0),
-                    rec("rep_power", "rep_srank", "insufficient"),
-                ]
-            }
+            "relu/wd=0.6": {"fits": [_rec(("cls", "insufficient", "log"))]},
+            "relu/wd=0.8": {"fits": [_rec(("rep_srank", "insufficient", "power"), k=0.5)]},
         }
     }
-    laws = C.law_fits(clocks, fits)
-    assert laws["cls"]["relu/wd=0.6"] == {
-        "slope": 1.0,
-        "intercept": 0.0,
-        "delta_aic": -5.0,
-        "delta_bic": -4.0,
-        "source": "fits",
+    got = _by_id(C.evaluate_claims(cells, clocks, fits, {}))
+    for cid in ("cls_log_law", "rep_power_law"):
+        assert got[cid]["verdict"] == "INCONCLUSIVE"
+        assert "min_levels=4" in got[cid]["evidence"]  # the fit's own reason
+    assert (
+        "no cls law fit"
+        in _by_id(C.evaluate_claims(cells, clocks, {}, {}))["cls_log_law"]["evidence"]
+    )
+
+
+def test_logarithmic_rep_clock_is_a_finding_not_a_power_law(study):
+    """An exponential tail gives the log law: reported as logarithmic, and the polynomial claim
+    fails; a power law whose k interval leaves (0, 1) does not count either."""
+    cells, clocks = study
+    fits = {
+        "cells": {
+            "a": {"fits": [_rec(("rep_srank", "ok", "log"), b=1500.0, delta_aic=2.0)]},
+            "b": {"fits": [_rec(("rep_srank", "ok", "log"), b=900.0, delta_aic=3.0)]},
+            "c": {"fits": [_rec(("rep_srank", "ok", "power"), k=0.95, delta_aic=-40.0)]},
+        }
     }
-    assert laws["cls"]["relu/wd=0.8"]["source"] == "claims.law_fits"
-    assert laws["rep_srank"]["relu/wd=0.6"]["source"] == "claims.law_fits"
-    got = _by_id(C.evaluate_claims(_cells, clocks, fits, {}))
-    assert got["cls_log_law"]["verdict"] == "PASS"  # 4 of 5 cells still prefer the log law
-    assert "fits.json: 1 cells" in got["cls_log_law"]["evidence"]
+    rep = _by_id(C.evaluate_claims(cells, clocks, fits, {}))["rep_power_law"]
+    assert rep["verdict"] == "FAIL"
+    assert "logarithmic (exponential tail, theta = 1/2) in 2" in rep["evidence"]
+    assert rep["details"]["fits"]["c"]["finding"] == "power, k out of range"  # 1.045 > 1
+    wide = {"rep_exponent_range": [0.0, 2.0]}
+    fits["cells"]["b"]["fits"][0] = _rec(("rep_srank", "ok", "power"), k=1.5)
+    assert _by_id(C.evaluate_claims(cells, clocks, fits, wide))["rep_power_law"]["verdict"] == (
+        "PASS"
+    )
+
+
+def test_settings_are_used_and_unknown_keys_rejected(study, fits):
+    cells, clocks = study
+    base = _by_id(C.evaluate_claims(cells, clocks, fits, {}))
+    strict = _by_id(C.evaluate_claims(cells, clocks, fits, {"gen_acc_level": 0.5}))
+    assert "gen_acc@0.99" in base["separation"]["evidence"]
+    assert "gen_acc@0.5" in strict["separation"]["evidence"]
+    narrow = _by_id(C.evaluate_claims(cells, clocks, fits, {"rep_exponent_range": [0.6, 1.0]}))
+    assert base["rep_power_law"]["verdict"] == "PASS"  # synthetic k = 0.5
+    assert narrow["rep_power_law"]["verdict"] == "FAIL"
+    with pytest.raises(ValueError, match="unknown claims settings"):
+        C.evaluate_claims(cells, clocks, fits, {"eta": [0.1]})
+
+
+def test_claim_defaults_match_the_schema():
+    from twoclocks.config import load_schema
+
+    props = load_schema()["properties"]["claims"]["properties"]
+    assert {k: v["default"] for k, v in props.items()} == C.DEFAULTS
 
 
 def test_stacked_study_dataset_is_split_per_cell(study):

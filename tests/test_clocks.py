@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twoclocks.analyze.clocks import (
-    DEFAULT_SETTINGS,
     ce_floor,
     extract_clocks,
     stable_crossing,
@@ -139,8 +138,8 @@ def test_below_floor_flag_float32():
     assert not extract_clocks(ds64, {"eps": [1e-9]}, {})["below_floor"].any()
 
 
-def test_structural_gaps_normalisation():
-    """Each gap is 1 at init; srank floor 1; energy uses train CE + wd/2 * sqnorm_total."""
+def test_structural_gaps_are_raw_with_their_bounds():
+    """Gaps come raw with their structural bound; energy = train CE + wd/2 * sqnorm_total."""
     steps = np.arange(0, 1001, 10)
     t = steps.astype(float)
     loss = np.exp(-0.01 * t)[None]
@@ -155,18 +154,33 @@ def test_structural_gaps_normalisation():
         extra={"sqnorm_total": sq, "fourier_gap": fourier, "separation_gap": 2 * fourier},
     )
     gaps = structural_gaps(ds, {})
-    np.testing.assert_allclose(gaps["rep_srank"].values, np.exp(-t / 300)[None], rtol=1e-12)
-    np.testing.assert_allclose(gaps["rep_fourier"].values, np.exp(-t / 400)[None], rtol=1e-12)
-    np.testing.assert_allclose(gaps["rep_sep"].values, np.exp(-t / 400)[None], rtol=1e-12)
-    e = loss + 0.25 * sq
-    np.testing.assert_allclose(gaps["rep_energy"].values, (e - e.min()) / (e[:, :1] - e.min()))
-    df = extract_clocks(ds, {"eta": [0.5, 0.1]}, {})
-    rep = df[df["clock"] == "rep_srank"].set_index("level")["step"]
-    # log-linear interpolation is exact for the exponential srank gap
-    assert rep[0.5] == pytest.approx(300 * np.log(2), rel=1e-9)
-    # onset level for T_KL is added to rep_srank only
-    assert DEFAULT_SETTINGS["t_kl_onset_eta"] in set(rep.index)
-    assert set(df.loc[df["clock"] == "rep_fourier", "level"]) == {0.5, 0.1}
+    assert {k: v[1] for k, v in gaps.items()} == {
+        "rep_srank": 1.0,
+        "rep_energy": 0.0,
+        "rep_fourier": 0.0,
+        "rep_sep": 0.0,
+    }
+    np.testing.assert_allclose(gaps["rep_srank"][0].values, srank)
+    np.testing.assert_allclose(gaps["rep_energy"][0].values, loss + 0.25 * sq)
+    np.testing.assert_allclose(gaps["rep_sep"][0].values, 2 * fourier)
+
+
+def test_gap_normalised_at_t_cls_against_its_asymptote():
+    """srank = 4 + 30 exp(-t/300): measured from its asymptote 4 (not the bound 1) and
+    normalised at T_cls(eps_star); T_rep(eta) = T_cls + 300 log(1/eta) exactly."""
+    steps = np.arange(0, 6001, 10)
+    t = steps.astype(float)
+    loss = 2.0 * np.exp(-0.01 * t)[None]  # T_cls(1e-3) = 100 log(2000)
+    srank = (4 + 30 * np.exp(-t / 300))[None]
+    ds = synthetic_trajectory(loss, steps, srank=srank)
+    df = extract_clocks(ds, {"eta": [0.5, 0.1, 0.01], "eps_star": 1e-3}, {})
+    rep = df[df["clock"] == "rep_srank"].set_index("level")
+    t_cls = 100 * np.log(2000)
+    assert rep["t_cls_ref"].iloc[0] == pytest.approx(t_cls, rel=1e-9)
+    assert rep["g_inf"].iloc[0] == pytest.approx(4.0, abs=1e-6)
+    for eta in (0.5, 0.1, 0.01):
+        assert rep.loc[eta, "step"] == pytest.approx(t_cls + 300 * np.log(1 / eta), rel=1e-3)
+    assert not rep["pre_fit"].any() and rep["tail_law"].iloc[0] == "exp"
 
 
 def test_deep_linear_energy_uses_schatten():
@@ -177,8 +191,7 @@ def test_deep_linear_energy_uses_schatten():
         loss, steps, model="deep_linear", weight_decay=0.1, extra={"schatten_energy": sch}
     )
     e = loss + 0.1 * 3 / 2 * sch
-    gap = structural_gaps(ds, {})["rep_energy"].values
-    np.testing.assert_allclose(gap, (e - e.min()) / (e[:, :1] - e.min()))
+    np.testing.assert_allclose(structural_gaps(ds, {})["rep_energy"][0].values, e)
 
 
 def test_generalisation_and_gate_clocks():
@@ -200,28 +213,50 @@ def test_generalisation_and_gate_clocks():
     assert df.loc["gen_loss", "step"] == pytest.approx(100 * np.log(100), rel=1e-9)
 
 
-def test_unknown_setting_rejected():
+def test_unknown_and_removed_settings_rejected():
     steps = np.arange(0, 10)
     ds = synthetic_trajectory(np.ones((1, 10)), steps)
     with pytest.raises(ValueError, match="unknown"):
         extract_clocks(ds, {"epsilon": [0.1]}, {})
+    with pytest.raises(ValueError, match="removed analysis settings: t_kl_rule"):
+        extract_clocks(ds, {"t_kl_rule": "onset"}, {})
 
 
-def test_srank_startup_blip_does_not_fire_the_representation_clock():
-    """A dip and recovery in the first steps (Adam's start-up) is not the representation clock."""
-    steps = np.arange(0, 2001, 10)
-    srank = np.full(steps.shape, 12.0)
-    srank[1:11] = 7.0  # the blip: steps 10-100, longer than the stability window
-    decline = steps >= 1000
-    srank[decline] = 12.0 - 8.0 * (steps[decline] - 1000) / 1000.0  # 12 -> 4 by step 2000
-    ds = synthetic_trajectory(np.full((1, steps.size), 1e-3), steps, srank=srank[None, :])
-    gap = structural_gaps(ds, {})["rep_srank"].values[0]
-    assert np.isnan(gap[steps < 990]).all()  # nothing counts before the last peak (~step 1030)
-    assert gap[steps == 1100][0] == pytest.approx((11.2 - 1) / 11)
-    clocks = extract_clocks(ds, {"eta": [0.8, 0.5]}, {})
-    rep = clocks[clocks["clock"] == "rep_srank"].set_index("level")["step"]
-    # (12 - 1) * 0.8 + 1 = 9.8 is reached at step 1275; (12 - 1) * 0.5 + 1 = 6.5 at step 1687.5
-    assert rep[0.8] == pytest.approx(1275, abs=10)
-    assert rep[0.5] == pytest.approx(1687.5, abs=10)
-    init = extract_clocks(ds, {"eta": [0.8], "srank_reference": "init"}, {})
-    assert init.loc[init["clock"] == "rep_srank", "step"].iloc[0] < 50  # the old rule fired early
+def test_startup_blip_is_flagged_pre_fit_and_never_used():
+    """A dip and recovery before T_cls is kept as a pre_fit row; the clock fires after T_cls."""
+    steps = np.arange(0, 4001, 10)
+    t = steps.astype(float)
+    srank = 2 + 10 * np.exp(-np.maximum(t - 500, 0) / 600)
+    srank[(t >= 20) & (t <= 120)] = 2.05  # the blip, longer than the stability window
+    loss = np.exp(-0.02 * t)[None]  # T_cls(1e-3) = 50 log(1000) ~ 345
+    ds = synthetic_trajectory(loss, steps, srank=srank[None, :])
+    clocks = extract_clocks(ds, {"eta": [0.5, 0.2, 0.1]}, {})
+    rep = clocks[clocks["clock"] == "rep_srank"]
+    early, main = rep[rep["pre_fit"]], rep[~rep["pre_fit"]]
+    assert len(early) == 3 and (early["step"] < 130).all()
+    assert (main["step"] > main["t_cls_ref"]).all() and not main["censored"].any()
+
+
+def test_levels_near_an_unfitted_or_uncertain_asymptote_are_unresolved():
+    """Too short a post-fit window: no tail fit, the asymptote is only the bound, and no level
+    counts; with a fit, levels within 2 standard errors of the asymptote do not count."""
+    steps = np.arange(0, 400, 10)
+    t = steps.astype(float)
+    loss = 2.0 * np.exp(-0.03 * t)[None]  # T_cls(1e-3) ~ 253: 14 logs after it
+    srank = (4 + 30 * np.exp(-t / 300))[None]
+    ds = synthetic_trajectory(loss, steps, srank=srank)
+    rep = extract_clocks(ds, {"eta": [0.5, 0.1]}, {})
+    rep = rep[rep["clock"] == "rep_srank"]
+    assert (rep["g_inf_source"] == "bound").all() and rep["unresolved"].all()
+    assert (rep["g_inf"] == 1.0).all()
+    steps = np.arange(0, 6001, 10)
+    t = steps.astype(float)
+    rng = np.random.default_rng(0)
+    srank = (4 + 30 * np.exp(-t / 300) * np.exp(0.02 * rng.standard_normal(t.shape)))[None]
+    ds = synthetic_trajectory(2.0 * np.exp(-0.01 * t)[None], steps, srank=srank)
+    eta = [0.5, 0.1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+    rep = extract_clocks(ds, {"eta": eta}, {})
+    rep = rep[rep["clock"] == "rep_srank"]
+    se_rel = rep["g_inf_se"] / (rep["g_ref"] - rep["g_inf"])
+    assert (rep["unresolved"] == (rep["level"] <= 2 * se_rel)).all()
+    assert rep["unresolved"].any() and not rep["unresolved"].all()

@@ -38,6 +38,8 @@ def test_real_tiny_cell_gives_finite_clocks(tmp_path, grid):
     np.testing.assert_allclose(fired["tau"], cell.params["lr"] * fired["step"], rtol=1e-6)
     cls = fired[fired["clock"] == "cls"]
     assert len(cls) > 0, "train CE never reached the largest eps in the tiny run"
-    table, summary = fit_clocks(clocks, settings, {cell.id: ds})
+    rep = fired[fired["clock"].str.startswith("rep_")]
+    assert (rep["pre_fit"] | (rep["step"] >= rep["t_cls_ref"])).all()
+    table, summary = fit_clocks(clocks, settings)
     assert set(table["status"]) <= {"ok", "insufficient"}
     json.dumps(summary, allow_nan=False)

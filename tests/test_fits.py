@@ -1,4 +1,4 @@
-"""Fits on clocks from synthetic trajectories with known laws (twoclocks.analyze.fits)."""
+"""Fits on clocks with known laws (analyze.fits); whole stores: test_clocks_known_truth.py."""
 
 from __future__ import annotations
 
@@ -7,17 +7,23 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from test_clocks import synthetic_trajectory
 
 from twoclocks.analyze.clocks import extract_clocks
-from twoclocks.analyze.fits import FIT_COLUMNS, fit_clocks
+from twoclocks.analyze.fits import (
+    FIT_COLUMNS,
+    K_MIN,
+    _boot_counts,
+    _param,
+    fit_clocks,
+    fit_tail,
+    law_fit_arrays,
+)
 
 FAST = {"bootstrap_samples": 200, "stability_window_logs": 3}
 
 
-def _param(table: pd.DataFrame, fit: str, param: str, clock: str | None = None) -> pd.Series:
+def _row(table: pd.DataFrame, fit: str, param: str, clock: str | None = None) -> pd.Series:
     sel = (table["fit"] == fit) & (table["param"] == param)
     if clock is not None:
         sel &= table["clock"] == clock
@@ -41,106 +47,127 @@ def _exp_tail_cell(rate, noise, n_seeds=4, cell_id="relu/wd=1.0", wd=1.0, rng_se
     )
 
 
-@settings(max_examples=15, deadline=None)
-@given(rate=st.floats(1e-3, 2e-2), noise=st.floats(0.0, 0.05), seed=st.integers(0, 100))
+# fixed cases (no random draw decides a CI run); the first is the draw that once put the
+# percentile interval one ulp above the estimate
+@pytest.mark.parametrize(
+    ("rate", "noise", "seed"),
+    [(0.01302546120300516, 0.0, 6), (0.001, 0.05, 1), (0.02, 0.02, 2), (0.005, 0.0, 3)],
+)
 def test_log_clock_slope_recovers_rate(rate, noise, seed):
-    """Slope of T_cls on log(1/eps) = 1/rate within 3 %; the log law beats the power law."""
+    """Slope of T_cls on log(1/eps) = 1/rate within 3 %; the log law is chosen; the interval
+    contains the estimate even when every bootstrap replicate equals it up to rounding."""
     clocks = _exp_tail_cell(rate, noise, rng_seed=seed)
-    table, summary = fit_clocks(clocks, FAST, None)
-    slope = _param(table, "cls_log", "slope")
-    assert slope["status"] == "ok"
-    assert slope["estimate"] == pytest.approx(1 / rate, rel=0.03)
-    assert slope["boot_low"] <= slope["estimate"] <= slope["boot_high"]
-    assert _param(table, "cls_log", "nu")["estimate"] == pytest.approx(rate, rel=0.03)
-    cmp = _param(table, "cls_compare", "delta_aic")
-    assert cmp["estimate"] > 0 and cmp["preferred"] == "log"
+    table, summary = fit_clocks(clocks, FAST)
+    b = _row(table, "law", "b")
+    assert b["status"] == "ok", b["reason"]
+    assert b["preferred"] == "log"
+    assert b["estimate"] == pytest.approx(1 / rate, rel=0.03)
+    assert b["ci_low"] <= b["estimate"] <= b["ci_high"]
+    assert _row(table, "law", "nu")["estimate"] == pytest.approx(rate, rel=0.03)
+    assert _row(table, "law", "delta_aic")["estimate"] > 0
     assert summary["cells"]["relu/wd=1.0"]["counts"]["cls"]["n_censored"] == 0
 
 
-def _power_gap_cell(theta, t0, rule, n_seeds=3, rng_seed=0):
-    """Fourier gap 0.8 * min(1, ((t - T0)/s)^(-1/(2 theta - 1))): T_rep - T0 = s eta^-(2theta-1)."""
-    rng = np.random.default_rng(rng_seed)
-    b = 2 * theta - 1
-    s = rng.uniform(50, 100, size=(n_seeds, 1))
-    t_end = t0 + 100 * 1e3**b * 3
-    steps = np.unique(
-        np.concatenate([np.arange(0, t0 + 1, 50), t0 + np.geomspace(1, t_end - t0, 4000)]).astype(
-            np.int64
-        )
+def test_interval_contains_its_estimate():
+    p = _param(1.0 + 2e-16, np.full(50, 1.0))  # replicates one ulp below the estimate
+    assert p["ci_low"] <= p["estimate"] <= p["ci_high"]
+    assert p["boot_high"] < p["estimate"]  # the raw percentile interval misses it
+    assert np.isnan(_param(1.0, None)["ci_low"])
+
+
+@pytest.mark.parametrize("k", [0.3, 1.0, 2.5])
+def test_power_law_recovered_exactly_with_free_offset(k):
+    """Exact T = T0 + C eta^-k (T0 below the first crossing): k, T0, C to 1e-6; power chosen."""
+    eta = np.geomspace(0.5, 2e-3, 9)
+    t = 400.0 + 30.0 * eta**-k
+    f = law_fit_arrays(np.log(1 / eta), t, np.ones((1, len(t))))
+    assert f["k"][0] == pytest.approx(k, rel=1e-6)
+    assert f["t0"][0] == pytest.approx(400.0, rel=1e-5)
+    assert f["c"][0] == pytest.approx(30.0, rel=1e-5)
+    assert f["delta_aic"][0] < -10
+
+
+def test_log_law_is_not_called_a_power_law():
+    """Exact T = a + b log(1/eta): the profile sits at k -> 0 and AIC keeps the log law."""
+    eta = np.geomspace(0.5, 2e-3, 9)
+    x = np.log(1 / eta)
+    rng = np.random.default_rng(0)
+    for noise in (0.0, 0.01):
+        t = (700 + 1500 * x) * np.exp(noise * rng.standard_normal(len(x)))
+        f = law_fit_arrays(x, t, np.ones((1, len(t))))
+        assert f["delta_aic"][0] >= 0
+        assert f["b"][0] == pytest.approx(1500, rel=0.02)
+    assert law_fit_arrays(x, 700 + 1500 * x, np.ones((1, len(x))))["k"][0] < 10 * K_MIN
+
+
+def test_times_without_a_trend_identify_no_law():
+    """Clock times that do not depend on the level (noise only): insufficient, never a law."""
+    rng = np.random.default_rng(5)
+    rows = [
+        {"cell_id": "c", "seed": seed, "clock": "rep_fourier", "level": eta,
+         "step": 5000 * np.exp(0.1 * rng.standard_normal()), "censored": False,
+         "diverged": False, "below_floor": False}
+        for seed in range(3) for eta in (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+    ]  # fmt: skip
+    clocks = pd.DataFrame(rows).assign(tau=lambda d: d["step"] * 1e-3, study="s")
+    table, _ = fit_clocks(clocks, FAST)
+    law = table[(table["fit"] == "law") & (table["clock"] == "rep_fourier")]
+    assert (law["status"] == "insufficient").all()
+    assert "not > 0" in law["reason"].iloc[0] or "edge" in law["reason"].iloc[0]
+
+
+def test_bootstrap_counts_are_seeded_and_resample_whole_seeds():
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    a = _boot_counts(groups, np.zeros(6), 50, 3)
+    assert np.array_equal(a, _boot_counts(groups, np.zeros(6), 50, 3))
+    assert (a[0] == 1).all() and (a[1:].reshape(50, 3, 2).sum(1)[:, 0] == 3).all()
+    assert (a[:, ::2] == a[:, 1::2]).all()  # both levels of a seed share its draw count
+
+
+def test_tail_fit_tells_exponential_from_power():
+    """Asymptote 2 above the bound 1, 2 % multiplicative noise on the decaying part."""
+    t = np.arange(0, 50000, 10.0)
+    rng = np.random.default_rng(1)
+    noise = np.exp(0.02 * rng.standard_normal(len(t)))
+    exp = fit_tail(t, 2.0 + np.exp(-t / 3000) * noise, 500.0, 1.0)
+    assert exp["tail_law"] == "exp" and exp["g_inf"] == pytest.approx(2.0, abs=1e-3)
+    assert exp["tail_timescale"] == pytest.approx(3000, rel=0.05)
+    pw = fit_tail(t, 2.0 + ((t + 100) / 100) ** -1.5 * noise, 500.0, 1.0)
+    assert pw["tail_law"] == "power" and pw["tail_exponent"] == pytest.approx(1.5, rel=0.05)
+    assert pw["g_inf"] == pytest.approx(2.0, abs=1e-3) and pw["tail_t0"] == pytest.approx(
+        -100, abs=50
     )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(steps[None] > t0, (steps[None] - t0) / s, 0.0)
-        gap = 0.8 * np.minimum(1.0, np.where(rel > 0, rel ** (-1 / b), 1.0))
-    loss = np.exp(-0.01 * steps)[None].repeat(n_seeds, 0)
-    ds = synthetic_trajectory(loss, steps, extra={"fourier_gap": gap})
-    eta = [0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001]
-    sets = {**FAST, "eta": eta, "t_kl_rule": rule}
-    return extract_clocks(ds, sets, {}), sets
-
-
-@pytest.mark.parametrize(("rule", "t0"), [("zero", 0), ("profile", 3000)])
-@pytest.mark.parametrize("theta", [0.6, 0.75, 0.9])
-def test_power_law_gap_recovers_theta(rule, t0, theta):
-    clocks, sets = _power_gap_cell(theta, t0, rule)
-    table, _ = fit_clocks(clocks, sets, None)
-    th = _param(table, "rep_power", "theta", "rep_fourier")
-    assert th["status"] == "ok"
-    assert th["estimate"] == pytest.approx(theta, abs=0.02)
-    assert th["ci_low"] <= th["estimate"] <= th["ci_high"]
-    if rule == "profile":
-        assert _param(table, "rep_power", "t_kl", "rep_fourier")["estimate"] == pytest.approx(
-            t0, rel=0.05
-        )
-
-
-def test_late_slope_cross_check_recovers_theta():
-    """Energy gap Delta = ((t - T0)/s)^(-1/(2 theta - 1)) (wd = 0): late slope gives theta."""
-    theta, t0, s = 0.7, 500.0, 40.0
-    p = 1 / (2 * theta - 1)
-    steps = np.unique(
-        np.concatenate([np.arange(0, 501, 25), 500 + np.geomspace(1, 2e5, 800)]).astype(np.int64)
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        delta = np.minimum(1.0, np.where(steps > t0, ((steps - t0) / s) ** (-p), 1.0))
-    loss = (1e-9 + delta)[None].repeat(2, 0)
-    ds = synthetic_trajectory(loss, steps, extra={"sqnorm_total": np.zeros_like(loss)})
-    sets = {**FAST, "t_kl_rule": "zero", "late_gap_range": [1e-4, 1e-1]}
-    ds.attrs["cell"] = json.dumps({**json.loads(ds.attrs["cell"]), "cell_id": "c"})
-    clocks = extract_clocks(ds, sets, {})
-    table, summary = fit_clocks(clocks, {**sets, "t_kl_rule": "profile"}, {"c": ds})
-    late = _param(table, "late_slope", "theta")
-    assert late["status"] == "ok"
-    assert late["estimate"] == pytest.approx(theta, abs=0.03)
-    rep = _param(table, "rep_power", "theta", "rep_energy")
-    assert rep["estimate"] == pytest.approx(theta, abs=0.03)
+    short = fit_tail(t[:5], np.ones(5), 0.0, 0.0)
+    assert short["g_inf_source"] == "bound" and short["tail_law"] == ""
 
 
 def test_censored_diverged_degrade_to_insufficient():
-    """Too few uncensored levels -> status insufficient with a reason, never a number."""
+    """Too few uncensored levels -> status insufficient with a reason."""
     steps = np.arange(0, 2001, 20)
     slow = np.maximum(np.exp(-0.002 * steps), 0.05)  # only eps=0.1 ever reached
     loss = np.stack([slow, slow, np.exp(-0.01 * steps)])
     ds = synthetic_trajectory(loss, steps, diverged_step=np.array([-1, -1, 300]))
     clocks = extract_clocks(ds, FAST, {"weight_decay": 1.0})
-    table, summary = fit_clocks(clocks, FAST, None)
+    table, summary = fit_clocks(clocks, FAST)
     assert list(table.columns) == list(FIT_COLUMNS)
     cls = table[table["clock"] == "cls"]
-    assert set(cls["fit"]) == {"cls_log", "cls_power", "cls_compare"}
+    assert set(cls["fit"]) == {"law"}
     assert (cls["status"] == "insufficient").all()
-    assert cls["estimate"].isna().all() and (cls["reason"].str.len() > 0).all()
+    assert cls["estimate"].isna().all() and (cls["reason"].str.contains("min_levels")).all()
     row = cls.iloc[0]
     assert row["n_diverged"] == 1 and row["n_seeds"] == 3
     assert row["n_censored"] == 20 and row["censored_fraction"] == pytest.approx(20 / 22)
     json.dumps(summary, allow_nan=False)
 
 
-def test_empty_and_single_seed_do_not_crash():
+def test_single_seed_is_insufficient_and_empty_does_not_crash():
     clocks = _exp_tail_cell(0.01, 0.01, n_seeds=1)
-    table, summary = fit_clocks(clocks, {**FAST, "min_points": 2}, None)
-    slope = _param(table, "cls_log", "slope")
-    assert slope["status"] == "ok" and np.isnan(slope["boot_low"])  # one seed: no bootstrap
+    table, summary = fit_clocks(clocks, FAST)
+    b = _row(table, "law", "b")
+    assert b["status"] == "insufficient" and "bootstrap" in b["reason"]
+    assert b["estimate"] == pytest.approx(100, rel=0.03)  # measured, but not an identified law
     sparse = clocks[clocks["clock"] == "cls"].head(2)
-    table, _ = fit_clocks(sparse, FAST, None)
+    table, _ = fit_clocks(sparse, FAST)
     assert (table["status"] == "insufficient").all()
     json.dumps(summary, allow_nan=False)
 
@@ -155,14 +182,13 @@ def test_ratio_and_scaling_across_weight_decay():
     for f in frames:  # a constant depth axis must not be fitted
         f["depth"] = 2
     clocks = pd.concat(frames, ignore_index=True)
-    table, summary = fit_clocks(clocks, FAST, None)
+    table, summary = fit_clocks(clocks, FAST)
     sc = table[(table["fit"] == "scaling") & (table["clock"] == "cls")]
     assert set(sc["axis"]) == {"weight_decay"}
     exp = sc[sc["param"] == "exponent"].iloc[0]
     assert exp["status"] == "ok" and exp["cell_id"] == "*"
-    # T_cls(1e-3) = log(c/1e-3)/(0.004 wd), c in [1, 3] per seed: exponent ~ -1
     assert exp["estimate"] == pytest.approx(-1.0, abs=0.1)
-    assert exp["boot_low"] <= exp["estimate"] <= exp["boot_high"]
+    assert exp["ci_low"] <= exp["estimate"] <= exp["ci_high"]
     assert len(summary["scaling"]) >= 1 and summary["n_cells"] == 4
 
 
@@ -173,39 +199,18 @@ def test_separation_ratio():
     acc = np.clip(t / 2000, 0, 1)[None].repeat(3, 0)  # T_gen(0.99) = 1980
     ds = synthetic_trajectory(loss, steps, extra={"test_acc": acc})
     clocks = extract_clocks(ds, FAST, {})
-    table, _ = fit_clocks(clocks, FAST, None)
-    r = _param(table, "ratio", "ratio", "gen_acc")
+    table, _ = fit_clocks(clocks, FAST)
+    r = _row(table, "ratio", "ratio", "gen_acc")
     assert r["status"] == "ok"
     assert r["estimate"] == pytest.approx(1980 / (100 * np.log(1000)), rel=1e-6)
 
 
-def test_onset_rule_uses_per_seed_srank_onset_and_counts_right_censored_ratio():
-    """T_KL (onset) = each seed's rep_srank clock at t_kl_onset_eta; censored ratios counted."""
-    steps = np.arange(0, 4001, 5)
-    t = steps.astype(float)
-    onsets = np.array([[500.0], [800.0], [1100.0]])
-    srank = 1 + 35 * np.minimum(1.0, np.exp(-(t - onsets) / 400))
-    loss = np.exp(-0.01 * t)[None].repeat(3, 0)
-    acc = np.where(np.arange(3)[:, None] < 2, np.clip(t / 2000, 0, 1), 0.5)  # seed 2 never
-    ds = synthetic_trajectory(loss, steps, srank=srank, extra={"test_acc": acc})
-    sets = {**FAST, "eta": [0.9, 0.5, 0.2, 0.1, 0.05], "t_kl_rule": "onset"}
-    clocks = extract_clocks(ds, sets, {})
-    table, _ = fit_clocks(clocks, sets, None)
-    tkl = _param(table, "rep_power", "t_kl", "rep_srank")
-    onset = onsets[:, 0] + 400 * np.log(1 / 0.9)  # gap = exp(-(t - onset)/400) crosses 0.9
-    assert tkl["status"] == "ok"
-    assert tkl["estimate"] == pytest.approx(onset.mean(), rel=1e-3)
-    ratio = _param(table, "ratio", "ratio", "gen_acc")
-    assert ratio["n_points"] == 2 and ratio["n_censored"] == 1
-    assert ratio["censored_fraction"] == pytest.approx(1 / 3)
-
-
 def test_outputs_write_to_parquet_and_json(tmp_path):
     clocks = _exp_tail_cell(0.01, 0.01)
-    table, summary = fit_clocks(clocks, FAST, None)
+    table, summary = fit_clocks(clocks, FAST)
     clocks.to_parquet(tmp_path / "clocks.parquet")
     table.to_parquet(tmp_path / "fits.parquet")
     back = pd.read_parquet(tmp_path / "fits.parquet")
     assert list(back.columns) == list(FIT_COLUMNS) and len(back) == len(table)
     text = json.dumps(summary, allow_nan=False)
-    assert json.loads(text)["cells"]["relu/wd=1.0"]["fits"][0]["fit"] == "cls_log"
+    assert json.loads(text)["cells"]["relu/wd=1.0"]["fits"][0]["fit"] == "law"

@@ -1,4 +1,5 @@
-# Analysis: clocks per cell, then one table for the study, then the fits across cells.
+# Analysis: clocks per cell (crossings, asymptotes, tail shapes), then one table for the study
+# and every fit. Data flows one way: the fits rule reads the clocks tables, never the stores.
 
 
 rule clocks:
@@ -24,7 +25,6 @@ rule clocks:
 rule fits:
     input:
         clocks=[f"{RESULTS}/runs/{cid}/clocks.parquet" for cid in CELL_IDS],
-        stores=trajectories("store"),
     output:
         clocks=f"{RESULTS}/clocks.parquet",
         clocks_csv=f"{RESULTS}/clocks.csv",
@@ -39,7 +39,5 @@ rule fits:
         "../envs/twoclocks.yaml"
     params:
         analysis=STUDY.config["analysis"],
-        axes=STUDY.axis_names,
-        cell_ids=CELL_IDS,
     script:
         "../../scripts/fit_clocks.py"

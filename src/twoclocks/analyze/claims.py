@@ -1,8 +1,10 @@
 """Machine-checked verdicts on the paper's claims (arXiv 2606.05863), from trajectories and clocks.
 
 Every claim gets PASS, FAIL or INCONCLUSIVE (with the reason) and the measured numbers behind it.
-Thresholds are module constants so the report states exactly what was checked; `settings` may
-override any of them by lower-case name (e.g. ``{"separation_min_ratio": 3.0}``).
+Thresholds come from the config's `claims:` section (schema defaults = DEFAULTS below, so the
+report states exactly what was checked); `evaluate_claims` uses the settings it is given and
+rejects unknown keys. Law claims read fits.json (`fits.fit_law` records) and never fit: a cell
+whose fit is `insufficient` adds its reason, and no `ok` fit at all makes the claim INCONCLUSIVE.
 
 Clock levels follow design.md "Clocks table": `cls` levels are train-CE thresholds eps (eq. 2.1),
 `rep_*` levels are structural-gap thresholds eta (eq. 2.2), `gen_acc` levels are test accuracies.
@@ -13,45 +15,55 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
-from scipy import optimize, stats
+from scipy import stats
 
-from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS
+from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS, is_deep_linear
 from twoclocks.config import ABBREVIATIONS
 
-# --- thresholds (documented in the report) ---------------------------------------------------
-CLS_EPS = 1e-6  # train CE level of the paper's "train loss ~1e-6" (Fig. 1)
-GEN_ACC_LEVEL = 0.99  # test accuracy that marks "test loss has dropped" (generalisation clock)
-SEPARATION_MIN_RATIO = 2.0  # T_gen / T_cls above this = "long before"
-MIN_RUNS = 2  # fewer usable runs than this -> INCONCLUSIVE
-WD_RHO_MAX = -0.6  # Spearman rho(weight decay, T_gen) at or below this -> PASS; > 0 -> FAIL
-WD_MIN_CELLS = 3  # distinct weight decays needed for a rank correlation
-SRANK_MIN_DROP = 0.3  # stable rank must fall by >= 30 % between T_cls and T_gen (paper: 36 -> 11)
-MIN_LEVELS = 3  # distinct clock levels needed for a law fit
-REP_EXPONENT_RANGE = (0.0, 1.0)  # 2 theta - 1 in (0, 1) (Thm 4.8/4.9)
-EARLY_FRACTION = 0.1  # "early" = first 10 % of logged steps (step 0 excluded)
-LATE_FRACTION = 0.25  # "late phase" = last 25 % of logged steps
-GATE_FLIP_MAX = 0.01  # median late gate flip fraction per log interval at or below -> stable
-FOURIER_GAP_MAX = 0.5  # final Fourier gap at or below this (and halved from init) -> concentrated
-FOURIER_KEEP = 6  # key frequencies kept when the gap is computed from snapshots
-REP_CLOCK = "rep_srank"  # representation clock used for separation and fits
+# --- thresholds: defaults of the config's `claims:` section (workflow/schemas, same values) ------
+DEFAULTS: dict[str, Any] = {
+    "cls_eps": 1e-6,  # train CE level of the paper's "train loss ~1e-6" (Fig. 1)
+    "gen_acc_level": 0.99,  # test accuracy that marks "test loss has dropped"
+    "separation_min_ratio": 2.0,  # T_gen / T_cls above this = "long before"
+    "min_runs": 2,  # fewer usable runs than this -> INCONCLUSIVE
+    "wd_rho_max": -0.6,  # Spearman rho(weight decay, T_gen) at or below -> PASS; > 0 -> FAIL
+    "wd_min_cells": 3,  # distinct weight decays needed for a rank correlation
+    "srank_min_drop": 0.3,  # stable rank falls >= 30 % between T_cls and T_gen (paper: 36 -> 11)
+    "rep_exponent_range": [0.0, 1.0],  # k = 2 theta - 1 in (0, 1) (Thm 4.8/4.9)
+    "early_fraction": 0.1,  # "early" = first 10 % of logged steps (step 0 excluded)
+    "late_fraction": 0.25,  # "late phase" = last 25 % of logged steps
+    "gate_flip_max": 0.01,  # median late gate flip fraction per log interval at or below -> stable
+    "fourier_gap_max": 0.5,  # final Fourier gap at or below this (and halved) -> concentrated
+    "fourier_keep": 6,  # key frequencies kept when the gap is computed from snapshots
+    "rep_clock": "rep_srank",  # representation clock of the separation and law claims
+}
+# module names the figures use
+CLS_EPS = DEFAULTS["cls_eps"]
+GEN_ACC_LEVEL = DEFAULTS["gen_acc_level"]
+SEPARATION_MIN_RATIO = DEFAULTS["separation_min_ratio"]
+FOURIER_KEEP = DEFAULTS["fourier_keep"]
+REP_CLOCK = DEFAULTS["rep_clock"]
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 _IDENTITY = {"study", "grid", "group_id", "cell_id", "cell_hash", "dataset_id", "seeds"}
 
 
-def _settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Module thresholds, overridden by lower-case keys of `settings`."""
-    names = [k for k in globals() if k.isupper() and not k.startswith("_")]
-    out = {k.lower(): globals()[k] for k in names if k not in {"PASS", "FAIL", "INCONCLUSIVE"}}
-    out.update({k: v for k, v in (settings or {}).items() if k in out})
-    return out
+def resolve_claim_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """DEFAULTS overlaid with `settings` (the config's `claims:` section); unknown keys raise."""
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"unknown claims settings {unknown}; allowed: {sorted(DEFAULTS)} "
+            "(analysis settings belong in the config's analysis: section)"
+        )
+    return {**DEFAULTS, **settings}
 
 
 # --- study normalisation -------------------------------------------------------------------------
@@ -112,14 +124,6 @@ def _json(value: Any, default: Any) -> Any:
     return value
 
 
-def is_deep_linear(params: Mapping[str, Any]) -> bool:
-    """True for deep linear cells (model name, or a `depth` param without an embedding)."""
-    model = str(params.get("model", ""))
-    if model:
-        return model == "deep_linear"
-    return "depth" in params and "embed_dim" not in params
-
-
 def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per cell: cell_id, model, weight_decay, depth, label (varying params, short)."""
     rows = {}
@@ -167,10 +171,13 @@ _CLOCK_COLS = {*IDENTITY_COLUMNS, *CLOCK_COLUMNS}
 
 # --- clock helpers ----------------------------------------------------------------------------
 def usable(clocks: pd.DataFrame, clock: str) -> pd.DataFrame:
-    """Rows of one clock that are not below the dtype floor and not from diverged runs."""
+    """Rows of one clock that are post-fit, resolved, above the dtype floor, not diverged."""
     if clocks is None or clocks.empty or "clock" not in clocks:
         return pd.DataFrame(columns=sorted(_CLOCK_COLS))
     df = clocks[clocks["clock"] == clock]
+    for flag in ("pre_fit", "unresolved"):
+        if flag in df:
+            df = df[~df[flag].fillna(False).astype(bool)]
     if "below_floor" in df:
         df = df[~df["below_floor"].fillna(False).astype(bool)]
     if "diverged" in df:
@@ -211,16 +218,19 @@ def clock_times(clocks: pd.DataFrame, clock: str, level: float | None) -> pd.Dat
     return out.reset_index(drop=True)
 
 
-def gen_clock(clocks: pd.DataFrame) -> tuple[str, float | None]:
-    """The generalisation clock and level: `gen_acc` nearest GEN_ACC_LEVEL, else `gen_loss`."""
-    level = pick_level(clocks, "gen_acc", GEN_ACC_LEVEL, log=False)
+def gen_clock(clocks: pd.DataFrame, acc_level: float = GEN_ACC_LEVEL) -> tuple[str, float | None]:
+    """The generalisation clock and level: `gen_acc` nearest `acc_level`, else `gen_loss`."""
+    level = pick_level(clocks, "gen_acc", acc_level, log=False)
     if level is not None:
         return "gen_acc", level
     return "gen_loss", strictest_level(clocks, "gen_loss")
 
 
 def separation_ratios(
-    clocks: pd.DataFrame, slow: str = "gen", cls_eps: float = CLS_EPS
+    clocks: pd.DataFrame,
+    slow: str = "gen",
+    cls_eps: float = CLS_EPS,
+    acc_level: float = GEN_ACC_LEVEL,
 ) -> pd.DataFrame:
     """Per run R = T_slow / T_cls(eps) (docs/science.md 7); `slow` is "gen" or a rep clock name.
 
@@ -229,7 +239,7 @@ def separation_ratios(
     """
     cls_level = pick_level(clocks, "cls", cls_eps)
     if slow == "gen":
-        slow_clock, slow_level = gen_clock(clocks)
+        slow_clock, slow_level = gen_clock(clocks, acc_level)
     else:
         slow_clock, slow_level = slow, strictest_level(clocks, slow)
     a = clock_times(clocks, "cls", cls_level).rename(
@@ -245,136 +255,49 @@ def separation_ratios(
     return df.sort_values(["cell_id", "seed"]).reset_index(drop=True)
 
 
-# --- law fits (used when `fits` has no entry for a cell) -------------------------------------
-def _ic(sse: float, n: int, k: int) -> tuple[float, float]:
-    """Gaussian AIC and BIC from a residual sum of squares."""
-    ll = n * math.log(max(sse, 1e-300) / n)
-    return ll + 2 * k, ll + k * math.log(n)
+# --- law fits: read from fits.json, never fitted here ---------------------------------------
+def law_records(fits: Mapping[str, Any] | None, clock: str) -> dict[str, dict]:
+    """cell_id -> the `law` record of `clock` in fits.json (design.md "Fits output")."""
+    out = {}
+    for cid, cell in ((fits or {}).get("cells") or {}).items():
+        for r in (cell or {}).get("fits") or []:
+            if r.get("fit") == "law" and r.get("clock") == clock:
+                out[str(cid)] = r
+    return out
 
 
-def fit_cls_laws(eps: np.ndarray, steps: np.ndarray) -> dict[str, float]:
-    """Fit T_cls = a + b log(1/eps) (Thm 3.5) and T_cls = c (1/eps)^k, compare by AIC/BIC.
-
-    Both models have two parameters and are fitted by least squares in step units.
-    """
-    x = np.log(1.0 / np.asarray(eps, float))
-    t = np.asarray(steps, float)
-    b, a = np.polyfit(x, t, 1)
-    sse_log = float(np.sum((t - (a + b * x)) ** 2))
-    k0, logc0 = np.polyfit(x, np.log(np.maximum(t, 1e-12)), 1)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            (logc, k), _ = optimize.curve_fit(
-                lambda xx, lc, kk: np.exp(lc + kk * xx), x, t, p0=(logc0, k0), maxfev=5000
-            )
-    except (RuntimeError, ValueError):
-        logc, k = logc0, k0
-    sse_pow = float(np.sum((t - np.exp(logc + k * x)) ** 2))
-    n = len(t)
-    aic_log, bic_log = _ic(sse_log, n, 2)
-    aic_pow, bic_pow = _ic(sse_pow, n, 2)
-    return {
-        "slope": float(b),
-        "intercept": float(a),
-        "power_exponent": float(k),
-        "power_log_prefactor": float(logc),
-        "aic_log": aic_log,
-        "aic_power": aic_pow,
-        "bic_log": bic_log,
-        "bic_power": bic_pow,
-        "delta_aic": aic_pow - aic_log,
-        "delta_bic": bic_pow - bic_log,
-        "n": n,
-    }
-
-
-def fit_rep_power(eta: np.ndarray, steps: np.ndarray, grid_points: int = 400) -> dict[str, float]:
-    """Fit T_rep = T_KL + C (1/eta)^a, a = 2 theta - 1 (Thm 4.8/4.9), least squares in steps.
-
-    T_KL is profiled on a grid in [0, min T_rep); for each T_KL, (log C, a) come from the
-    log-log regression of T_rep - T_KL on 1/eta, scored by the residuals in step units.
-    """
-    x = np.log(1.0 / np.asarray(eta, float))
-    t = np.asarray(steps, float)
-    best = None
-    for t_kl in np.linspace(0.0, t.min(), grid_points, endpoint=False):
-        a, logc = np.polyfit(x, np.log(t - t_kl), 1)
-        sse = float(np.sum((t - t_kl - np.exp(logc + a * x)) ** 2))
-        if best is None or sse < best[0] * (1 - 1e-12):
-            best = (sse, float(t_kl), float(a), float(logc))
-    sse, t_kl, a, logc = best
-    return {
-        "exponent": a,
-        "theta": (a + 1.0) / 2.0,
-        "t_kl": t_kl,
-        "log_prefactor": logc,
-        "sse": sse,
-        "n": len(t),
-    }
-
-
-def _estimate(rec: Mapping[str, Any], name: str) -> float:
-    p = (rec.get("params") or {}).get(name) or {}
-    v = p.get("estimate") if isinstance(p, Mapping) else p
+def _p(rec: Mapping[str, Any], name: str, key: str = "estimate") -> float:
+    v = ((rec.get("params") or {}).get(name) or {}).get(key)
     return math.nan if v is None else float(v)
 
 
-def _fits_entry(fits: Mapping[str, Any] | None, clock: str, cell_id: str) -> dict | None:
-    """This cell's fit of `clock` from fits.json (design.md "Fits output"), in law_fits' keys.
-
-    cls: `cls_log` (slope, intercept) and `cls_compare` (delta_aic, delta_bic = power minus
-    log); rep clocks: `rep_power` (exponent, theta, t_kl, log_prefactor = intercept). Fits with
-    status other than "ok" are ignored (the local fit or INCONCLUSIVE takes over).
-    """
-    cell = ((fits or {}).get("cells") or {}).get(cell_id)
-    if not isinstance(cell, Mapping):
-        return None
-    recs = {
-        r.get("fit"): r
-        for r in cell.get("fits") or []
-        if r.get("clock") == clock and r.get("status") == "ok"
-    }
-    if clock == "cls" and "cls_log" in recs and "cls_compare" in recs:
-        return {
-            "slope": _estimate(recs["cls_log"], "slope"),
-            "intercept": _estimate(recs["cls_log"], "intercept"),
-            "delta_aic": _estimate(recs["cls_compare"], "delta_aic"),
-            "delta_bic": _estimate(recs["cls_compare"], "delta_bic"),
-        }
-    if clock != "cls" and "rep_power" in recs:
-        r = recs["rep_power"]
-        t_kl = _estimate(r, "t_kl")
-        return {
-            "exponent": _estimate(r, "exponent"),
-            "theta": _estimate(r, "theta"),
-            "t_kl": 0.0 if math.isnan(t_kl) else t_kl,
-            "log_prefactor": _estimate(r, "intercept"),
-        }
-    return None
-
-
 def law_fits(
-    clocks: pd.DataFrame, fits: Mapping[str, Any] | None = None, rep_clock: str = REP_CLOCK
+    clocks: pd.DataFrame | None, fits: Mapping[str, Any] | None = None, rep_clock: str = REP_CLOCK
 ) -> dict[str, dict[str, dict]]:
-    """Per-cell `cls` log/power fits and `rep` power fits, pooling seeds' uncensored clocks.
+    """Per clock and cell, the chosen law of fits.json with its parameters (for figures/claims).
 
-    A usable fit in `fits` (fits.json, see `_fits_entry`) takes precedence over the local fit.
-    Cells with fewer than MIN_LEVELS distinct levels get no entry.
+    Keys: `law` ("log" | "power"), `status`, `reason`, `delta_aic`; log law `slope` (b) and
+    `intercept` (a); power law (chosen and ok) `exponent` (k), `log_prefactor` (log C), `t_kl`
+    (T0). `clocks` is unused (kept for callers): nothing is fitted here.
     """
-    out: dict[str, dict[str, dict]] = {"cls": {}, rep_clock: {}}
-    for clock, fitter in (("cls", fit_cls_laws), (rep_clock, fit_rep_power)):
-        df = usable(clocks, clock)
-        df = df[~df["censored"].astype(bool) & df["step"].notna() & (df["level"] > 0)]
-        for cid, g in df.groupby("cell_id", sort=True):
-            given = _fits_entry(fits, clock, str(cid))
-            if given is not None:
-                out[clock][str(cid)] = {**given, "source": "fits"}
-                continue
-            if g["level"].nunique() < MIN_LEVELS:
-                continue
-            fit = fitter(g["level"].to_numpy(float), g["step"].to_numpy(float))
-            out[clock][str(cid)] = {**fit, "source": "claims.law_fits"}
+    out: dict[str, dict[str, dict]] = {}
+    for clock in ("cls", rep_clock):
+        out[clock] = {}
+        for cid, r in law_records(fits, clock).items():
+            e = {
+                "law": r.get("preferred", ""),
+                "status": r.get("status", ""),
+                "reason": r.get("reason", ""),
+                "delta_aic": _p(r, "delta_aic"),
+                "source": "fits",
+            }
+            if r.get("status") == "ok" and r.get("preferred") == "log":
+                e.update(slope=_p(r, "b"), intercept=_p(r, "a"))
+            if r.get("status") == "ok" and r.get("preferred") == "power":
+                c = _p(r, "C")
+                e.update(exponent=_p(r, "k"), t_kl=_p(r, "T0"),
+                         log_prefactor=math.log(c) if c > 0 else math.nan)  # fmt: skip
+            out[clock][cid] = e
     return out
 
 
@@ -421,7 +344,7 @@ def _fmt(x: float) -> str:
 def _claim_separation(clocks, cells, s) -> dict:
     text = "Train CE reaches ~1e-6 long before the test loss drops (T_gen / T_cls > 2)."
     relu = set(cells.loc[cells["model"] != "deep_linear", "cell_id"])
-    df = separation_ratios(clocks, "gen", s["cls_eps"])
+    df = separation_ratios(clocks, "gen", s["cls_eps"], s["gen_acc_level"])
     df = df[df["cell_id"].isin(relu)] if relu else df
     if df.empty or df["cls_level"].isna().all():
         return _claim("separation", text, INCONCLUSIVE, "no cls/gen clocks for ReLU cells")
@@ -463,7 +386,7 @@ def _claim_weight_decay(clocks, cells, s) -> dict:
     if "weight_decay" not in cells:
         return _claim("wd_earlier", text, INCONCLUSIVE, "weight decay is not a grid axis")
     relu = cells[cells["model"] != "deep_linear"]
-    gclock, glevel = gen_clock(clocks)
+    gclock, glevel = gen_clock(clocks, s["gen_acc_level"])
     t = clock_times(clocks, gclock, glevel)
     if t.empty:
         return _claim("wd_earlier", text, INCONCLUSIVE, "no generalisation clock")
@@ -508,7 +431,7 @@ def _claim_weight_decay(clocks, cells, s) -> dict:
 def _claim_srank(study, clocks, cells, s) -> dict:
     text = "The stable rank falls substantially inside the generalisation window."
     cls_level = pick_level(clocks, "cls", s["cls_eps"])
-    gclock, glevel = gen_clock(clocks)
+    gclock, glevel = gen_clock(clocks, s["gen_acc_level"])
     t_cls = clock_times(clocks, "cls", cls_level).set_index(["cell_id", "seed"])["step"]
     t_gen = clock_times(clocks, gclock, glevel).set_index(["cell_id", "seed"])["step"]
     drops, n_missing = {}, 0
@@ -543,55 +466,73 @@ def _claim_srank(study, clocks, cells, s) -> dict:
     return _claim("srank_drop", text, verdict, ev, runs={k: list(v) for k, v in drops.items()})
 
 
-def _claim_cls_law(clocks, fits, s) -> dict:
+def _not_ok(recs: Mapping[str, Mapping], clock: str) -> str:
+    """Why no cell has an `ok` law fit of `clock` (the fits' own reasons)."""
+    if not recs:
+        return f"no {clock} law fit in fits.json"
+    why = "; ".join(f"{cid}: {r.get('reason') or r.get('status')}" for cid, r in recs.items())
+    return f"no cell with an ok {clock} law fit ({why})"
+
+
+def _interval(rec: Mapping[str, Any], name: str) -> str:
+    est, lo, hi = (_p(rec, name, k) for k in ("estimate", "ci_low", "ci_high"))
+    return f"{_fmt(est)} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _claim_cls_law(fits, s) -> dict:
     text = "The classifier clock is logarithmic in 1/eps (log law preferred over a power law)."
-    lf = law_fits(clocks, fits, s["rep_clock"])["cls"]
-    cells = {k: v for k, v in lf.items() if np.isfinite(v.get("delta_aic", np.nan))}
-    if not cells:
-        return _claim(
-            "cls_log_law",
-            text,
-            INCONCLUSIVE,
-            f"no cell with >= {s['min_levels']} uncensored eps levels",
-        )
-    d_aic = {k: v["delta_aic"] for k, v in cells.items()}
-    d_bic = {k: v.get("delta_bic", np.nan) for k, v in cells.items()}
-    wins = sum(1 for k in cells if d_aic[k] > 0 and cells[k].get("slope", 1.0) > 0)
-    verdict = PASS if wins > len(cells) / 2 else FAIL
-    slopes = [v.get("slope", np.nan) for v in cells.values()]
+    recs = law_records(fits, "cls")
+    ok = {k: r for k, r in recs.items() if r.get("status") == "ok"}
+    if not ok:
+        return _claim("cls_log_law", text, INCONCLUSIVE, _not_ok(recs, "cls"))
+    logs = [k for k, r in ok.items() if r.get("preferred") == "log"]
+    verdict = PASS if len(logs) > len(ok) / 2 else FAIL
+    slopes = [_p(r, "b") for r in ok.values()]
     ev = (
-        f"log law preferred by AIC in {wins}/{len(cells)} cells (median dAIC power-log = "
-        f"{_fmt(_nanmedian(list(d_aic.values())))}, dBIC = {_fmt(_nanmedian(list(d_bic.values())))}"
-        f"); median slope dT/dlog(1/eps) = {_fmt(_nanmedian(slopes))} steps; {_sources(cells)}"
+        f"log law chosen by AIC in {len(logs)}/{len(ok)} cells with an ok fit "
+        f"({len(recs) - len(ok)} insufficient); median delta-AIC power-log = "
+        f"{_fmt(_nanmedian([_p(r, 'delta_aic') for r in ok.values()]))}; median slope "
+        f"b = dT/dlog(1/eps) = {_fmt(_nanmedian(slopes))} steps (1/nu); per cell b: "
+        + ", ".join(f"{k}: {_interval(r, 'b')}" for k, r in ok.items())
     )
-    return _claim("cls_log_law", text, verdict, ev, fits=cells)
+    details = {k: {"law": r.get("preferred"), "b": _p(r, "b"), "delta_aic": _p(r, "delta_aic")}
+               for k, r in recs.items()}  # fmt: skip
+    return _claim("cls_log_law", text, verdict, ev, fits=details)
 
 
-def _claim_rep_law(clocks, fits, s) -> dict:
+def _claim_rep_law(fits, s) -> dict:
     text = "The representation clock is polynomial in 1/eta with exponent 2 theta - 1 in (0, 1)."
-    lf = law_fits(clocks, fits, s["rep_clock"])[s["rep_clock"]]
-    exps = {k: float(v["exponent"]) for k, v in lf.items() if "exponent" in v}
-    if not exps:
-        return _claim(
-            "rep_power_law",
-            text,
-            INCONCLUSIVE,
-            f"no cell with >= {s['min_levels']} uncensored {s['rep_clock']} levels",
-        )
-    lo, hi = s["rep_exponent_range"]
-    inside = sum(1 for e in exps.values() if lo < e < hi)
-    verdict = PASS if inside > len(exps) / 2 else FAIL
+    clock = s["rep_clock"]
+    recs = law_records(fits, clock)
+    ok = {k: r for k, r in recs.items() if r.get("status") == "ok"}
+    if not ok:
+        return _claim("rep_power_law", text, INCONCLUSIVE, _not_ok(recs, clock))
+    lo, hi = (float(v) for v in s["rep_exponent_range"])
+    kinds = {}
+    for k, r in ok.items():
+        if r.get("preferred") == "log":
+            kinds[k] = "logarithmic"
+        elif lo < _p(r, "k", "ci_low") and _p(r, "k", "ci_high") < hi:
+            kinds[k] = "power, k in range"
+        else:
+            kinds[k] = "power, k out of range"
+    n_in = sum(v == "power, k in range" for v in kinds.values())
+    n_log = sum(v == "logarithmic" for v in kinds.values())
+    verdict = PASS if n_in > len(ok) / 2 else FAIL
+    per_cell = ", ".join(
+        f"{k}: {kinds[k]} (" + (f"b = {_interval(r, 'b')}" if kinds[k] == "logarithmic"
+                                else f"k = {_interval(r, 'k')}") + ")"
+        for k, r in ok.items()
+    )  # fmt: skip
     ev = (
-        f"{s['rep_clock']}: exponent in ({lo}, {hi}) in {inside}/{len(exps)} cells, median "
-        f"{_fmt(_nanmedian(list(exps.values())))} (theta = "
-        f"{_fmt((_nanmedian(list(exps.values())) + 1) / 2)}); {_sources(lf)}"
+        f"{clock}: power law with k (whole interval) in ({lo}, {hi}) in {n_in}/{len(ok)} cells "
+        f"with an ok fit, logarithmic (exponential tail, theta = 1/2) in {n_log}, "
+        f"{len(recs) - len(ok)} insufficient; {per_cell}"
     )
-    return _claim("rep_power_law", text, verdict, ev, fits=lf)
-
-
-def _sources(fits_by_cell: Mapping[str, Mapping]) -> str:
-    n = sum(1 for v in fits_by_cell.values() if v.get("source") == "fits")
-    return f"fits.json: {n} cells, local fit: {len(fits_by_cell) - n} cells"
+    details = {k: {"law": r.get("preferred"), "status": r.get("status"), "k": _p(r, "k"),
+                   "b": _p(r, "b"), "finding": kinds.get(k, r.get("reason"))}
+               for k, r in recs.items()}  # fmt: skip
+    return _claim("rep_power_law", text, verdict, ev, fits=details)
 
 
 def _relu_runs(study):
@@ -727,11 +668,11 @@ def evaluate_claims(
 ) -> list[dict]:
     """Evaluate the paper's checkable claims; each {id, claim, verdict, evidence, details}.
 
-    `study_ds_or_trajectories`: anything `cell_datasets` accepts. `fits`: fits.json content;
-    per-cell entries fits[clock][cell_id] override the local law fits. `settings`: threshold
-    overrides by lower-case constant name.
+    `study_ds_or_trajectories`: anything `cell_datasets` accepts. `fits`: fits.json content
+    (the only source of law fits). `settings`: the config's `claims:` section (DEFAULTS fill
+    missing keys; unknown keys raise).
     """
-    s = _settings(settings)
+    s = resolve_claim_settings(settings)
     study = study_ds_or_trajectories
     clocks = clocks if clocks is not None else pd.DataFrame(columns=sorted(_CLOCK_COLS))
     cells = cell_table(study, clocks)
@@ -741,8 +682,8 @@ def evaluate_claims(
         _claim_separation(clocks, cells, s),
         _claim_weight_decay(clocks, cells, s),
         _claim_srank(study, clocks, cells, s),
-        _claim_cls_law(clocks, fits, s),
-        _claim_rep_law(clocks, fits, s),
+        _claim_cls_law(fits, s),
+        _claim_rep_law(fits, s),
         _claim_grad_hierarchy(study, s),
         _claim_gates(study, s),
         _claim_fourier(study, s),

@@ -1,12 +1,18 @@
-"""Clock extraction: stopping times of one cell's trajectory (docs/science.md 1, paper App. F.4).
+"""Clock extraction: stopping times of one cell's trajectory (docs/science.md 1, 7; App. F.4).
 
 A clock T(level) is the first logged step after which a quantity stays at or below `level` for
 `stability_window_logs` consecutive logs (the crossing log included), so a curve that touches the
 level once and bounces back is not counted. The crossing is located between the crossing log and
 the previous log by linear interpolation in log(quantity) (linear in the quantity for accuracies
-and flip fractions), and `tau` (accumulated lr) is interpolated with the same fraction. The exact
-normalisation of every structural gap is documented in docs/design.md ("Clocks: definitions").
-All work is vectorised over (seed, level, step); nothing loops over members.
+and flip fractions), and `tau` (accumulated lr) is interpolated with the same fraction.
+
+Representation clocks run on gaps that go to a true zero: each structural gap G(t) is measured
+against its asymptote G_inf, estimated per member from a fit of its tail after T_cls(eps*)
+(`fits.fit_tail`), and normalised at T_cls(eps*):
+`g(t) = (G(t) - G_inf) / (G(T_cls) - G_inf)`. Only crossings after T_cls count; an earlier
+crossing of the same level is kept as a row flagged `pre_fit` and never used by a law fit.
+Definitions: docs/design.md "Clocks: definitions". Crossings are vectorised over
+(seed, level, step); only the per-member tail fits loop over members.
 """
 
 from __future__ import annotations
@@ -18,39 +24,35 @@ import pandas as pd
 import xarray as xr
 
 DEFAULT_SETTINGS: dict = {
-    # train-CE levels for the classifier clock (eq. 2.1), descending
+    # train-CE levels for the classifier clock (eq. 2.1), descending, log-spaced over 5 decades;
+    # levels under the training dtype's resolution are flagged below_floor
     "eps": [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6],
-    # normalised structural-gap levels for the representation clocks (eq. 2.2), descending
-    "eta": [0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002, 0.001],
+    # normalised-gap levels for the representation clocks (eq. 2.2), descending, log-spaced
+    # over more than two decades (the gap is 1 at T_cls(eps_star) and 0 at its asymptote)
+    "eta": [0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.002],
+    # train-CE level whose clock T_cls(eps_star) starts the representation clocks: gaps are
+    # normalised there and only later crossings count (every margin positive: p_y >= 0.999)
+    "eps_star": 1e-3,
     "stability_window_logs": 5,
     "acc_threshold": 0.99,
     "test_loss_level": [1e-1, 1e-2],
     "gate_flip_threshold": 1e-3,
     # matrix of `srank` for the stable-rank gap; None = end-to-end map ("UW" relu, "A" linear)
     "srank_matrix": None,
-    # stable-rank gap floor: "one" (the lower bound of any stable rank) or "min" (the member's
-    # own minimum over the run; looks ahead, so every decreasing run reaches every level)
-    "srank_floor": "one",
-    "srank_reference": "peak",
-    # T_KL rule for the representation power law: "onset" (rep_srank clock at t_kl_onset_eta),
-    # "profile" (profile least squares on the log scale), or "zero"
-    "t_kl_rule": "onset",
-    "t_kl_onset_eta": 0.9,
     "bootstrap_samples": 1000,
     "bootstrap_seed": 0,
-    "min_points": 3,
+    # fewest distinct uncensored post-fit levels for a law fit (the power law has 3 parameters)
+    "min_levels": 4,
     "ci_level": 0.95,
     # response of every fit: "step" or "tau"
     "fit_time": "step",
-    # late-time slope cross-check window on the normalised energy gap [low, high]
-    "late_gap_range": [1e-3, 1e-1],
     # reference levels for the separation ratio T_rep / T_cls and the cross-cell scaling fits
     "reference_levels": {
         "cls": 1e-3,
-        "rep_srank": 0.5,
+        "rep_srank": 0.1,
         "rep_energy": 0.1,
-        "rep_fourier": 0.5,
-        "rep_sep": 0.5,
+        "rep_fourier": 0.1,
+        "rep_sep": 0.1,
         "gen_acc": 0.99,
         "gen_loss": 1e-2,
         "gate": 1e-3,
@@ -63,6 +65,7 @@ DEFAULT_SETTINGS: dict = {
 
 CLOCKS = ("cls", "rep_srank", "rep_energy", "rep_fourier", "rep_sep", "gen_acc", "gen_loss", "gate")
 REP_CLOCKS = ("rep_srank", "rep_energy", "rep_fourier", "rep_sep")
+LAW_CLOCKS = ("cls", *REP_CLOCKS)
 IDENTITY_COLUMNS = ("study", "grid", "cell_id", "cell_hash")
 CLOCK_COLUMNS = (
     "seed",
@@ -75,12 +78,49 @@ CLOCK_COLUMNS = (
     "diverged",
     "dtype",
     "quantity_min",
+    "pre_fit",
+    "unresolved",
+    "t_cls_ref",
+    "raw_level",
+    "g_ref",
+    "g_inf",
+    "g_inf_se",
+    "g_inf_source",
+    "tail_law",
+    "tail_delta_aic",
+    "tail_timescale",
+    "tail_exponent",
+    "tail_t0",
+    "tail_n",
+    "kl_theta",
+    "kl_theta_se",
+    "kl_n",
+    "kl_note",
 )
+# a normalised-gap level counts only if it lies more than this many standard errors of the
+# fitted asymptote above it (se relative to G(T_cls) - G_inf)
+RESOLVE_SE = 2.0
+# settings from before these options: rejected with a pointer to what replaced them
+_REMOVED = {
+    "t_kl_rule": "the free-offset power law is fitted against the log law (fits.fit_law)",
+    "t_kl_onset_eta": "the free-offset power law is fitted against the log law (fits.fit_law)",
+    "srank_floor": "gaps are measured against a fitted asymptote",
+    "srank_reference": "gaps are normalised at T_cls(eps_star)",
+    "late_gap_range": "the tail shape is fitted per member (fits.fit_tail)",
+    "min_points": "renamed min_levels",
+}
 
 
 def resolve_settings(settings: dict | None) -> dict:
     """DEFAULT_SETTINGS overlaid with the config's `analysis` section (unknown keys rejected)."""
     settings = dict(settings or {})
+    gone = sorted(set(settings) & set(_REMOVED))
+    if gone:
+        raise ValueError(
+            "removed analysis settings: "
+            + "; ".join(f"{k} ({_REMOVED[k]})" for k in gone)
+            + ". Delete them from the config's analysis section."
+        )
     unknown = set(settings) - set(DEFAULT_SETTINGS)
     if unknown:
         raise ValueError(f"unknown analysis settings: {sorted(unknown)}")
@@ -95,6 +135,8 @@ def resolve_settings(settings: dict | None) -> dict:
         out["reference_levels"].update(dict.fromkeys(REP_CLOCKS, float(out["rep_ref_eta"])))
     if int(out["stability_window_logs"]) < 1:
         raise ValueError("stability_window_logs must be >= 1")
+    if not 0 < float(out["eps_star"]):
+        raise ValueError(f"eps_star must be > 0, got {out['eps_star']!r}")
     return out
 
 
@@ -162,77 +204,82 @@ def _cell_params(ds: xr.Dataset) -> dict:
     return json.loads(cell) if isinstance(cell, str) else dict(cell)
 
 
-def _normalised(g: xr.DataArray, floor: xr.DataArray | float) -> xr.DataArray:
-    """(G(t) - floor) / (G(0) - floor): 1 at initialisation, 0 at the gap's floor."""
-    g0 = g.isel(step=0)
-    denom = (g0 - floor).where(lambda d: d > 0)
-    return (g - floor) / denom
+def is_deep_linear(cell: dict) -> bool:
+    """The one place the analysis asks for the model kind (clocks, claims, figures).
 
-
-def _from_peak(g: xr.DataArray, floor: xr.DataArray | float, tol: float = 0.02) -> xr.DataArray:
-    """(G(t) - floor) / (max_t G - floor) from the member's peak on; NaN before the peak.
-
-    The peak is the last step at which G is within `tol` (relative) of its maximum. Adam's first
-    steps make the stable rank dip and recover (a start-up blip); measuring the decline from the
-    last peak keeps that transient from firing the representation clock.
+    `model == "deep_linear"` when the cell names its model (Cell.params); a cell without one
+    (a store from other code) counts as deep linear when it has a `depth` and no `embed_dim`.
     """
-    top = g.max("step")
-    near_top = g >= top - tol * np.abs(top)
-    steps = g["step"].broadcast_like(g)
-    peak_step = steps.where(near_top).max("step")
-    denom = (top - floor).where(lambda d: d > 0)
-    return ((g - floor) / denom).where(g["step"] >= peak_step)
+    model = str(cell.get("model", ""))
+    if model:
+        return model == "deep_linear"
+    return "depth" in cell and "embed_dim" not in cell
 
 
-def structural_gaps(ds: xr.Dataset, settings: dict | None = None) -> dict[str, xr.DataArray]:
-    """Normalised structural gaps (seed, step) for every representation clock the store supports.
+def regularised_energy(ds: xr.Dataset, cell: dict) -> xr.DataArray | None:
+    """E(t), the objective weight decay actually regularises (eqs. 2.7, 4.2); None if not logged.
 
-    rep_srank: (srank(t) - f) / (max srank - f) of `srank_matrix` from the member's last peak
-        on (the last step within 2% of the max; NaN before it; `srank_reference: peak`, the
-        default), or (srank(t) - f) / (srank(0) - f) (`srank_reference: init`); f = 1 (floor
-        "one") or the member's minimum over the run (floor "min"); srank = ||M||_F^2 / ||M||_2^2
-        (eq. 2.3).
-    rep_energy: Delta(t) / Delta(0) with Delta(t) = E(t) - min_t E(t), where E is the objective
-        actually regularised: relu E = train CE + weight_decay / 2 * sqnorm_total (the penalty
-        whose gradient is the decoupled AdamW / coupled SGD decay step); deep linear
-        E = train CE + (weight_decay * L / 2) * ||A||_{S_{2/L}}^{2/L}, the infimum of
-        CE + weight_decay / 2 * sum_l ||W_l||_F^2 over factorisations of A (eqs. 2.7, 4.2).
-    rep_fourier: fourier_gap(t) / fourier_gap(0) (floor 0; App. F.5 S_rule).
-    rep_sep: separation_gap(t) / separation_gap(0) (floor 0; App. F.5 S_sep).
+    relu: E = train CE + weight_decay / 2 * sqnorm_total (the penalty whose gradient is the
+    decoupled AdamW / coupled SGD decay step). Deep linear: E = train CE + (weight_decay * L / 2)
+    * schatten_energy, the infimum of CE + weight_decay / 2 * sum_l ||W_l||_F^2 over
+    factorisations of A.
+    """
+    wd = float(cell.get("weight_decay", 0.0))
+    if "train_loss" not in ds:
+        return None
+    if is_deep_linear(cell):
+        if "schatten_energy" not in ds:
+            return None
+        return ds["train_loss"] + wd * float(cell.get("depth", 1)) / 2.0 * ds["schatten_energy"]
+    if "sqnorm_total" not in ds:
+        return None
+    return ds["train_loss"] + wd / 2.0 * ds["sqnorm_total"]
+
+
+def regularised_grad_norm(ds: xr.Dataset, cell: dict) -> tuple[xr.DataArray | None, str]:
+    """||grad E|| (seed, step) of the regularised objective where the store gives it, else why not.
+
+    The store's `grad_norm` (seed, step, block) is the loss gradient without weight decay, so
+    ||grad E|| = sqrt(sum_blocks grad_norm^2) only when weight_decay == 0 (E = train CE). With
+    weight decay, ||grad E||^2 = ||grad L||^2 + 2 wd <grad L, W> + wd^2 ||W||^2 needs the inner
+    products <grad L, W_l>, which are not logged.
+    """
+    if "grad_norm" not in ds:
+        return None, "no grad_norm in the store"
+    if float(cell.get("weight_decay", 0.0)) != 0.0:
+        return None, (
+            "grad_norm excludes weight decay and <grad L, W_l> is not logged: ||grad E|| of the "
+            "regularised objective needs a logged grad_norm_energy (seed, step)"
+        )
+    return np.sqrt((ds["grad_norm"] ** 2).sum("block")), ""
+
+
+def structural_gaps(ds: xr.Dataset, settings: dict | None = None) -> dict[str, tuple]:
+    """Raw structural gaps G (seed, step) and their structural lower bounds, by clock name.
+
+    rep_srank: srank of `srank_matrix` (default the end-to-end map: `A` deep linear, `UW` relu),
+        srank = ||M||_F^2 / ||M||_2^2 (eq. 2.3), bound 1.
+    rep_energy: `regularised_energy`, bound 0.
+    rep_fourier: `fourier_gap` (App. F.5 S_rule), bound 0. rep_sep: `separation_gap` (S_sep), 0.
+    A gap whose variable the store lacks is absent (its clock is skipped).
     """
     s = resolve_settings(settings)
     cell = _cell_params(ds)
-    model = cell.get("model", "relu_embed")
-    gaps: dict[str, xr.DataArray] = {}
+    gaps: dict[str, tuple] = {}
     if "srank" in ds:
-        matrix = s["srank_matrix"] or ("A" if model == "deep_linear" else "UW")
-        if matrix not in ds["srank"].coords["matrix"].values:
-            raise ValueError(f"srank_matrix {matrix!r} not in store matrices")
-        sr = ds["srank"].sel(matrix=matrix).drop_vars("matrix")
-        if s["srank_floor"] == "one":
-            floor = 1.0
-        elif s["srank_floor"] == "min":
-            floor = sr.min("step")
-        else:
-            raise ValueError(f"srank_floor must be 'one' or 'min', got {s['srank_floor']!r}")
-        if s["srank_reference"] == "peak":
-            gaps["rep_srank"] = _from_peak(sr, floor)
-        else:
-            gaps["rep_srank"] = _normalised(sr, floor)
-    wd = float(cell.get("weight_decay", 0.0))
-    energy = None
-    if model == "deep_linear" and "schatten_energy" in ds:
-        depth = float(cell.get("depth", 1))
-        energy = ds["train_loss"] + wd * depth / 2.0 * ds["schatten_energy"]
-    elif model != "deep_linear" and "sqnorm_total" in ds:
-        energy = ds["train_loss"] + wd / 2.0 * ds["sqnorm_total"]
+        matrix = s["srank_matrix"] or ("A" if is_deep_linear(cell) else "UW")
+        names = [str(m) for m in ds["srank"].coords["matrix"].values]
+        if matrix not in names:
+            raise ValueError(f"srank_matrix {matrix!r} not in the store's matrices {names}")
+        gaps["rep_srank"] = (ds["srank"].sel(matrix=matrix).drop_vars("matrix"), 1.0)
+    energy = regularised_energy(ds, cell)
     if energy is not None:
-        gaps["rep_energy"] = _normalised(energy, energy.min("step"))
+        gaps["rep_energy"] = (energy, 0.0)
     if "fourier_gap" in ds:
-        gaps["rep_fourier"] = _normalised(ds["fourier_gap"], 0.0)
+        gaps["rep_fourier"] = (ds["fourier_gap"], 0.0)
     if "separation_gap" in ds:
-        gaps["rep_sep"] = _normalised(ds["separation_gap"], 0.0)
-    return {k: v.transpose("seed", "step") for k, v in gaps.items()}
+        gaps["rep_sep"] = (ds["separation_gap"], 0.0)
+    return {k: (v.transpose("seed", "step"), lo) for k, (v, lo) in gaps.items()}
 
 
 def _tau(ds: xr.Dataset, cell: dict) -> np.ndarray:
@@ -244,17 +291,106 @@ def _tau(ds: xr.Dataset, cell: dict) -> np.ndarray:
     )
 
 
+def _rep_gap_rows(
+    name: str,
+    g_raw: np.ndarray,
+    lower: float,
+    t_cls: np.ndarray,
+    steps,
+    tau,
+    eta,
+    w,
+    grad: tuple[np.ndarray | None, str] = (None, ""),
+) -> list[pd.DataFrame]:
+    """Rows of one representation clock: per member tail fit, normalisation, crossings, and for
+    the energy gap the Kurdyka-Lojasiewicz exponent where ||grad E|| is known (`grad`)."""
+    from twoclocks.analyze.fits import KL_FIELDS, TAIL_FIELDS, fit_kl, fit_tail
+
+    n_seeds = g_raw.shape[0]
+    tails = []
+    g_ref = np.full(n_seeds, np.nan)
+    for i in range(n_seeds):
+        if np.isfinite(t_cls[i]):
+            fin = np.isfinite(g_raw[i])
+            if fin.sum() >= 2:
+                g_ref[i] = np.interp(t_cls[i], steps[fin], g_raw[i][fin])
+            tails.append(fit_tail(steps, g_raw[i], t_cls[i], lower))
+        else:
+            tails.append({f: np.nan for f in TAIL_FIELDS} | {"g_inf_source": "", "tail_law": ""})
+    tail = pd.DataFrame(tails, columns=list(TAIL_FIELDS))
+    g_inf = tail["g_inf"].to_numpy(float)
+    with np.errstate(all="ignore"):
+        scale = np.where(g_ref - g_inf > 0, g_ref - g_inf, np.nan)
+        g = (g_raw - g_inf[:, None]) / scale[:, None]  # 1 at T_cls, 0 at the asymptote
+        # a level within RESOLVE_SE standard errors of the asymptote is not resolved (and no
+        # level is where the asymptote was not fitted)
+        se_rel = tail["g_inf_se"].to_numpy(float) / scale
+    unresolved = ~(eta[None, :] > RESOLVE_SE * se_rel[:, None])
+    kl = pd.DataFrame([dict.fromkeys(KL_FIELDS, np.nan)] * n_seeds)
+    kl["kl_note"] = grad[1] if name == "rep_energy" else ""
+    if name == "rep_energy" and grad[0] is not None:
+        for i in range(n_seeds):
+            if np.isfinite(t_cls[i]):
+                res = fit_kl(steps, g_raw[i] - g_inf[i], grad[0][i], t_cls[i])
+                kl.loc[i, list(KL_FIELDS)] = [res[f] for f in KL_FIELDS]
+    post = np.where(steps[None, :] >= t_cls[:, None], g, np.nan)  # NaN never counts as below
+    step_post, tau_post = stable_crossing(post, steps, tau, eta, w)
+    step_all, tau_all = stable_crossing(g, steps, tau, eta, w)
+    early = np.isfinite(step_all) & (step_all < t_cls[:, None])
+    with np.errstate(all="ignore"):
+        qmin = np.nanmin(np.where(np.isfinite(post), post, np.inf), axis=1)
+    qmin = np.where(np.isfinite(qmin), qmin, np.nan)
+    k = len(eta)
+
+    def frame(step, tau_c, pre_fit: bool, keep: np.ndarray) -> pd.DataFrame:
+        df = pd.DataFrame(
+            {
+                "s_idx": np.repeat(np.arange(n_seeds), k),
+                "clock": name,
+                "level": np.tile(eta, n_seeds),
+                "step": step.ravel(),
+                "tau": tau_c.ravel(),
+                "censored": np.isnan(step).ravel(),
+                "below_floor": False,
+                "quantity_min": np.repeat(qmin, k),
+                "pre_fit": pre_fit,
+                "unresolved": unresolved.ravel(),
+                "t_cls_ref": np.repeat(t_cls, k),
+                "raw_level": (g_inf[:, None] + eta[None, :] * scale[:, None]).ravel(),
+                "g_ref": np.repeat(g_ref, k),
+            }
+        )
+        for f in TAIL_FIELDS:
+            df[f] = np.repeat(tail[f].to_numpy(), k)
+        for f in (*KL_FIELDS, "kl_note"):
+            df[f] = np.repeat(kl[f].to_numpy(), k)
+        return df[keep.ravel()]
+
+    return [
+        frame(step_post, tau_post, False, np.ones((n_seeds, k), dtype=bool)),
+        frame(step_all, tau_all, True, early),
+    ]
+
+
 def extract_clocks(ds: xr.Dataset, settings: dict, axes: dict) -> pd.DataFrame:
     """Clocks table rows (design.md "Clocks table") for one cell's trajectory Dataset.
 
-    One row per (seed, clock, level). Diverged members (diverged_step >= 0) get diverged=True
-    and NaN times; never-reached levels get censored=True and NaN times; CE levels under the
-    training dtype's floor (`ce_floor`) get below_floor=True (times still computed, fits skip
-    them). `quantity_min` is the smallest value of the clock's quantity over the run (for
-    accuracy: the largest accuracy), which shows how far a censored member got.
+    One row per (seed, clock, level), plus `pre_fit` rows for representation-clock crossings
+    before T_cls(eps_star). Diverged members (diverged_step >= 0) get diverged=True and NaN
+    times; never-reached levels get censored=True and NaN times (a representation clock is also
+    censored when T_cls(eps_star) never fired: its gap has no normalisation); CE levels under
+    the training dtype's floor (`ce_floor`) get below_floor=True (times still computed, fits
+    skip them). `quantity_min` is the smallest value of the clock's quantity over the run (for
+    accuracy: the largest accuracy; for a normalised gap: after T_cls), which shows how far a
+    censored member got. Representation rows carry the raw gap values next to the normalised
+    level (`raw_level`, `g_ref` = G(T_cls), `g_inf` and its tail fit); `unresolved` marks
+    levels within RESOLVE_SE standard errors of the fitted asymptote (all levels where it was
+    not fitted): fits skip and count them.
     """
     s = resolve_settings(settings)
     cell = _cell_params(ds)
+    if "train_loss" not in ds:
+        raise ValueError("trajectory has no train_loss: every clock starts from the train CE")
     dtype = str(ds.attrs.get("dtype", cell.get("dtype", "float32")))
     floor = ce_floor(dtype)
     w = int(s["stability_window_logs"])
@@ -270,16 +406,11 @@ def extract_clocks(ds: xr.Dataset, settings: dict, axes: dict) -> pd.DataFrame:
     def arr(name: str) -> np.ndarray:
         return ds[name].transpose("seed", "step").values.astype(np.float64)
 
+    train = arr("train_loss")
     # (clock, quantity (S, N) to be <= level, levels, log interpolation, CE floor applies)
-    specs: list[tuple[str, np.ndarray, np.ndarray, bool, bool]] = []
-    if "train_loss" in ds:
-        specs.append(("cls", arr("train_loss"), np.asarray(s["eps"], float), True, True))
-    eta = np.asarray(s["eta"], dtype=float)
-    for name, gap in structural_gaps(ds, s).items():
-        lv = eta
-        if name == "rep_srank" and s["t_kl_rule"] == "onset":
-            lv = np.unique(np.append(eta, float(s["t_kl_onset_eta"])))[::-1]
-        specs.append((name, gap.values.astype(np.float64), lv, True, False))
+    specs: list[tuple[str, np.ndarray, np.ndarray, bool, bool]] = [
+        ("cls", train, np.asarray(s["eps"], float), True, True)
+    ]
     if "test_acc" in ds:
         thr = float(s["acc_threshold"])
         specs.append(("gen_acc", -arr("test_acc"), np.asarray([-thr]), False, False))
@@ -298,31 +429,48 @@ def extract_clocks(ds: xr.Dataset, settings: dict, axes: dict) -> pd.DataFrame:
         with np.errstate(all="ignore"):
             qmin = np.nanmin(np.where(np.isfinite(values), values, np.inf), axis=1)
         qmin = np.where(np.isfinite(qmin), qmin, np.nan) * sign
-        div = np.repeat(diverged[:, None], k, axis=1)
-        step = np.where(div, np.nan, step)
-        tau_c = np.where(div, np.nan, tau_c)
         frames.append(
             pd.DataFrame(
                 {
-                    "seed": np.repeat(seeds, k),
+                    "s_idx": np.repeat(np.arange(n_seeds), k),
                     "clock": clock,
                     "level": np.tile(sign * levels, n_seeds),
                     "step": step.ravel(),
                     "tau": tau_c.ravel(),
-                    "censored": (np.isnan(step) & ~div).ravel(),
+                    "censored": np.isnan(step).ravel(),
                     "below_floor": np.tile(floored & (levels < floor), n_seeds),
-                    "diverged": div.ravel(),
-                    "dtype": dtype,
                     "quantity_min": np.repeat(qmin, k),
+                    "pre_fit": False,
+                    "unresolved": False,
                 }
             )
         )
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CLOCK_COLUMNS)
+    t_cls = stable_crossing(train, steps, tau, np.array([float(s["eps_star"])]), w)[0][:, 0]
+    t_cls = np.where(diverged, np.nan, t_cls)
+    eta = np.asarray(s["eta"], dtype=float)
+    gn, why = regularised_grad_norm(ds, cell)
+    grad = (None if gn is None else gn.transpose("seed", "step").values.astype(np.float64), why)
+    for name, (gap, lower) in structural_gaps(ds, s).items():
+        g_raw = gap.values.astype(np.float64)
+        frames += _rep_gap_rows(name, g_raw, lower, t_cls, steps, tau, eta, w, grad)
+
+    out = pd.concat(frames, ignore_index=True)
+    div = diverged[out["s_idx"].to_numpy()]
+    out.loc[div, ["step", "tau"]] = np.nan
+    out["censored"] = out["censored"].astype(bool) & ~div
+    out["diverged"] = div
+    out["seed"] = seeds[out["s_idx"].to_numpy()]
+    out["dtype"] = dtype
+    for c in CLOCK_COLUMNS:
+        if c not in out:
+            out[c] = "" if c in ("g_inf_source", "tail_law", "kl_note") else np.nan
+    for c in ("g_inf_source", "tail_law", "kl_note"):
+        out[c] = out[c].fillna("").astype(str)
     ident = {c: cell.get(c, "") for c in IDENTITY_COLUMNS}
     ident["cell_id"] = ident["cell_id"] or ds.attrs.get("cell_id", "")
     head = pd.DataFrame({**ident, **dict(axes)}, index=out.index)
     out = pd.concat([head, out[list(CLOCK_COLUMNS)]], axis=1)
     out["seed"] = out["seed"].astype("int64")
-    for c in ("censored", "below_floor", "diverged"):
+    for c in ("censored", "below_floor", "diverged", "pre_fit", "unresolved"):
         out[c] = out[c].astype(bool)
     return out

@@ -1,14 +1,21 @@
-"""Statistical fits of the clocks (docs/science.md 7): the laws the paper states but never fitted.
+"""Every fit of the pipeline (docs/science.md 7, docs/design.md "Fits"): the one place that fits.
 
-Per cell: classifier clock vs log(1/eps) (log law, slope ~ 1/nu, Thm 3.5 / Prop 3.6) against a
-power law, compared by AIC/BIC on the same response scale; each representation clock as a power
-law in 1/eta with a T_KL offset, exponent 2 theta - 1 (Thm 4.8/4.9); the late-time slope of
-log Delta vs log(t - T_KL) (-1 / (2 theta - 1)) as a cross-check; the separation ratio
-T_rep / T_cls. Across cells: power-law scaling of every clock with each grid axis that varies.
-Seeds are pooled in each OLS (statsmodels); bootstrap CIs resample seeds (stratified by cell),
-which respects the correlation of one seed's levels. Censored, diverged and below-floor counts
-travel with every fit; a fit with fewer than `min_points` uncensored levels (or axis values)
-says "insufficient" and why, never a number. Output format: docs/design.md "Fits output".
+- `fit_law`: one law selection for both clocks. Per cell and clock, the uncensored post-fit
+  clock times T(x) at levels x (eps for `cls`, eta for `rep_*`) are fitted by the log law
+  `T = a + b log(1/x)` and by the free-offset power law `T = T0 + C x^-k` (T0 free, also below
+  the first crossing), both by least squares with relative errors (weights 1/T^2), and compared
+  by AIC. Every parameter and delta-AIC gets a seed-bootstrap interval.
+- `fit_tail`: the shape of one member's gap G(t) after T_cls: `G = G_inf + A exp(-(t - T)/b)`
+  against `G = G_inf + A ((t - t0)/(T - t0))^-p`, by AIC on log G. Its G_inf is the asymptote the
+  clocks stage normalises the gap against (called from `clocks.extract_clocks`, which needs it to
+  define the crossings; nothing else fits outside this module).
+- `fit_separation_ratio`, `fit_scaling`: T_clock / T_cls per seed, and power-law scaling of the
+  clocks with each grid axis across cells.
+
+Only clocks-table columns are read (data flow: trajectories -> clocks -> fits). A fit is `ok` only
+when its law is identified (enough uncensored levels, >= 2 seeds for the bootstrap, finite
+intervals, parameters inside their domain); otherwise `insufficient` with the reason.
+Output format: docs/design.md "Fits output".
 """
 
 from __future__ import annotations
@@ -19,17 +26,16 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
-import xarray as xr
-from scipy import optimize, stats
+from scipy import optimize
 
 from twoclocks.analyze.clocks import (
     CLOCK_COLUMNS,
     CLOCKS,
     IDENTITY_COLUMNS,
+    LAW_CLOCKS,
     REP_CLOCKS,
+    RESOLVE_SE,
     resolve_settings,
-    structural_gaps,
 )
 
 FIT_COLUMNS = (
@@ -63,41 +69,41 @@ FIT_COLUMNS = (
     "status",
     "reason",
 )
-_PROFILE_GRID = 64
+# power-law exponent k is profiled on a log grid over [K_MIN, K_MAX]; an optimum on either edge
+# is not an identified power law (at K_MIN it is the log law, the k -> 0 limit).
+K_MIN, K_MAX, K_GRID = 1e-3, 20.0, 240
+# relative-error floor of the law fits: a noise-free fit would give log(0) in the AIC
+SIGMA2_FLOOR = 1e-18
+# a tail fit uses at most this many log points (evenly spaced in log(t - T_cls)), and needs at
+# least TAIL_MIN_POINTS (4 parameters, and an AIC that means something)
+TAIL_MAX_POINTS, TAIL_MIN_POINTS = 400, 20
+LAW_NAMES = {"log": "logarithmic", "power": "power law"}
 
 
 # ---------------------------------------------------------------- regression primitives
 
 
-def _gauss_llf(ssr: float, n: int) -> float:
-    """Gaussian log-likelihood at the MLE of sigma (floored so exact fits stay finite)."""
-    sigma2 = max(ssr / n, 1e-300)
-    return -0.5 * n * (math.log(2 * math.pi * sigma2) + 1.0)
+def _wls(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Weighted simple regressions y = a + b x, broadcast over leading dims: a, b, weighted SSR."""
+    with np.errstate(all="ignore"):
+        sw = w.sum(-1)
+        mx = (w * x).sum(-1) / sw
+        my = (w * y).sum(-1) / sw
+        dx = x - mx[..., None]
+        sxx = (w * dx * dx).sum(-1)
+        b = (w * dx * (y - my[..., None])).sum(-1) / sxx
+        b = np.where(sxx > 1e-12 * np.maximum(np.abs(mx) ** 2 * sw, 1e-300), b, np.nan)
+        a = my - b * mx
+        ssr = (w * (y - a[..., None] - b[..., None] * x) ** 2).sum(-1)
+    return a, b, ssr
 
 
-def _ols(x: np.ndarray, y: np.ndarray, ci_level: float) -> dict:
-    """OLS y = a + b x (statsmodels): estimates, SEs, CIs, R^2, SSR; warnings silenced."""
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        res = sm.OLS(y, sm.add_constant(x, has_constant="add")).fit()
-        ci = np.asarray(res.conf_int(alpha=1 - ci_level))
-        bse = np.asarray(res.bse)
-        r2 = float(res.rsquared)
-    a, b = (float(v) for v in res.params)
-    return {
-        "intercept": (a, float(bse[0]), float(ci[0, 0]), float(ci[0, 1])),
-        "slope": (b, float(bse[1]), float(ci[1, 0]), float(ci[1, 1])),
-        "r2": r2,
-        "ssr": float(res.ssr),
-        "n": len(y),
-    }
+def _boot_counts(groups: np.ndarray, strata: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """Seed-bootstrap draw counts (1 + samples, n_points); row 0 is the sample itself (all 1).
 
-
-def _boot_weights(groups: np.ndarray, strata: np.ndarray, samples: int, seed: int) -> np.ndarray:
-    """Bootstrap weights (B, n_points): each stratum's groups (seeds) resampled with replacement.
-
-    Resampling groups with replacement equals weighting each point by its group's draw count,
-    so every bootstrap refit is one vectorised weighted least squares.
+    Resampling groups (seeds) with replacement, within strata (cells), equals weighting each
+    point by its group's draw count, so every bootstrap refit is one vectorised weighted fit.
+    The generator is seeded (`bootstrap_seed`): the same clocks give the same intervals.
     """
     rng = np.random.default_rng(seed)
     codes, first, gidx = np.unique(groups, return_index=True, return_inverse=True)
@@ -107,39 +113,35 @@ def _boot_weights(groups: np.ndarray, strata: np.ndarray, samples: int, seed: in
         members = np.flatnonzero(gstrat == st)
         draws = rng.integers(0, len(members), size=(samples, len(members)))
         np.add.at(counts, (np.arange(samples)[:, None], members[draws]), 1.0)
-    return counts[:, gidx]
+    return np.concatenate([np.ones((1, len(groups))), counts[:, gidx]], axis=0)
 
 
-def _wls_batch(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted simple regressions for weights w (..., n): intercepts and slopes (...)."""
-    with np.errstate(all="ignore"):
-        sw = w.sum(-1)
-        mx = (w * x).sum(-1) / sw
-        my = (w * y).sum(-1) / sw
-        dx = x - mx[..., None]
-        sxx = (w * dx * dx).sum(-1)
-        slope = (w * dx * (y - my[..., None])).sum(-1) / sxx
-        slope = np.where(sxx > 1e-12 * np.maximum(sw, 1.0), slope, np.nan)
-        return my - slope * mx, slope
+def _param(estimate, boot=None, ci_level: float = 0.95, se=math.nan) -> dict:
+    """A parameter with its seed-bootstrap interval.
 
-
-def _pct(samples: np.ndarray, ci_level: float) -> tuple[float, float]:
-    s = np.asarray(samples, dtype=float)
-    s = s[np.isfinite(s)]
-    if len(s) < 2:
-        return (math.nan, math.nan)
-    q = 100 * (1 - ci_level) / 2
-    return (float(np.percentile(s, q)), float(np.percentile(s, 100 - q)))
-
-
-def _param(est, se=math.nan, ci=(math.nan, math.nan), boot=(math.nan, math.nan)) -> dict:
+    `boot_low`/`boot_high` are the percentile interval of the bootstrap replicates; the reported
+    interval `ci_low`/`ci_high` is that interval widened, where needed, to contain the estimate.
+    (A percentile interval need not contain the full-sample estimate: when the replicates are
+    all equal up to rounding, it misses it by an ulp; with few seeds it can miss it outright.)
+    """
+    est = float(estimate)
+    lo = hi = math.nan
+    if boot is not None:
+        b = np.asarray(boot, dtype=float)
+        b = b[np.isfinite(b)]
+        if len(b) >= 2:
+            q = 100 * (1 - ci_level) / 2
+            lo, hi = (float(v) for v in np.percentile(b, [q, 100 - q]))
+            if not math.isfinite(se):
+                se = float(b.std(ddof=1))
+    ok = math.isfinite(lo) and math.isfinite(hi) and math.isfinite(est)
     return {
-        "estimate": float(est),
+        "estimate": est,
         "se": float(se),
-        "ci_low": float(ci[0]),
-        "ci_high": float(ci[1]),
-        "boot_low": float(boot[0]),
-        "boot_high": float(boot[1]),
+        "ci_low": min(lo, est) if ok else math.nan,
+        "ci_high": max(hi, est) if ok else math.nan,
+        "boot_low": lo,
+        "boot_high": hi,
     }
 
 
@@ -148,7 +150,8 @@ def _param(est, se=math.nan, ci=(math.nan, math.nan), boot=(math.nan, math.nan))
 
 def _counts(rows: pd.DataFrame) -> dict:
     """Seed and row counts of one (cell, clock[, level]) slice; fractions over usable rows."""
-    usable = rows[~rows["diverged"] & ~rows["below_floor"]]
+    main = rows[~rows["pre_fit"].astype(bool)] if "pre_fit" in rows else rows
+    usable = main[~main["diverged"] & ~main["below_floor"]]
     n_rows = len(usable)
     n_cens = int(usable["censored"].sum())
     key = ["cell_id", "seed"] if "cell_id" in rows.columns else ["seed"]
@@ -158,7 +161,7 @@ def _counts(rows: pd.DataFrame) -> dict:
         "n_rows": n_rows,
         "n_censored": n_cens,
         "censored_fraction": n_cens / n_rows if n_rows else math.nan,
-        "n_below_floor": int(rows["below_floor"].sum()),
+        "n_below_floor": int(main["below_floor"].sum()),
     }
 
 
@@ -187,7 +190,11 @@ def _insufficient(fit: str, clock: str, counts: dict, reason: str, **kw) -> dict
 
 
 def _uncensored(rows: pd.DataFrame, time_col: str) -> pd.DataFrame:
+    """Rows a fit may use: fired after the fit (not pre_fit), not diverged, above the CE floor."""
     ok = ~rows["diverged"] & ~rows["below_floor"] & ~rows["censored"] & rows[time_col].notna()
+    for flag in ("pre_fit", "unresolved"):
+        if flag in rows:
+            ok &= ~rows[flag].astype(bool)
     return rows[ok]
 
 
@@ -204,275 +211,414 @@ def _nearest_level(rows: pd.DataFrame, ref: float) -> float:
     return float(levels[np.argmin(np.abs(np.log(levels) - math.log(ref)))])
 
 
-# ---------------------------------------------------------------- classifier clock
+# ---------------------------------------------------------------- law selection (both clocks)
 
 
-def fit_classifier_clock(rows: pd.DataFrame, s: dict) -> list[dict]:
-    """T_cls = a + (1/nu) log(1/eps) (Prop 3.6) vs T_cls = a eps^-b, compared by AIC/BIC.
+def _k_grid() -> np.ndarray:
+    return np.geomspace(K_MIN, K_MAX, K_GRID)
 
-    Both laws use the regressor x = log(1/eps); the power law is fitted as log T = log a + b x
-    and its likelihood is moved to the T scale with the Jacobian (- sum log T), so AICs compare
-    like with like. Points with T <= 0 are dropped from both (the log needs T > 0).
+
+def _phi(k: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """(exp(k xs) - 1) / k: the power law's regressor; -> xs (the log law's) as k -> 0."""
+    return np.expm1(k[..., None] * xs) / k[..., None]
+
+
+def _aic(ssr: np.ndarray, n: np.ndarray, n_params: int) -> np.ndarray:
+    """Gaussian AIC with relative errors sigma_i = sigma T_i (the sum log T_i term is common to
+    both laws and dropped); n_params counts sigma."""
+    with np.errstate(all="ignore"):
+        return n * np.log(np.maximum(ssr / n, SIGMA2_FLOOR)) + 2 * n_params
+
+
+def law_fit_arrays(x: np.ndarray, t: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Both laws for every bootstrap row of `counts` (B, n); x = log(1/level), t = clock times.
+
+    Log law: weighted least squares of t on x. Power law T = T0 + C exp(k x): for fixed k it is
+    linear in (T0, C), so k is profiled on a log grid (vectorised over rows), refined by a
+    parabola in log k through the grid minimum and its neighbours, and row 0 (the sample) by a
+    bounded Brent search. Weights counts / t^2 (relative errors: clock times span decades).
+    Returns per row: a, b (log law), k, t0, c (power law), aic_log, aic_power, delta_aic
+    (power minus log: > 0 favours the log law), k_edge (optimum on a grid edge).
     """
-    tc = s["fit_time"]
+    x = np.asarray(x, float)
+    t = np.asarray(t, float)
+    w = counts / t**2
+    n_b = counts.sum(-1)
+    x0 = float(x.min())
+    xs = x - x0
+    a_l, b_l, ssr_l = _wls(x, t, w)
+    grid = _k_grid()
+    phi = _phi(grid, xs)  # (G, n)
+    _, _, ssr_g = _wls(phi[None], t, w[:, None, :])  # (B, G)
+    ssr_g = np.where(np.isfinite(ssr_g), ssr_g, np.inf)
+    i = np.argmin(ssr_g, axis=1)
+    lk = np.log(grid)
+    im, ip = np.clip(i - 1, 0, K_GRID - 1), np.clip(i + 1, 0, K_GRID - 1)
+    rows = np.arange(len(i))
+    y0, y1, y2 = ssr_g[rows, im], ssr_g[rows, i], ssr_g[rows, ip]
+    with np.errstate(all="ignore"):
+        h = lk[1] - lk[0]
+        denom = y0 - 2 * y1 + y2
+        shift = np.where((denom > 0) & (i > 0) & (i < K_GRID - 1), 0.5 * h * (y0 - y2) / denom, 0)
+    k = np.exp(lk[i] + np.clip(np.nan_to_num(shift), -h, h))
+
+    def ssr_at(kv: float, row: int = 0) -> float:
+        return float(_wls(_phi(np.array([kv]), xs)[0], t, w[row])[2])
+
+    if 0 < i[0] < K_GRID - 1 and np.isfinite(y1[0]):
+        res = optimize.minimize_scalar(
+            ssr_at, bounds=(grid[i[0] - 1], grid[i[0] + 1]), method="bounded",
+            options={"xatol": 1e-10 * grid[i[0]]},
+        )  # fmt: skip
+        if res.success and res.fun <= y1[0]:
+            k[0] = float(res.x)
+    ph = np.expm1(k[:, None] * xs[None, :]) / k[:, None]  # (B, n)
+    a_p, b_p, ssr_p = _wls(ph, t, w)
+    with np.errstate(all="ignore"):
+        c = b_p / k * np.exp(-k * x0)  # T = T0 + C level^-k
+        t0 = a_p - b_p / k
+    aic_l, aic_p = _aic(ssr_l, n_b, 3), _aic(ssr_p, n_b, 4)
+    return {
+        "a": a_l,
+        "b": b_l,
+        "k": k,
+        "t0": t0,
+        "c": c,
+        "aic_log": aic_l,
+        "aic_power": aic_p,
+        "delta_aic": aic_p - aic_l,
+        "k_edge": (i == 0) | (i == K_GRID - 1),
+        "k_low_edge": i == 0,
+    }
+
+
+def fit_law(rows: pd.DataFrame, clock: str, s: dict) -> dict:
+    """One law for one cell's clock: log law vs free-offset power law by AIC (docs/science.md 7).
+
+    Points: uncensored, non-diverged, above-floor, post-fit rows (T > 0), seeds pooled.
+    Parameters: `delta_aic` (power minus log), log law `b` (slope dT/dlog(1/x); for `cls` also
+    `nu` = 1/b, Prop 3.6) and `a`; power law `k`, `T0`, `C`. `preferred` is the chosen law
+    (`log` when delta_aic >= 0). `ok` needs >= min_levels distinct levels, >= 2 seeds, finite
+    intervals for the chosen law's parameters and delta_aic, and the chosen law inside its
+    domain over its whole interval (log: b > 0; power: C > 0, and k strictly inside the profile
+    grid).
+    """
+    tc, ci = s["fit_time"], float(s["ci_level"])
     counts = _counts(rows)
+    n_pre = int(rows["pre_fit"].astype(bool).sum()) if "pre_fit" in rows else 0
     pts = _uncensored(rows, tc)
-    pts = pts[pts[tc] > 0]
-    n_levels = int(pts["level"].nunique())
-    common = {"stats": {"n_points": len(pts), "n_levels": n_levels}}
-    if n_levels < int(s["min_points"]):
-        reason = f"{n_levels} uncensored eps levels < min_points={s['min_points']}"
-        return [
-            _insufficient(f, "cls", counts, reason, **common)
-            for f in ("cls_log", "cls_power", "cls_compare")
-        ]
-    x = np.log(1.0 / pts["level"].to_numpy(float))
-    t = pts[tc].to_numpy(float)
-    y_log = np.log(t)
-    n, ci = len(t), float(s["ci_level"])
-    lin = _ols(x, t, ci)
-    pw = _ols(x, y_log, ci)
-    llf_lin = _gauss_llf(lin["ssr"], n)
-    llf_pow = _gauss_llf(pw["ssr"], n) - float(y_log.sum())
-    k = 3  # intercept, slope, sigma
-    aic_lin, aic_pow = -2 * llf_lin + 2 * k, -2 * llf_pow + 2 * k
-    bic_lin, bic_pow = -2 * llf_lin + k * math.log(n), -2 * llf_pow + k * math.log(n)
-    w = _boot_weights(
-        pts["seed"].to_numpy(), np.zeros(n), int(s["bootstrap_samples"]), int(s["bootstrap_seed"])
-    )
-    multi = pts["seed"].nunique() > 1
-    b_a, b_b = _wls_batch(x, t, w)
-    p_a, p_b = _wls_batch(x, y_log, w)
-    bt = (lambda v: _pct(v, ci)) if multi else (lambda v: (math.nan, math.nan))
-    slope = lin["slope"]
-    with np.errstate(all="ignore"):
-        nu_ci = (1 / slope[3], 1 / slope[2]) if slope[2] > 0 else (math.nan, math.nan)
-        nu_boot = bt(1 / b_b[b_b > 0]) if multi else (math.nan, math.nan)
-    preferred = "log" if aic_lin <= aic_pow else "power"
-    lin_rec = _record(
-        "cls_log", "cls", counts,
-        stats={"n_points": n, "n_levels": n_levels, "r2": lin["r2"], "aic": aic_lin,
-               "bic": bic_lin},
-        params={
-            "slope": _param(slope[0], slope[1], slope[2:], bt(b_b)),
-            "intercept": _param(*lin["intercept"][:2], lin["intercept"][2:], bt(b_a)),
-            "nu": _param(1 / slope[0] if slope[0] else math.nan, ci=nu_ci, boot=nu_boot),
-        },
-        preferred=preferred,
-    )  # fmt: skip
-    pow_rec = _record(
-        "cls_power", "cls", counts,
-        stats={"n_points": n, "n_levels": n_levels, "r2": pw["r2"], "aic": aic_pow,
-               "bic": bic_pow},
-        params={
-            "exponent": _param(pw["slope"][0], pw["slope"][1], pw["slope"][2:], bt(p_b)),
-            "log_prefactor": _param(*pw["intercept"][:2], pw["intercept"][2:], bt(p_a)),
-        },
-        preferred=preferred,
-    )  # fmt: skip
-    cmp_rec = _record(
-        "cls_compare", "cls", counts,
-        stats={"n_points": n, "n_levels": n_levels, "aic": aic_pow - aic_lin,
-               "bic": bic_pow - bic_lin},
-        params={"delta_aic": _param(aic_pow - aic_lin), "delta_bic": _param(bic_pow - bic_lin)},
-        preferred=preferred,
-    )  # fmt: skip
-    return [lin_rec, pow_rec, cmp_rec]
-
-
-# ---------------------------------------------------------------- representation clock
-
-
-def _profile_ssr(t: np.ndarray, x: np.ndarray, tkl: np.ndarray, w: np.ndarray | None = None):
-    """Profile criterion for offsets tkl (G,) under weights w (B, n): T-scale SSR and slope.
-
-    For each offset, log(t - tkl) is regressed on x (weighted OLS) and the fitted curve
-    tkl + exp(a + b x) is scored by its squared error in t, so criteria at different offsets are
-    on one scale (log-scale SSRs are not: they shrink as the offset moves away from the data).
-    """
-    with np.errstate(all="ignore"):
-        y = np.log(t[None, :] - tkl[:, None])  # (G, n)
-        if w is None:
-            w = np.ones((1, len(t)))
-        ww = w[:, None, :]  # (B, 1, n)
-        a, b = _wls_batch(x, y[None], ww)  # (B, G)
-        pred = tkl[None, :, None] + np.exp(a[..., None] + b[..., None] * x)
-        ssr = (ww * (t - pred) ** 2).sum(-1)
-    return np.where(np.isfinite(ssr), ssr, np.inf), b
-
-
-def _tkl_grid(t: np.ndarray) -> np.ndarray:
-    hi = float(np.min(t))
-    return hi * (1 - np.geomspace(1.0, 1e-4, _PROFILE_GRID))
-
-
-def profile_t_kl(t: np.ndarray, x: np.ndarray) -> float:
-    """T_KL of T = T_KL + exp(c) eta^-(2 theta - 1), by profile least squares over [0, min T).
-
-    A grid search of `_profile_ssr` followed by a bounded Brent refinement around the best
-    grid point. A T-scale likelihood with log-normal errors would be unbounded as T_KL -> min T
-    (the threshold-parameter degeneracy); the T-scale squared error is not.
-    """
-    if float(np.min(t)) <= 0:
-        return math.nan
-    grid = _tkl_grid(t)
-    ssr, _ = _profile_ssr(t, x, grid)
-    i = int(np.argmin(ssr[0]))
-    lo_b, hi_b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    if hi_b <= lo_b:
-        return float(grid[i])
-    res = optimize.minimize_scalar(
-        lambda g: float(_profile_ssr(t, x, np.array([g]))[0][0, 0]),
-        bounds=(lo_b, hi_b),
-        method="bounded",
-    )
-    return float(res.x) if res.success and res.fun <= ssr[0, i] else float(grid[i])
-
-
-def _onset_tkl(clocks_cell: pd.DataFrame, s: dict) -> pd.Series:
-    """Per-seed T_KL: the rep_srank clock at t_kl_onset_eta (NaN where censored/diverged)."""
-    on = _level_match(clocks_cell[clocks_cell["clock"] == "rep_srank"], float(s["t_kl_onset_eta"]))
-    return on.set_index("seed")[s["fit_time"]].astype(float)
-
-
-def fit_representation_clock(rows: pd.DataFrame, clock: str, cell: pd.DataFrame, s: dict) -> dict:
-    """log(T_rep(eta) - T_KL) = c + (2 theta - 1) log(1/eta) (Thm 4.8/4.9), theta with CIs.
-
-    T_KL by `t_kl_rule`: "onset" per seed (rep_srank clock at t_kl_onset_eta), "profile" one
-    value per cell (`profile_t_kl`, re-profiled in every bootstrap sample), "zero". Only levels
-    in the `eta` grid enter; points with T <= T_KL are dropped and counted (n_before_tkl).
-    """
-    tc, rule, ci = s["fit_time"], s["t_kl_rule"], float(s["ci_level"])
-    counts = _counts(rows)
-    eta = np.asarray(s["eta"], dtype=float)
-    rows_eta = rows[np.isclose(rows["level"].to_numpy(float)[:, None], eta[None], rtol=1e-9,
-                               atol=0).any(1)]  # fmt: skip
-    pts = _uncensored(rows_eta, tc)
-    n_levels_raw = int(pts["level"].nunique())
-    mp = int(s["min_points"])
-    if n_levels_raw < mp:
-        return _insufficient("rep_power", clock, counts,
-                             f"{n_levels_raw} uncensored eta levels < min_points={mp}",
-                             stats={"n_points": len(pts), "n_levels": n_levels_raw})  # fmt: skip
-    t = pts[tc].to_numpy(float)
-    x = np.log(1.0 / pts["level"].to_numpy(float))
-    seeds = pts["seed"].to_numpy()
-    if rule == "zero":
-        tkl = np.zeros_like(t)
-    elif rule == "onset":
-        tkl = pts["seed"].map(_onset_tkl(cell, s)).to_numpy(float)
-    elif rule == "profile":
-        tkl = np.full_like(t, profile_t_kl(t, x))
-    else:
-        raise ValueError(f"t_kl_rule must be onset, profile or zero, got {rule!r}")
-    keep = np.isfinite(tkl) & (t > tkl)
-    n_before = int((~keep).sum())
-    t, x, tkl, seeds = t[keep], x[keep], tkl[keep], seeds[keep]
-    n_levels = len(np.unique(x))
-    st = {"n_points": len(t), "n_levels": n_levels, "n_before_tkl": n_before}
+    pts = pts[(pts[tc] > 0) & (pts["level"] > 0)]
+    n_levels, n_seeds = int(pts["level"].nunique()), int(pts["seed"].nunique())
+    main = rows[~rows["pre_fit"].astype(bool)] if "pre_fit" in rows else rows
+    n_unres = int(main["unresolved"].astype(bool).sum()) if "unresolved" in main else 0
+    st = {"n_points": len(pts), "n_levels": n_levels, "n_pre_fit": n_pre, "n_fit_seeds": n_seeds,
+          "n_unresolved": n_unres}  # fmt: skip
+    mp = int(s["min_levels"])
     if n_levels < mp:
-        return _insufficient("rep_power", clock, counts,
-                             f"{n_levels} eta levels after T_KL ({rule}) < min_points={mp}",
-                             stats=st)  # fmt: skip
-    y = np.log(t - tkl)
-    fit = _ols(x, y, ci)
-    w = _boot_weights(seeds, np.zeros(len(t)), int(s["bootstrap_samples"]),
-                      int(s["bootstrap_seed"]))  # fmt: skip
-    multi = len(np.unique(seeds)) > 1
-    if rule == "profile":
-        grid = _tkl_grid(t)
-        ssr, slopes = _profile_ssr(t, x, grid, w)
-        b_b = np.take_along_axis(slopes, ssr.argmin(1)[:, None], 1)[:, 0]
-        b_tkl = grid[ssr.argmin(1)]
-    else:
-        b_b = _wls_batch(x, y, w)[1]
-        b_tkl = None
-    bt = (lambda v: _pct(v, ci)) if multi else (lambda v: (math.nan, math.nan))
-    sl = fit["slope"]
-    params = {
-        "exponent": _param(sl[0], sl[1], sl[2:], bt(b_b)),
-        "theta": _param((sl[0] + 1) / 2, sl[1] / 2, ((sl[2] + 1) / 2, (sl[3] + 1) / 2),
-                        bt((b_b + 1) / 2)),
-        "intercept": _param(*fit["intercept"][:2], fit["intercept"][2:]),
-        "t_kl": _param(float(np.mean(tkl)), boot=bt(b_tkl) if b_tkl is not None else
-                       (math.nan, math.nan)),
-    }  # fmt: skip
-    st.update({"r2": fit["r2"]})
-    return _record("rep_power", clock, counts, stats=st, params=params)
+        why = f"{n_levels} uncensored post-fit levels < min_levels={mp}"
+        if n_unres:
+            why += f" ({n_unres} rows unresolved: within {RESOLVE_SE:g} SE of the asymptote)"
+        return _insufficient("law", clock, counts, why, stats=st)
+    x = np.log(1.0 / pts["level"].to_numpy(float))
+    t = pts[tc].to_numpy(float)
+    cnt = _boot_counts(pts["seed"].to_numpy(), np.zeros(len(t)), int(s["bootstrap_samples"]),
+                       int(s["bootstrap_seed"]))  # fmt: skip
+    # a replicate needs >= 3 distinct levels with weight to identify the power law
+    lv_codes = np.unique(x, return_inverse=True)[1]
+    distinct = np.zeros((cnt.shape[0], lv_codes.max() + 1))
+    np.add.at(distinct, (slice(None), lv_codes), cnt)
+    good = (distinct > 0).sum(1) >= 3
+    f = law_fit_arrays(x, t, cnt)
+    for key in ("a", "b", "k", "t0", "c", "aic_log", "aic_power", "delta_aic"):
+        f[key] = np.where(good, f[key], np.nan)
+    boot = (lambda v: v[1:]) if n_seeds >= 2 else (lambda v: None)
+    law = "log" if f["delta_aic"][0] >= 0 else "power"
+    with np.errstate(all="ignore"):
+        params = {
+            "delta_aic": _param(f["delta_aic"][0], boot(f["delta_aic"]), ci),
+            "b": _param(f["b"][0], boot(f["b"]), ci),
+            "a": _param(f["a"][0], boot(f["a"]), ci),
+            "k": _param(f["k"][0], boot(f["k"]), ci),
+            "T0": _param(f["t0"][0], boot(f["t0"]), ci),
+            "C": _param(f["c"][0], boot(f["c"]), ci),
+        }
+        if clock == "cls":
+            params["nu"] = _param(1 / f["b"][0], boot(1 / f["b"]), ci)
+    d = params["delta_aic"]
+    st.update({
+        "aic_log": float(f["aic_log"][0]),
+        "aic_power": float(f["aic_power"][0]),
+        "aic": float(min(f["aic_log"][0], f["aic_power"][0])),
+        "boot_fraction_log": float(np.nanmean(f["delta_aic"][1:] >= 0)) if n_seeds >= 2
+        else math.nan,
+        "law_support": "decisive" if (d["ci_low"] > 0 or d["ci_high"] < 0) else "weak",
+        "finding": LAW_NAMES[law],
+    })  # fmt: skip
+    names = ["delta_aic", "b"] if law == "log" else ["delta_aic", "k", "T0", "C"]
+    why = []
+    if n_seeds < 2:
+        why.append(f"{n_seeds} seed(s) with post-fit clocks: no seed bootstrap (needs >= 2)")
+    bad = [n for n in names if not (math.isfinite(params[n]["ci_low"])
+                                    and math.isfinite(params[n]["ci_high"]))]  # fmt: skip
+    if bad and n_seeds >= 2:
+        why.append(f"non-finite interval for {', '.join(bad)}")
+    # domain: the whole interval, so a trend the seeds do not agree on identifies no law
+    if law == "log" and not params["b"]["ci_low"] > 0 and n_seeds >= 2:
+        b = params["b"]
+        why.append(f"log-law slope b = {b['estimate']:.3g} [{b['ci_low']:.3g}, {b['ci_high']:.3g}]"
+                   " not > 0")  # fmt: skip
+    if law == "power":
+        if f["k_edge"][0]:
+            why.append(f"power exponent k = {f['k'][0]:.3g} on the profile edge [{K_MIN}, {K_MAX}]")
+        c = params["C"]
+        if not c["ci_low"] > 0 and n_seeds >= 2:
+            why.append(f"power prefactor C = {c['estimate']:.3g} [{c['ci_low']:.3g}, "
+                       f"{c['ci_high']:.3g}] not > 0")  # fmt: skip
+    status = "insufficient" if why else "ok"
+    return _record("law", clock, counts, stats=st, params=params, preferred=law, status=status,
+                   reason="; ".join(why))  # fmt: skip
 
 
-def fit_late_slope(ds: xr.Dataset, tkl: dict[int, float] | float, s: dict) -> dict:
-    """Cross-check: slope of log Delta(t) vs log(t - T_KL) late in training = -1/(2 theta - 1).
+# ---------------------------------------------------------------- tail shape and asymptote
 
-    Uses the normalised energy gap (clocks.structural_gaps) at every logged point of every
-    non-diverged member with t > T_KL and late_gap_range[0] <= gap <= late_gap_range[1];
-    theta_late = (1 - 1/slope) / 2. tkl: one value, or per-seed values (onset rule).
+TAIL_FIELDS = (
+    "g_inf",
+    "g_inf_se",
+    "g_inf_source",
+    "tail_law",
+    "tail_delta_aic",
+    "tail_timescale",
+    "tail_exponent",
+    "tail_t0",
+    "tail_n",
+)
+
+
+def _tail_models(u: np.ndarray, lower: float, upper: float) -> dict[str, tuple]:
+    """Per law: residuals log(model) - log G's model, its Jacobian, and parameter bounds.
+
+    Scaled time u = (t - T)/span. exp: (c, la, r), model c + exp(la - r u). power:
+    (c, la, ld, p), model c + exp(la - p log(1 + u/d)), d = exp(ld) = (T - t0)/span.
+    """
+
+    def exp_parts(q):
+        e = np.exp(q[1] - q[2] * u)
+        m = q[0] + e
+        return np.log(np.maximum(m, 1e-300)), np.stack([1 / m, e / m, -u * e / m], axis=1)
+
+    def pow_parts(q):
+        d = np.exp(q[2])
+        lg = np.log1p(u / d)
+        e = np.exp(q[1] - q[3] * lg)
+        m = q[0] + e
+        dld = e * q[3] * (u / d) / (1 + u / d) / m
+        return np.log(np.maximum(m, 1e-300)), np.stack([1 / m, e / m, dld, -lg * e / m], axis=1)
+
+    return {
+        "exp": (exp_parts, ([lower, -np.inf, 1e-4], [upper, np.inf, 1e4])),
+        "power": (
+            pow_parts,
+            ([lower, -np.inf, math.log(1e-10), 1e-3], [upper, np.inf, math.log(1e3), 50.0]),
+        ),
+    }
+
+
+def _thin(dt: np.ndarray, keep: int) -> np.ndarray:
+    """At most about `keep` indices of the sorted times dt > 0, evenly spaced in log dt."""
+    if len(dt) <= keep:
+        return np.arange(len(dt))
+    target = np.geomspace(dt[0], dt[-1], keep)
+    return np.unique(np.clip(np.searchsorted(dt, target), 0, len(dt) - 1))
+
+
+def fit_tail(t: np.ndarray, g: np.ndarray, t_ref: float, lower: float) -> dict:
+    """Tail shape and asymptote of one member's gap G(t) over t > t_ref (docs/science.md 7).
+
+    Exponential `G = G_inf + A exp(-(t - t_ref)/b)` (theta = 1/2) against power
+    `G = G_inf + A ((t - t0)/(t_ref - t0))^-p` (theta = (1 + 1/p)/2 > 1/2), t0 < t_ref free, both
+    with G_inf in [lower, G_end) (lower: the gap's structural bound, 0 or 1 for a stable rank;
+    G_end: the median of the window's last tenth),
+    fitted by least squares on log G (multiplicative noise, `scipy.optimize.least_squares`, a few
+    starts) and compared by AIC. The chosen law's G_inf is the asymptote, with its standard error
+    from the Jacobian. Where no fit converges or the window has fewer than TAIL_MIN_POINTS logs,
+    G_inf = lower with no standard error (`g_inf_source` "bound": every level unresolved).
+    Returns TAIL_FIELDS; tail_delta_aic = AIC(power) - AIC(exp) (> 0 favours exponential).
+    """
+    out = dict.fromkeys(TAIL_FIELDS, math.nan)
+    out.update(g_inf=float(lower), g_inf_source="bound", tail_law="", tail_n=0)
+    t = np.asarray(t, float)
+    g = np.asarray(g, float)
+    ok = np.isfinite(t) & np.isfinite(g) & (g > 0) & (t > t_ref)
+    t, g = t[ok], g[ok]
+    idx = _thin(t - t_ref, TAIL_MAX_POINTS)
+    t, g = t[idx], g[idx]
+    n = len(t)
+    out["tail_n"] = n
+    # the asymptote lies below where the tail ends (the median of its last tenth): noise can put
+    # single points below the asymptote, so min G is no bound
+    gmin = float(np.median(g[-max(3, n // 10) :])) if n else math.nan
+    if n < TAIL_MIN_POINTS or not gmin > lower:
+        return out
+    span = float(t.max() - t_ref)
+    u = (t - t_ref) / span
+    y = np.log(g)
+    upper = lower + (gmin - lower) * (1 - 1e-9)
+    fits = {}
+    g_head = float(np.median(g[: max(3, n // 50)]))
+    # asymptote starts: the bound, and below min G by fractions of the tail's drop
+    c_starts = {lower, *(max(lower, gmin - f * max(g_head - gmin, 0.0)) for f in (1.0, 0.01))}
+    for name, (parts, bounds) in _tail_models(u, lower, upper).items():
+        best = None
+        for c0 in sorted(c_starts):
+            c0 = min(c0, upper)
+            with np.errstate(all="ignore"):
+                r = np.log(np.maximum(g - c0, 1e-300))
+            if name == "exp":
+                slope, icpt = np.polyfit(u, r, 1)
+                starts = [[c0, icpt, float(np.clip(-slope, 2e-4, 5e3))]]
+            else:
+                starts = []
+                for d in np.geomspace(1e-8, 1.0, 5):
+                    slope, icpt = np.polyfit(np.log1p(u / d), r, 1)
+                    starts.append([c0, icpt, math.log(d), float(np.clip(-slope, 2e-3, 40.0))])
+            for x0 in starts:
+                x0 = np.clip(x0, bounds[0], bounds[1])
+                try:
+                    with warnings.catch_warnings(), np.errstate(all="ignore"):
+                        warnings.simplefilter("ignore")
+                        res = optimize.least_squares(
+                            lambda q, f=parts: f(q)[0] - y, x0,
+                            jac=lambda q, f=parts: f(q)[1], bounds=bounds,
+                            x_scale="jac", max_nfev=300,
+                        )  # fmt: skip
+                except (ValueError, np.linalg.LinAlgError):
+                    continue
+                if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
+                    best = res
+        if best is not None:
+            fits[name] = best
+    if not fits:
+        return out
+    aic = {k: n * math.log(max(2 * r.cost / n, 1e-300)) + 2 * (len(r.x) + 1)
+           for k, r in fits.items()}  # fmt: skip
+    law = min(aic, key=aic.get)
+    res = fits[law]
+    dof = max(n - len(res.x), 1)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        cov = np.linalg.pinv(res.jac.T @ res.jac) * (2 * res.cost / dof)
+    se = float(np.sqrt(cov[0, 0])) if np.isfinite(cov[0, 0]) and cov[0, 0] >= 0 else math.nan
+    out.update(
+        g_inf=float(res.x[0]),
+        g_inf_se=se,
+        g_inf_source="tail_fit",
+        tail_law=law,
+        tail_delta_aic=float(aic.get("power", math.nan) - aic.get("exp", math.nan)),
+    )
+    if "exp" in fits:
+        out["tail_timescale"] = span / float(fits["exp"].x[2])
+    if "power" in fits:
+        out["tail_exponent"] = float(fits["power"].x[3])
+        out["tail_t0"] = t_ref - span * math.exp(float(fits["power"].x[2]))
+    return out
+
+
+def fit_tail_summary(rows: pd.DataFrame, clock: str, s: dict) -> dict:
+    """Across seeds, the per-member tail fits the clocks stage recorded (`fit_tail` columns).
+
+    `preferred` = the law most seeds chose (`exp` or `power`); params: `delta_aic` (power minus
+    exp, mean over seeds), `timescale` (exponential b, steps; seeds with an exponential tail),
+    `exponent` (power p) and `theta` = (1 + 1/p) / 2 (seeds with a power tail), `g_inf` (mean
+    asymptote, raw units), for rep_energy `kl_theta` (`fit_kl`; NaN with `kl_note` saying why
+    where ||grad E|| is not in the store), each with a seed-bootstrap interval. `ok` when every
+    seed with a post-fit window has a tail fit and >= 2 seeds do.
     """
     ci = float(s["ci_level"])
-    gaps = structural_gaps(ds, s)
-    empty = {"n_seeds": int(ds.sizes["seed"]), "n_diverged": 0, "n_rows": 0, "n_censored": 0,
-             "censored_fraction": math.nan, "n_below_floor": 0}  # fmt: skip
-    if "rep_energy" not in gaps:
-        return _insufficient("late_slope", "rep_energy", empty, "no energy gap in trajectory")
-    g = gaps["rep_energy"].values
-    seeds = ds["seed"].values.astype(np.int64)
-    if s["fit_time"] == "tau" and "tau" in ds:
-        tt = ds["tau"].transpose("seed", "step").values.astype(float)
-    else:
-        tt = np.broadcast_to(ds["step"].values.astype(float), g.shape)
-    div = ds["diverged_step"].values >= 0 if "diverged_step" in ds else np.zeros(len(seeds), bool)
-    if isinstance(tkl, dict):
-        tk = np.array([tkl.get(int(sd), math.nan) for sd in seeds], dtype=float)
-    else:
-        tk = np.full(len(seeds), float(tkl))
-    lo, hi = (float(v) for v in s["late_gap_range"])
-    with np.errstate(invalid="ignore"):
-        sel = (tt > tk[:, None]) & (g >= lo) & (g <= hi) & ~div[:, None] & np.isfinite(g)
-    counts = dict(empty, n_diverged=int(div.sum()), n_rows=int(sel.sum()))
-    sidx = np.broadcast_to(seeds[:, None], g.shape)[sel]
-    x = np.log(tt[sel] - np.broadcast_to(tk[:, None], g.shape)[sel])
-    y = np.log(g[sel])
-    n_x = len(np.unique(np.round(x, 12)))
-    mp = int(s["min_points"])
-    st = {"n_points": int(sel.sum()), "n_levels": n_x}
-    if n_x < mp:
-        return _insufficient(
-            "late_slope",
-            "rep_energy",
-            counts,
-            f"{n_x} late points in gap range < min_points={mp}",
-            stats=st,
-        )
-    fit = _ols(x, y, ci)
-    w = _boot_weights(sidx, np.zeros(len(x)), int(s["bootstrap_samples"]),
-                      int(s["bootstrap_seed"]))  # fmt: skip
-    b_b = _wls_batch(x, y, w)[1]
-    multi = len(np.unique(sidx)) > 1
-    bt = (lambda v: _pct(v, ci)) if multi else (lambda v: (math.nan, math.nan))
-    sl = fit["slope"]
-    with np.errstate(all="ignore"):
-        th = (1 - 1 / sl[0]) / 2
-        th_ci = ((1 - 1 / sl[2]) / 2, (1 - 1 / sl[3]) / 2) if sl[3] < 0 else (math.nan, math.nan)
-        th_b = bt((1 - 1 / b_b[b_b < 0]) / 2)
-    st["r2"] = fit["r2"]
-    return _record("late_slope", "rep_energy", counts, stats=st, params={
-        "slope": _param(sl[0], sl[1], sl[2:], bt(b_b)),
-        "theta": _param(th, ci=th_ci, boot=th_b),
-    })  # fmt: skip
+    counts = _counts(rows)
+    main = rows[~rows["pre_fit"].astype(bool) & ~rows["diverged"]] if len(rows) else rows
+    per = main.drop_duplicates("seed").set_index("seed") if len(main) else main
+    have = per[per["tail_law"].astype(str) != ""] if len(per) else per
+    st = {"n_points": int(have["tail_n"].sum()) if len(have) else 0, "n_levels": len(have),
+          "n_exp": int((have["tail_law"] == "exp").sum()) if len(have) else 0,
+          "n_power": int((have["tail_law"] == "power").sum()) if len(have) else 0}  # fmt: skip
+    if len(have) < 2:
+        why = f"{len(have)} seed(s) with a tail fit after T_cls (needs >= 2)"
+        return _insufficient("tail", clock, counts, why, stats=st)
+    rng = np.random.default_rng(int(s["bootstrap_seed"]))
+    draws = rng.integers(0, len(have), size=(int(s["bootstrap_samples"]), len(have)))
+
+    laws = have["tail_law"].to_numpy()
+
+    def p(col: str, only: str | None = None, fn=lambda v: v) -> dict:
+        """Mean over seeds (only those whose tail law is `only`, if given), bootstrap CI."""
+        v = fn(have[col].to_numpy(float))
+        if only is not None:
+            v = np.where(laws == only, v, np.nan)
+        if not np.isfinite(v).any():
+            return _param(math.nan)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # replicates without such seeds
+            return _param(np.nanmean(v), np.nanmean(v[draws], axis=1), ci)
+
+    law = "exp" if st["n_exp"] >= st["n_power"] else "power"
+    params = {
+        "delta_aic": p("tail_delta_aic"),
+        "timescale": p("tail_timescale", "exp"),
+        "exponent": p("tail_exponent", "power"),
+        "theta": p("tail_exponent", "power", lambda v: (1 + 1 / v) / 2),
+        "g_inf": p("g_inf"),
+    }
+    if clock == "rep_energy" and "kl_theta" in have:
+        params["kl_theta"] = p("kl_theta")
+        notes = {str(v) for v in have["kl_note"] if str(v)} if "kl_note" in have else set()
+        st["kl_note"] = "; ".join(sorted(notes))
+    n_missing = len(per) - len(have)
+    why = f"{n_missing} seed(s) without a tail fit" if n_missing else ""
+    return _record("tail", clock, counts, stats=st, params=params, preferred=law,
+                   status="insufficient" if why else "ok", reason=why)  # fmt: skip
+
+
+KL_FIELDS = ("kl_theta", "kl_theta_se", "kl_n")
+
+
+def fit_kl(t: np.ndarray, gap: np.ndarray, grad: np.ndarray, t_ref: float) -> dict:
+    """Kurdyka-Lojasiewicz exponent of one member: slope of log ||grad E|| on log(E - E_inf).
+
+    The KL inequality ||grad E|| >= c (E - E_inf)^theta is tight along a gradient-flow tail, so
+    over the logs after t_ref with E - E_inf > 0 the OLS slope is theta (its standard error from
+    the OLS). Under gradient flow an exponential tail gives theta = 1/2 and a power tail
+    (t - t0)^-p gives theta = (1 + 1/p)/2 (docs/science.md 1, 7).
+    """
+    out = {"kl_theta": math.nan, "kl_theta_se": math.nan, "kl_n": 0}
+    t, gap, grad = (np.asarray(a, float) for a in (t, gap, grad))
+    ok = (t > t_ref) & np.isfinite(gap) & np.isfinite(grad) & (gap > 0) & (grad > 0)
+    t, gap, grad = t[ok], gap[ok], grad[ok]
+    idx = _thin(t - t_ref, TAIL_MAX_POINTS)
+    x, y = np.log(gap[idx]), np.log(grad[idx])
+    n = len(x)
+    out["kl_n"] = n
+    if n < TAIL_MIN_POINTS or np.ptp(x) <= 0:
+        return out
+    a, b, ssr = _wls(x, y, np.ones_like(x))
+    sxx = float(((x - x.mean()) ** 2).sum())
+    out["kl_theta"] = float(b)
+    out["kl_theta_se"] = float(math.sqrt(ssr / max(n - 2, 1) / sxx))
+    return out
 
 
 # ---------------------------------------------------------------- ratio and scaling
 
 
 def fit_separation_ratio(cell: pd.DataFrame, clock: str, s: dict) -> dict:
-    """R = T_clock(ref) / T_cls(ref) per seed; geometric mean over seeds with t and bootstrap CI.
+    """R = T_clock(ref) / T_cls(ref) per seed; geometric mean over seeds, seed-bootstrap CI.
 
     Reference levels: s["reference_levels"]. Seeds where T_cls fires but the slow clock does
     not are right-censored ratios (counted as n_censored), never dropped silently.
     """
     tc, ci = s["fit_time"], float(s["ci_level"])
-    cls_all = cell[(cell["clock"] == "cls") & ~cell["below_floor"]]
-    rep_all = cell[cell["clock"] == clock]
+    main = cell[~cell["pre_fit"].astype(bool)] if "pre_fit" in cell else cell
+    cls_all = main[(main["clock"] == "cls") & ~main["below_floor"]]
+    rep_all = main[main["clock"] == clock]
     ref_c = _nearest_level(cls_all, float(s["reference_levels"]["cls"]))
     ref = _nearest_level(rep_all, float(s["reference_levels"][clock]))
     cls_rows = _level_match(cls_all, ref_c)
@@ -499,18 +645,14 @@ def fit_separation_ratio(cell: pd.DataFrame, clock: str, s: dict) -> dict:
                              level=ref, stats=st)  # fmt: skip
     lr = np.log(both[f"{tc}_rep"].to_numpy(float) / both[tc].to_numpy(float))
     n = len(lr)
-    mean = float(lr.mean())
+    boot = None
     if n > 1:
-        se = float(lr.std(ddof=1) / math.sqrt(n))
-        q = stats.t.ppf(0.5 + ci / 2, n - 1)
-        ci_r = (math.exp(mean - q * se), math.exp(mean + q * se))
         rng = np.random.default_rng(int(s["bootstrap_seed"]))
         draws = rng.integers(0, n, size=(int(s["bootstrap_samples"]), n))
-        boot = _pct(np.exp(lr[draws].mean(1)), ci)
-    else:
-        se, ci_r, boot = math.nan, (math.nan, math.nan), (math.nan, math.nan)
+        boot = np.exp(lr[draws].mean(1))
+    se = float(lr.std(ddof=1) / math.sqrt(n) * math.exp(lr.mean())) if n > 1 else math.nan
     return _record("ratio", clock, counts, level=ref, stats=st, params={
-        "ratio": _param(math.exp(mean), se * math.exp(mean), ci_r, boot),
+        "ratio": _param(math.exp(float(lr.mean())), boot, ci, se),
         "ratio_median": _param(float(np.exp(np.median(lr)))),
     })  # fmt: skip
 
@@ -524,18 +666,19 @@ def fit_scaling(clocks: pd.DataFrame, s: dict) -> list[dict]:
     """log T = c + k log(axis) across cells, per clock at its reference level, per varying axis.
 
     The other varying axes are held fixed: one fit per combination of their values (`group`).
-    Points are (cell, seed) clocks; bootstrap resamples seeds within each cell.
+    Points are (cell, seed) clocks; the bootstrap resamples seeds within each cell.
     """
-    tc, ci, mp = s["fit_time"], float(s["ci_level"]), int(s["min_points"])
+    tc, ci = s["fit_time"], float(s["ci_level"])
     axes = _axis_columns(clocks)
     varying = [a for a in axes if clocks[a].nunique(dropna=True) > 1]
+    main = clocks[~clocks["pre_fit"].astype(bool)] if "pre_fit" in clocks else clocks
     out = []
     for axis in [a for a in s["scaling_axes"] if a in varying]:
         others = [a for a in varying if a != axis]
         for clock in CLOCKS:
             if clock not in s["reference_levels"]:
                 continue
-            crow = clocks[(clocks["clock"] == clock) & ~clocks["below_floor"]]
+            crow = main[(main["clock"] == clock) & ~main["below_floor"]]
             ref = _nearest_level(crow, float(s["reference_levels"][clock]))
             rows = _level_match(crow, ref)
             if rows.empty:
@@ -551,27 +694,24 @@ def fit_scaling(clocks: pd.DataFrame, s: dict) -> list[dict]:
                 n_vals = int(pts[axis].nunique())
                 st = {"n_points": len(pts), "n_levels": n_vals}
                 kw = {"level": ref, "axis": axis, "group": gdesc, "stats": st}
-                if n_vals < mp:
+                if n_vals < 3:
                     out.append(_insufficient("scaling", clock, counts,
                                              f"{n_vals} positive {axis} values with uncensored "
-                                             f"clocks < min_points={mp}", **kw))  # fmt: skip
+                                             "clocks < 3", **kw))  # fmt: skip
                     continue
                 x = np.log(pts[axis].to_numpy(float))
                 y = np.log(pts[tc].to_numpy(float))
-                fit = _ols(x, y, ci)
                 cells = pts["cell_id"].astype(str).to_numpy()
-                w = _boot_weights(
-                    cells + "\x00" + pts["seed"].astype(str).to_numpy(),
-                    cells,
-                    int(s["bootstrap_samples"]),
-                    int(s["bootstrap_seed"]),
+                groups = cells + "\x00" + pts["seed"].astype(str).to_numpy()
+                cnt = _boot_counts(
+                    groups, cells, int(s["bootstrap_samples"]), int(s["bootstrap_seed"])
                 )
-                a_b, b_b = _wls_batch(x, y, w)
-                st["r2"] = fit["r2"]
-                sl, ic = fit["slope"], fit["intercept"]
+                a, b, ssr = _wls(x, y, cnt)
+                sst = float(((y - y.mean()) ** 2).sum())
+                st["r2"] = 1 - float(ssr[0]) / sst if sst > 0 else math.nan
                 out.append(_record("scaling", clock, counts, **kw, params={
-                    "exponent": _param(sl[0], sl[1], sl[2:], _pct(b_b, ci)),
-                    "log_prefactor": _param(ic[0], ic[1], ic[2:], _pct(a_b, ci)),
+                    "exponent": _param(b[0], b[1:], ci),
+                    "log_prefactor": _param(a[0], a[1:], ci),
                 }))  # fmt: skip
     return out
 
@@ -607,15 +747,16 @@ def _flatten(rec: dict, study: str, cell_id: str) -> list[dict]:
     return [{**base, "param": name, **p} for name, p in params.items()]
 
 
-def fit_clocks(
-    clocks: pd.DataFrame, settings: dict, trajectories: dict[str, xr.Dataset] | None
-) -> tuple[pd.DataFrame, dict]:
+def fit_clocks(clocks: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict]:
     """All fits for a study's clocks table -> (tidy fits table, JSON-able summary).
 
-    Table: one row per (fit, parameter), columns FIT_COLUMNS (docs/design.md "Fits output").
-    trajectories (cell_id -> trajectory Dataset) enable the late-time slope cross-check.
+    Per cell: `law` for `cls` and every rep clock, `tail` for every rep clock, `ratio` for every
+    slow clock; across cells: `scaling`. Reads only the clocks table (design.md "Fits output").
     """
     s = resolve_settings(settings)
+    clocks = clocks.copy()
+    if "pre_fit" not in clocks:
+        clocks["pre_fit"] = False
     rows_out: list[dict] = []
     cells_json: dict = {}
     axes = _axis_columns(clocks)
@@ -623,22 +764,12 @@ def fit_clocks(
         study = str(cell["study"].iloc[0]) if "study" in cell else ""
         recs = []
         by_clock = {c: cell[cell["clock"] == c] for c in CLOCKS if (cell["clock"] == c).any()}
-        if "cls" in by_clock:
-            recs += fit_classifier_clock(by_clock["cls"], s)
-        rep_recs = {}
-        for c in REP_CLOCKS:
+        for c in LAW_CLOCKS:
             if c in by_clock:
-                rep_recs[c] = fit_representation_clock(by_clock[c], c, cell, s)
-                recs.append(rep_recs[c])
-        if trajectories is not None and cell_id in trajectories and "rep_energy" in rep_recs:
-            if s["t_kl_rule"] == "onset":
-                tkl = {int(k): v for k, v in _onset_tkl(cell, s).items()}
-            elif s["t_kl_rule"] == "profile":
-                p = rep_recs["rep_energy"]["params"].get("t_kl")
-                tkl = p["estimate"] if p else math.nan
-            else:
-                tkl = 0.0
-            recs.append(fit_late_slope(trajectories[cell_id], tkl, s))
+                recs.append(fit_law(by_clock[c], c, s))
+        for c in REP_CLOCKS:
+            if c in by_clock and "tail_law" in cell:
+                recs.append(fit_tail_summary(by_clock[c], c, s))
         for c in (*REP_CLOCKS, "gen_acc", "gen_loss", "gate"):
             if c in by_clock and c in s["reference_levels"] and "cls" in by_clock:
                 recs.append(fit_separation_ratio(cell, c, s))

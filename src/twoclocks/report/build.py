@@ -86,7 +86,7 @@ def build_report(
     trajectories = {cid: open_trajectory(path) for cid, path in stores.items()}
     clocks = pd.read_parquet(clocks_path)
     fits = json.loads(Path(fits_path).read_text())
-    claims = evaluate_claims(trajectories, clocks, fits, config.get("analysis"))
+    claims = evaluate_claims(trajectories, clocks, fits, config.get("claims"))
     record = {
         "study": config["study"],
         "provenance": provenance.collect(),

@@ -126,6 +126,11 @@ def clock_summary(clocks: pd.DataFrame | None) -> pd.DataFrame:
     if clocks is None or len(clocks) == 0:
         return pd.DataFrame()
     df = clocks.copy()
+    pre = df["pre_fit"].astype(bool) if "pre_fit" in df else pd.Series(False, index=df.index)
+    if "unresolved" in df:
+        df["fired_unresolved"] = ~df["censored"].astype(bool) & df["unresolved"].astype(bool)
+    n_pre = df[pre].groupby(["cell_id", "clock", "level"]).size()
+    df = df[~pre]  # crossings before T_cls(eps_star) are counted, never summarised as clocks
     df["fired"] = ~df["censored"].astype(bool)
     g = df.groupby(["cell_id", "clock", "level"], sort=True)
     out = g.agg(
@@ -138,6 +143,11 @@ def clock_summary(clocks: pd.DataFrame | None) -> pd.DataFrame:
     ).reset_index()
     if "below_floor" in df:
         out["below_floor"] = g["below_floor"].any().to_numpy()
+    if "unresolved" in df:
+        out["unresolved"] = g["fired_unresolved"].sum().to_numpy()
+    if "pre_fit" in clocks:
+        key = pd.MultiIndex.from_frame(out[["cell_id", "clock", "level"]])
+        out["pre_fit"] = n_pre.reindex(key, fill_value=0).to_numpy()
     out["fired"] = out["fired"].astype(str) + "/" + out["runs"].astype(str)
     return out.drop(columns="runs")
 
@@ -157,11 +167,18 @@ def _fit_record_rows(fits: Mapping[str, Any]) -> pd.DataFrame:
     records += [("*", r) for r in fits.get("scaling") or []]
     for cid, r in records:
         stats = r.get("stats") or {}
+        params = r.get("params") or {}
+        if r.get("fit") == "law":  # the chosen law's parameters first (docs/design.md)
+            first = ["delta_aic", "b", "a"] if r.get("preferred") == "log" else ["delta_aic"]
+            first += ["k", "T0", "C"] if r.get("preferred") == "power" else []
+            params = {k: params[k] for k in [*first, *params] if k in params}
         rows.append(
             {
                 "cell_id": cid,
                 **{k: r.get(k) for k in ("fit", "clock", "level", "axis", "status", "preferred")},
-                "params": "; ".join(f"{k}={fmt(v)}" for k, v in (r.get("params") or {}).items()),
+                "finding": stats.get("finding", ""),
+                "support": stats.get("law_support", ""),
+                "params": "; ".join(f"{k}={fmt(v)}" for k, v in params.items()),
                 "r2": stats.get("r2"),
                 "n_points": stats.get("n_points"),
                 "reason": r.get("reason", ""),
@@ -256,6 +273,12 @@ def write_report(
         "the denominator of <i>fired</i>.</p>",
         _table(clock_summary(clocks)),
         "<h2>Fits</h2>",
+        '<p class="note"><i>law</i>: per cell and clock, the log law T = a + b log(1/x) against '
+        "the free-offset power law T = T0 + C x^-k, by AIC (<i>preferred</i>; delta_aic = "
+        "AIC(power) - AIC(log), &gt; 0 favours the log law; <i>support</i> decisive when its "
+        "interval excludes 0). <i>tail</i>: per seed, the gap after T_cls as G_inf + exponential "
+        "or power decay (theta = (1 + 1/p)/2). Intervals [low, high]: seed bootstrap. Only "
+        "<i>ok</i> fits judge claims; <i>insufficient</i> ones say why.</p>",
         _table(fits_table(fits)),
         "<h2>What was run</h2>",
         "<h3>Runtime</h3>",
