@@ -18,7 +18,6 @@ metrics NaN; the others are unaffected.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -35,12 +34,11 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
-from twoclocks.train import metrics as tm
+from twoclocks.train import metric_catalog as cat
 from twoclocks.train import store as ts
 from twoclocks.train.models import (
     ModelSpec,
     distinct_samples,
-    encode_inputs,
     forward,
     init_params,
     model_spec,
@@ -172,89 +170,6 @@ def _fingerprint(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _matrices(spec: ModelSpec) -> list[str]:
-    if spec.kind == "relu_embed":
-        return ["E", *[f"W{k}" for k in range(1, spec.hidden_layers + 1)], "U", "UW"]
-    return [*[f"W{k}" for k in range(1, spec.depth + 1)], "A"]
-
-
-def _metric_table(spec: ModelSpec) -> dict[str, tuple[str | None, str, str]]:
-    """Metric variables of the store: name -> (extra dim, long_name, units)."""
-    t = {
-        "train_loss": (None, "mean cross-entropy on the train set (float64 from logits)", "nat"),
-        "test_loss": (None, "mean cross-entropy on the test set (float64 from logits)", "nat"),
-        "train_acc": (None, "train accuracy", "1"),
-        "test_acc": (None, "test accuracy", "1"),
-        "train_margin_min": (None, "min train margin (true logit - largest other)", "logit"),
-        "train_margin_mean": (None, "mean train margin (true logit - largest other)", "logit"),
-        "sqnorm": ("block", "squared Frobenius norm of the block", "1"),
-        "sqnorm_total": (None, "sum of squared Frobenius norms of all blocks", "1"),
-        "srank": ("matrix", "stable rank ||A||_F^2/||A||_2^2 (eq. 2.3)", "1"),
-        "singular_values": ("sv", "singular values of the end-to-end map, descending", "1"),
-        "grad_norm": ("block", "Frobenius norm of the loss gradient (no weight decay)", "1"),
-    }
-    if spec.kind == "relu_embed":
-        t.update(
-            delta_norm=(None, "||softmax(f)-onehot(y)||_F / sqrt(n_train) (Prop. 4.2)", "1"),
-            h_norm=(None, "||h||_F / sqrt(n_train), last hidden layer (Prop. 4.2)", "1"),
-            z_norm=(None, "||z||_F / sqrt(n_train), combined embedding (Prop. 4.2)", "1"),
-            U_spec=(None, "spectral norm of the head U (Prop. 4.2)", "1"),
-            W_spec=(None, "spectral norm of the first hidden layer W1 (Prop. 4.2)", "1"),
-            E_spec=(None, "spectral norm of the embedding E (Prop. 4.2)", "1"),
-            gate_flip_fraction=(None, "fraction of train ReLU gates flipped since last log", "1"),
-            preact_min_abs=(None, "min |pre-activation| over train samples and units", "1"),
-        )
-    else:
-        t.update(
-            schatten_energy=(None, "Schatten energy ||A||_{S_2/L}^{2/L} (eq. 2.7)", "1"),
-            balancedness_gap=(None, "sum_l ||W_l||_F^2 - L * schatten_energy (eq. 2.7)", "1"),
-        )
-    if spec.input_kind == "tokens":
-        t["fourier_gap"] = (None, "input-embedding energy outside the top frequencies", "1")
-    t["separation_gap"] = (None, "class-separation gap of the last hidden layer (App. F.5)", "1")
-    return t
-
-
-def _embedding(spec: ModelSpec, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Residue embedding (M, p, d) for the Fourier gap: relu E; deep linear the two one-hot
-    halves of W1 side by side."""
-    if spec.kind == "relu_embed":
-        return p["E"][:, : spec.vocab_size]
-    v = spec.vocab_size
-    w = p["W1"]
-    return torch.cat([w[:, :, :v], w[:, :, v:]], dim=1).transpose(1, 2)
-
-
-def _singular_values_by_shape(mats: dict[str, torch.Tensor], fn) -> dict[str, torch.Tensor]:
-    """Singular values of every (M, a, b) matrix by ``fn``, one call per distinct shape (relu: E
-    and U share (p, H), so two calls become one)."""
-    by_shape: dict[tuple, list[str]] = {}
-    for name, a in mats.items():
-        by_shape.setdefault(tuple(a.shape[1:]), []).append(name)
-    out = {}
-    for names in by_shape.values():
-        m = mats[names[0]].shape[0]
-        sv = fn(torch.cat([mats[n] for n in names], dim=0))
-        out.update({n: sv[i * m : (i + 1) * m] for i, n in enumerate(names)})
-    return out
-
-
-def _spectra(
-    mats: dict[str, torch.Tensor], e2e_name: str, float32: bool
-) -> dict[str, torch.Tensor]:
-    """Singular values of the logged matrices. float32 runs: Gram eigenvalues, in float64 for the
-    end-to-end map (whose whole spectrum is stored) and in float32 for the others (only their
-    stable rank and spectral norm are stored); float64 runs: float64 SVDs."""
-    if not float32:
-        return _singular_values_by_shape(mats, tm.singular_values)
-    rest = {k: v for k, v in mats.items() if k != e2e_name}
-    out = _singular_values_by_shape(
-        rest, functools.partial(tm.singular_values_gram, dtype=torch.float32)
-    )
-    out[e2e_name] = tm.singular_values_gram(mats[e2e_name])
-    return {k: out[k] for k in mats}
-
-
 class Samples(NamedTuple):
     """A split's distinct inputs, labels and multiplicities (None: all distinct), on the device."""
 
@@ -267,80 +182,13 @@ class Samples(NamedTuple):
         return cls(*distinct_samples(spec, x, y))
 
 
-def _embedding_sqnorm(spec: ModelSpec, e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``||z||^2`` of the combined embedding, (M, n) float64, through the Gram matrix
-    ``E E^T`` (sum: ``G_aa + G_bb + 2 G_ab``; concat: ``G_aa + G_bb``) instead of forming z."""
-    e = e.double()
-    g = (e @ e.transpose(1, 2)).flatten(1)
-    v = e.shape[1]
-    a, b = x[:, 0], x[:, 1]
-    sq = g[:, a * (v + 1)] + g[:, b * (v + 1)]
-    return sq + 2.0 * g[:, a * v + b] if spec.combine == "sum" else sq
-
-
 @torch.no_grad()
-def _log_row(spec, p, fwd, train: Samples, test_logits, test: Samples, prev_gates, fourier_keep):
-    """All metrics of one log step as float64 tensors (M,) or (M, k); new gate mask.
+def _log_row(metrics: list[cat.Metric], ctx: cat.LogContext) -> dict[str, torch.Tensor]:
+    """All metrics of one log step as float64 tensors (M,) or (M, k), in declaration order.
 
-    Sample means are weighted by the multiplicities of ``train``/``test`` (equal to the plain
-    means over all samples)."""
-    out = {}
-    relu = spec.kind == "relu_embed"
-    lm = tm.logit_metrics(fwd.logits, train.y, train.weight, delta=relu)
-    out["train_loss"], out["train_acc"] = lm["loss"], lm["acc"]
-    out["train_margin_min"], out["train_margin_mean"] = lm["margin_min"], lm["margin_mean"]
-    lt = tm.logit_metrics(test_logits, test.y, test.weight)
-    out["test_loss"], out["test_acc"] = lt["loss"], lt["acc"]
-    blocks = spec.blocks()
-    sq = torch.stack([p[b].double().square().flatten(1).sum(1) for b in blocks], dim=1)
-    out["sqnorm"], out["sqnorm_total"] = sq, sq.sum(1)
-    out["grad_norm"] = torch.stack(
-        [
-            p[b].grad.double().square().flatten(1).sum(1).sqrt()
-            if p[b].grad is not None
-            else torch.zeros(sq.shape[0], dtype=torch.float64, device=sq.device)
-            for b in blocks
-        ],
-        dim=1,
-    )
-    weights = [p[f"W{k}"] for k in range(1, (spec.depth or spec.hidden_layers) + 1)]
-    factors = weights + ([p["U"]] if relu else [])
-    e2e = tm.end_to_end(factors)
-    mats = {n: p[n] for n in _matrices(spec)[:-1]}
-    mats[_matrices(spec)[-1]] = e2e
-    svals = _spectra(mats, _matrices(spec)[-1], float32=p[blocks[0]].dtype == torch.float32)
-    out["srank"] = torch.stack(
-        [s.square().sum(1) / s[:, 0].square() for s in svals.values()], dim=1
-    )
-    out["singular_values"] = svals[_matrices(spec)[-1]]
-    gates = None
-    if relu:
-        out["delta_norm"] = lm["delta_rms"]
-        hsq = fwd.h.square().sum(-1, dtype=torch.float64)  # float32 squares, float64 sums
-        out["h_norm"] = tm.wmean(hsq, train.weight).sqrt()
-        out["z_norm"] = tm.wmean(_embedding_sqnorm(spec, p["E"], train.x), train.weight).sqrt()
-        out["U_spec"], out["W_spec"], out["E_spec"] = (
-            svals["U"][:, 0],
-            svals["W1"][:, 0],
-            svals["E"][:, 0],
-        )
-        pre = torch.cat(fwd.pre, dim=2) if len(fwd.pre) > 1 else fwd.pre[0]
-        gates = pre > 0
-        out["gate_flip_fraction"] = (
-            tm.gate_flip_fraction(prev_gates, gates, train.weight)
-            if prev_gates is not None
-            else torch.full_like(sq[:, 0], math.nan)
-        )
-        out["preact_min_abs"] = tm.preact_min_abs(pre)
-    else:
-        out["schatten_energy"] = tm.schatten_energy(e2e, spec.depth)
-        out["balancedness_gap"] = tm.balancedness_gap(weights, spec.depth)
-    if spec.input_kind == "tokens":
-        emb = _embedding(spec, p)
-        keep = min(int(fourier_keep), emb.shape[1] // 2)
-        out["fourier_gap"] = tm.fourier_gap(emb, keep)
-    out["separation_gap"] = tm.separation_gap(fwd.h, train.y, spec.num_classes, weight=train.weight)
-    return out, gates
+    Sample means are weighted by the multiplicities of the context's samples (equal to the
+    plain means over all samples)."""
+    return {m.name: m.compute(ctx) for m in metrics}
 
 
 def member_losses(
@@ -413,8 +261,7 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
     x_test = _to_tensor(dataset["x_test"].values, device)
     y_train = _to_tensor(dataset["y_train"].values, device, torch.long)
     y_test = _to_tensor(dataset["y_test"].values, device, torch.long)
-    if spec.kind == "deep_linear":
-        x_train, x_test = encode_inputs(spec, x_train, dtype), encode_inputs(spec, x_test, dtype)
+    x_train, x_test = spec.encode_inputs(x_train, dtype), spec.encode_inputs(x_test, dtype)
     # Train and evaluate on distinct inputs only, weighted by multiplicity (same losses/metrics).
     train, test = Samples.of(spec, x_train, y_train), Samples.of(spec, x_test, y_test)
 
@@ -431,10 +278,12 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
         prov = json.dumps({"error": f"provenance unavailable: {exc!r}"})
 
     blocks = spec.blocks()
-    matrices = _matrices(spec)
-    table = _metric_table(spec)
+    matrices = spec.matrices()
+    metrics = cat.metrics_for(spec)
+    table = {m.name: (m.dim, m.long_name, m.units) for m in metrics}
+    wants_delta = any(m.needs_delta for m in metrics)
     p0 = init_params(spec, seeds, params.get("init_scale", 1.0), dtype=dtype, device=device)
-    sv_count = min(spec.num_classes, spec.linear_input_dim)
+    sv_count = spec.sv_count
     dtype_name = str(dtype).split(".")[-1]
     layout = ts.StoreLayout(
         seeds=seeds,
@@ -550,10 +399,11 @@ def _train(params, dataset, store_path, partial, state_dir, device, dtype, progr
                 tm0 = time.perf_counter()
                 with torch.no_grad():
                     test_logits = forward(spec, p, test.x).logits
-                row, gates = _log_row(
-                    spec, p, fwd, train, test_logits, test, prev_gates, fourier_keep
+                ctx = cat.LogContext(
+                    spec, p, fwd, train, test, test_logits, prev_gates, fourier_keep, wants_delta
                 )
-                prev_gates = gates
+                row = _log_row(metrics, ctx)
+                prev_gates = ctx.gates
                 i = log_index[t]
                 any_diverged = bool(diverged.any())
                 for name, val in row.items():
