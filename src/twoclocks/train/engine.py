@@ -9,6 +9,11 @@ Inputs the model cannot tell apart (``models.distinct_samples``) are trained and
 weighted by multiplicity; every loss and sample mean equals the one over all samples. Store and
 resume-state writes run on one background thread, in order (``_Writer``).
 
+Phases (each a short function over one `Run` dataclass): ``set_up`` (model, samples, schedules,
+store layout, parameters, optimiser), ``_open_or_resume``, ``_loop`` (per step: ``gradients``,
+divergence check, ``_log``, ``_snapshot``, optimiser update, ``on_step`` hook, ``_checkpoint``),
+``_finish`` (validate, publish). ``step`` is the bare training step the bench times.
+
 Faults: resume state is saved every ``checkpoint_every_steps`` (and on SIGTERM/SIGINT, which then
 exit with 128 + signal); a re-run resumes from it and produces a bitwise identical store on CPU.
 A member whose loss turns non-finite is frozen, its ``diverged_step`` recorded, its later
@@ -48,11 +53,15 @@ from twoclocks.train.models import (
 from twoclocks.train.optim import make_optimizer
 
 __all__ = [
+    "Run",
+    "gradients",
     "log_steps",
     "member_losses",
     "progress_stream",
     "resolve_device",
+    "set_up",
     "snapshot_steps",
+    "step",
     "train_cell",
 ]
 

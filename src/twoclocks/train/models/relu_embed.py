@@ -8,7 +8,6 @@ Extra metrics: the Prop. 4.2 gradient-hierarchy terms and the App. F.3 gate stat
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,8 +165,8 @@ class ReluEmbedSpec(ModelSpec):
             return tm.wmean(sq, c.train.weight).sqrt()
 
         def gate_flip(c):
-            if c.prev_gates is None:
-                return torch.full((c.members,), math.nan, dtype=torch.float64, device=c.device)
+            if c.prev_gates is None:  # step 0: nothing to compare with
+                return c.nan()
             return tm.gate_flip_fraction(c.prev_gates, c.gates, c.train.weight)
 
         def spec_norm(block):
