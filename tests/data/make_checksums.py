@@ -12,8 +12,12 @@ models, metrics or store must leave every byte as it was (bitwise, on the CPU).
 
 Regenerate only when a change of behaviour is intended (say so in the commit message)::
 
-    PYTHONPATH=$PWD/src python tests/data/make_checksums.py            # rewrite the fixture
-    PYTHONPATH=$PWD/src python tests/data/make_checksums.py --check    # compare only
+    PYTHONPATH=$PWD/src python tests/data/make_checksums.py --check          # compare only
+    PYTHONPATH=$PWD/src python tests/data/make_checksums.py --update-clocks  # new clock rules
+    PYTHONPATH=$PWD/src python tests/data/make_checksums.py                  # rewrite all
+
+``--update-clocks`` rewrites only the clock checksums, and refuses if any trajectory checksum
+changed: a change of clock definitions must not hide a change of what training writes.
 """
 
 from __future__ import annotations
@@ -187,7 +191,28 @@ def diff(expected: dict, got: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true", help="compare with the fixture, write nothing")
+    ap.add_argument(
+        "--update-clocks",
+        action="store_true",
+        help="rewrite only the clock checksums (trajectories must be unchanged)",
+    )
     args = ap.parse_args(argv)
+    if args.update_clocks:
+        fixture = json.loads(FIXTURE.read_text())
+        with tempfile.TemporaryDirectory(prefix="twoclocks-behaviour-") as tmp:
+            got = compute(fixture["inputs"], Path(tmp))
+        stores = diff(
+            {g: v["store"] for g, v in fixture["checksums"].items()},
+            {g: v["store"] for g, v in got.items()},
+        )
+        if stores:
+            print("trajectories changed, clocks not updated:\n" + "\n".join(stores))
+            return 1
+        for gid, value in got.items():
+            fixture["checksums"][gid]["clocks"] = value["clocks"]
+        FIXTURE.write_text(json.dumps(fixture, indent=1, sort_keys=True) + "\n")
+        print(f"updated the clock checksums in {FIXTURE}")
+        return 0
     if args.check:
         fixture = json.loads(FIXTURE.read_text())
         inputs = fixture["inputs"]
