@@ -99,6 +99,9 @@ def test_store_layout_comes_from_the_declarations(tmp_path):
     declared = cat.metrics_for(spec)
     metric_vars = [v for v in ds.data_vars if v != "diverged_step" and not v.startswith("snap_")]
     assert sorted(metric_vars) == sorted(m.name for m in declared)
+    assert ds.attrs["model"] == "relu_embed" and ts.end_to_end_matrix(ds) == "UW"
+    del ds.attrs["end_to_end_matrix"]  # older stores: the end-to-end map is the last matrix
+    assert ts.end_to_end_matrix(ds) == spec.end_to_end_name == "UW"
     for m in declared:
         assert ds[m.name].attrs == {"long_name": m.long_name, "units": m.units}
         assert ds[m.name].dims == ("seed", "step", *([m.dim] if m.dim else []))
