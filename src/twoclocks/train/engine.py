@@ -443,14 +443,14 @@ def _log(run: Run, fwd) -> None:
     with torch.no_grad():
         test_logits = forward(run.spec, run.p, run.test.x).logits
     ctx = cat.LogContext(
-        run.spec,
-        run.p,
-        fwd,
-        run.train,
-        run.test,
-        test_logits,
-        run.prev_gates,
-        run.fourier_keep,
+        spec=run.spec,
+        params=run.p,
+        fwd=fwd,
+        train=run.train,
+        test=run.test,
+        test_logits=test_logits,
+        prev_gates=run.prev_gates,
+        fourier_keep=run.fourier_keep,
         delta=any(m.needs_delta for m in run.metrics),
     )
     row = _log_row(run.metrics, ctx)

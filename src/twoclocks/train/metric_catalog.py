@@ -72,6 +72,7 @@ class LogContext:
 
     def __init__(
         self,
+        *,
         spec,
         params: dict[str, Tensor],
         fwd,
