@@ -144,3 +144,20 @@ def test_bench_cell_is_the_paper_model():
     assert p["log_dense_steps"] == round(bench.PAPER_DENSE_STEPS * args.steps / bench.PAPER_STEPS)
     assert p["log_every_steps"] == bench.PAPER_EVERY_STEPS
     assert p["snapshot_count"] == max(2, round(bench.PAPER_SNAPSHOTS * args.steps / 15000))
+
+
+def test_reference_metric_set_is_the_engines():
+    """The reference logs the engine's declared metrics; a metric added to the catalog without
+    a reference implementation stops the bench with its name."""
+    from twoclocks.train import metric_catalog as cat
+    from twoclocks.train.models import model_spec
+
+    spec = model_spec(
+        {"model": "relu_embed", "embed_dim": 4, "hidden_width": 5},
+        {"task": "modular", "num_classes": 7, "vocab_size": 7},
+    )
+    row = dict.fromkeys(cat.names_for(spec), 0.0)
+    bench._check_metric_set(row, spec)
+    del row["z_norm"]
+    with pytest.raises(RuntimeError, match=r"missing \['z_norm'\]"):
+        bench._check_metric_set(row, spec)

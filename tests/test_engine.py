@@ -168,7 +168,6 @@ RUNNER = textwrap.dedent(
     import torch
     torch.set_num_threads(1)
     from twoclocks.data.modular import make_modular
-    from twoclocks.train import engine
     from twoclocks.train import store as ts
     from twoclocks.train.engine import train_cell
 
@@ -185,25 +184,13 @@ RUNNER = textwrap.dedent(
             os.kill(os.getpid(), getattr(signal, sig))
 
     ts.save_state = save  # runs on the writer thread: SIGKILL right after a durable state
-    real_opt = engine.make_optimizer
-    updates = [0]
 
-    def make_optimizer(*args):  # SIGTERM from the training thread at a fixed update
-        opt = real_opt(*args)
-        step = opt.step
+    def on_step(t):  # SIGTERM from the training thread right after a fixed update
+        if sig == "SIGTERM" and kill_after and t == 40 * kill_after + 1:
+            os.kill(os.getpid(), signal.SIGTERM)
 
-        def stepped():
-            step()
-            updates[0] += 1
-            if sig == "SIGTERM" and kill_after and updates[0] == 40 * kill_after + 1:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        opt.step = stepped
-        return opt
-
-    engine.make_optimizer = make_optimizer
     ds = make_modular(op="add", modulus=13, train_fraction=0.5, split="unordered", split_seed=0)
-    train_cell(cell, ds, Path(sys.argv[2]))
+    train_cell(cell, ds, Path(sys.argv[2]), on_step=on_step)
     print("saved", calls)
     """
 )

@@ -57,6 +57,7 @@ def test_fourier_spectrum_finds_the_frequency():
     spec = F.fourier_spectrum(rows)
     assert spec.size == p // 2 + 1 and int(np.argmax(spec)) == k
     assert spec[k] / spec.sum() > 0.99
+    assert np.isclose(spec.sum(), np.square(rows - rows.mean(axis=0)).sum())  # Parseval
 
 
 def test_all_figures_build_under_row_limit(built):

@@ -33,25 +33,18 @@ def test_logit_metrics_match_reference(seed, m, n, c):
     logits = _logits(rng, m, n, c)
     y = torch.from_numpy(rng.integers(0, c, n))
     z, yn = logits.numpy().astype(np.float64), y.numpy()
+    lm = {k: _f64(v) for k, v in mt.logit_metrics(logits, y).items()}
     for i in range(m):
         true = z[i, np.arange(n), yn]
         ce = np.mean(logsumexp(z[i], axis=1) - true)
         other = np.where(np.arange(c)[None, :] == yn[:, None], -np.inf, z[i]).max(axis=1)
         margin = true - other
-        np.testing.assert_allclose(_f64(mt.cross_entropy(logits, y))[i], ce, rtol=1e-12)
+        np.testing.assert_allclose(lm["loss"][i], ce, rtol=1e-12)
         acc = np.mean(z[i].argmax(axis=1) == yn)
-        assert _f64(mt.accuracy(logits, y))[i] == pytest.approx(acc, abs=1e-15)
-        lo, mean = mt.margins(logits, y)
-        np.testing.assert_allclose([_f64(lo)[i], _f64(mean)[i]], [margin.min(), margin.mean()])
-    combined = mt.logit_metrics(logits, y)
-    separate = {
-        "loss": mt.cross_entropy(logits, y),
-        "acc": mt.accuracy(logits, y),
-        "margin_min": mt.margins(logits, y)[0],
-        "margin_mean": mt.margins(logits, y)[1],
-    }
-    for key, value in separate.items():
-        torch.testing.assert_close(combined[key], value, rtol=1e-14, atol=0)
+        assert lm["acc"][i] == pytest.approx(acc, abs=1e-15)
+        np.testing.assert_allclose(
+            [lm["margin_min"][i], lm["margin_mean"][i]], [margin.min(), margin.mean()]
+        )
 
 
 def test_cross_entropy_resolves_tiny_losses_from_float32_logits():
@@ -62,15 +55,15 @@ def test_cross_entropy_resolves_tiny_losses_from_float32_logits():
     logits.scatter_(
         -1, y.view(1, -1, 1).expand(3, -1, 1), margin_true.view(3, 1, 1).expand(-1, n, 1)
     )
-    loss = _f64(mt.cross_entropy(logits, y))
+    lm = mt.logit_metrics(logits, y)
+    loss = _f64(lm["loss"])
     expected = np.log1p((c - 1) * np.exp(-margin_true.double().numpy()))
     assert np.all(expected < 1e-7)
     np.testing.assert_allclose(loss, expected, rtol=1e-12)
     naive = torch.nn.functional.cross_entropy(logits[2], y).item()  # float32 floors at 0 here
     assert naive == 0.0 and loss[2] > 0
-    lo, mean = mt.margins(logits, y)
-    np.testing.assert_allclose(_f64(lo), margin_true.numpy())
-    assert _f64(mt.accuracy(logits, y)).tolist() == [1.0, 1.0, 1.0]
+    np.testing.assert_allclose(_f64(lm["margin_min"]), margin_true.numpy())
+    assert _f64(lm["acc"]).tolist() == [1.0, 1.0, 1.0]
 
 
 def test_ties_are_not_correct_and_members_are_independent():
@@ -91,17 +84,13 @@ def test_ties_are_not_correct_and_members_are_independent():
 def test_spectral_metrics_match_reference(seed, m, a, b, depth):
     rng = np.random.default_rng(seed)
     mats = torch.from_numpy(rng.standard_normal((m, a, b)).astype(np.float32))
-    sv, srank, spec = (_f64(t) for t in mt.spectral_summary(mats))
+    sv, srank = _f64(mt.singular_values(mats)), _f64(mt.stable_rank(mats))
     for i in range(m):
         s = np.linalg.svd(mats[i].numpy().astype(np.float64), compute_uv=False)
         np.testing.assert_allclose(sv[i], s, rtol=1e-10)
         np.testing.assert_allclose(srank[i], np.sum(s**2) / s[0] ** 2, rtol=1e-10)
-        np.testing.assert_allclose(spec[i], s[0], rtol=1e-10)
         energy = _f64(mt.schatten_energy(mats, depth, rtol=0.0))[i]
         np.testing.assert_allclose(energy, np.sum(s ** (2.0 / depth)), rtol=1e-10)
-    torch.testing.assert_close(mt.singular_values(mats), torch.from_numpy(sv))
-    torch.testing.assert_close(mt.stable_rank(mats), torch.from_numpy(srank))
-    torch.testing.assert_close(mt.spectral_norm(mats), torch.from_numpy(spec))
 
 
 @pytest.mark.parametrize("rank", [1, 3, 7])
@@ -234,7 +223,7 @@ def test_fourier_gap_separates_key_frequencies_from_noise():
         mt.fourier_gap(E, p)
 
 
-# --------------------------------------------------------------------- separation and simplex
+# ------------------------------------------------------------------------- separation gap
 
 
 def _class_reference(z, y, num_classes):
@@ -279,48 +268,6 @@ def test_separation_gap_zero_for_collapsed_classes_and_size_free():
     assert torch.all(gap > 0)
     doubled = mt.separation_gap(torch.cat([noisy, noisy], dim=1), torch.cat([y, y]), num_classes)
     torch.testing.assert_close(doubled, gap)
-
-
-def _simplex_reference(z, y, num_classes):
-    present, mu, _, _ = _class_reference(z, y, num_classes)
-    k = len(present)
-    means = np.stack([mu[c] for c in present])
-    centred = means - means.mean(axis=0)
-    gram = centred @ centred.T
-    target = (np.eye(k) - np.ones((k, k)) / k) / np.sqrt(k - 1)
-    return np.linalg.norm(gram / np.linalg.norm(gram) - target)
-
-
-@FAST
-@given(seed=seeds, m=members, n=st.integers(4, 30), h=st.integers(1, 6), c=st.integers(2, 6))
-def test_simplex_error_matches_reference(seed, m, n, h, c):
-    rng = np.random.default_rng(seed)
-    y = torch.from_numpy(np.concatenate([[0, 1], rng.integers(0, c, n - 2)]))
-    z = torch.from_numpy(rng.standard_normal((m, n, h)))
-    err = _f64(mt.simplex_error(z, y, c + 1))
-    for i in range(m):
-        np.testing.assert_allclose(
-            err[i], _simplex_reference(z[i].numpy(), y.numpy(), c), rtol=1e-9, atol=1e-12
-        )
-    assert np.all((err >= 0) & (err <= 2 + 1e-12))
-
-
-def test_simplex_error_zero_for_rotated_scaled_etf():
-    rng = np.random.default_rng(5)
-    k, width, n = 6, 9, 40
-    y = torch.from_numpy(np.concatenate([np.arange(k), rng.integers(0, k, n - k)]))
-    etf = np.eye(k) - 1.0 / k  # rows: centred simplex vertices
-    rot = np.linalg.qr(rng.standard_normal((width, width)))[0][:k]
-    means = torch.from_numpy(
-        np.stack([3.0 * etf @ rot + rng.standard_normal(width) for _ in range(2)])
-    )
-    collapsed = means[:, y]
-    torch.testing.assert_close(
-        mt.simplex_error(collapsed, y, k), torch.zeros(2, dtype=torch.float64), atol=1e-12, rtol=0
-    )
-    skewed = collapsed.clone()
-    skewed[..., 0] *= 3.0
-    assert torch.all(mt.simplex_error(skewed, y, k) > 0.05)
 
 
 # ------------------------------------------------------------------------------------- gates

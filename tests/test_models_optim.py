@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from twoclocks.train.engine import member_losses
 from twoclocks.train.models import (
-    DeepLinearNet,
+    DeepLinearSpec,
     ModelSpec,
-    ReluEmbedNet,
+    ReluEmbedSpec,
     encode_inputs,
     end_to_end,
     forward,
@@ -31,8 +31,7 @@ def _data(n: int = 30):
 
 
 def _relu(combine: str, bias: bool, layers: int = 1) -> ModelSpec:
-    return ModelSpec(
-        kind="relu_embed",
+    return ReluEmbedSpec(
         num_classes=P,
         input_kind="tokens",
         vocab_size=P,
@@ -45,8 +44,7 @@ def _relu(combine: str, bias: bool, layers: int = 1) -> ModelSpec:
 
 
 def _dl(depth: int, balanced: bool = False) -> ModelSpec:
-    return ModelSpec(
-        kind="deep_linear",
+    return DeepLinearSpec(
         num_classes=P,
         input_kind="tokens",
         vocab_size=P,
@@ -59,11 +57,10 @@ def _dl(depth: int, balanced: bool = False) -> ModelSpec:
 def _run(spec, dtype, opt_name, steps, lr=LR, wd=WD):
     """Train stacked and reference models side by side; return (stacked, references)."""
     x, y = _data()
-    xin = x if spec.kind == "relu_embed" else encode_inputs(spec, x, dtype)
+    xin = encode_inputs(spec, x, dtype)
     params = init_params(spec, SEEDS, [1.0, 0.5, 2.0], dtype=dtype)
     params = {k: v.requires_grad_() for k, v in params.items()}
-    cls = ReluEmbedNet if spec.kind == "relu_embed" else DeepLinearNet
-    refs = [cls.from_member(spec, params, i) for i in range(len(SEEDS))]
+    refs = [spec.reference_of_member(params, i) for i in range(len(SEEDS))]
     if opt_name == "adamw":
         opt = StackedAdamW(params, lr, wd, betas=(0.9, 0.98), eps=1e-8)
         ref_opts = [
@@ -199,7 +196,7 @@ def test_evaluation_forward_equals_the_training_forward(combine, layers):
 def test_member_matmul_gradients_and_stack_independence():
     """The CPU per-member matmul of the head: exact gradients (gradcheck) and, bitwise, the
     same output and gradients for a member alone as in a stack."""
-    from twoclocks.train.models import _MemberMatmulNT
+    from twoclocks.train.models.base import _MemberMatmulNT
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(3, 5, 4, dtype=torch.float64, generator=g, requires_grad=True)

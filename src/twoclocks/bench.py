@@ -54,7 +54,9 @@ from twoclocks.config import load_config
 from twoclocks.data.io import build_dataset, data_params
 from twoclocks.provenance import json_safe
 from twoclocks.train import engine
-from twoclocks.train.models import ReluEmbedNet, forward, init_params, model_spec
+from twoclocks.train import metric_catalog as cat
+from twoclocks.train import metrics as tm
+from twoclocks.train.models import ReluEmbedNet, init_params, model_spec
 
 __all__ = [
     "TARGETS",
@@ -228,71 +230,39 @@ def model_flops_per_step(spec, n_train: int) -> float:
 # Instrumented engine runs
 
 
-@contextlib.contextmanager
-def _patched(obj, name: str, wrapper):
-    orig = getattr(obj, name)
-    setattr(obj, name, wrapper(orig))
-    try:
-        yield
-    finally:
-        setattr(obj, name, orig)
-
-
 def _timed_engine(params: dict, dataset, workdir: Path, device: torch.device) -> dict:
     """Run ``train_cell`` once: its own timings (wall, metrics, blocking writes) and per-update
-    timestamps."""
+    timestamps (the engine's ``on_step`` hook)."""
     stamps: list[float] = []
-
-    def opt_wrap(fn):
-        def inner(*a, **k):
-            opt = fn(*a, **k)
-            step = opt.step
-
-            def stamped():
-                step()
-                stamps.append(time.perf_counter())
-
-            opt.step = stamped
-            return opt
-
-        return inner
-
     out = workdir / f"run{len(list(workdir.iterdir()))}" / "trajectory.zarr"
     timings: dict = {}
-    with _patched(engine, "make_optimizer", opt_wrap):
-        _sync(device)
-        t0 = time.perf_counter()
-        engine.train_cell(params, dataset, out, progress=False, timings=timings)
-        _sync(device)
-        wall = time.perf_counter() - t0
+    _sync(device)
+    t0 = time.perf_counter()
+    engine.train_cell(
+        params,
+        dataset,
+        out,
+        progress=False,
+        timings=timings,
+        on_step=lambda _t: stamps.append(time.perf_counter()),
+    )
+    _sync(device)
+    wall = time.perf_counter() - t0
     shutil.rmtree(out.parent, ignore_errors=True)
     spent = {"metrics": timings["metrics_s"], "writes": timings["writes_s"]}
     return {"wall_s": wall, "spent_s": spent, "stamps": np.asarray(stamps) - t0}
 
 
-def _step_loop_seconds(params: dict, dataset, device, dtype, steps: int) -> float:
-    """Seconds per bare stacked training step (forward, per-member CE, backward, AdamW)."""
-    from twoclocks.train.optim import make_optimizer
-
-    spec = model_spec(params, dict(dataset.attrs))
-    p = init_params(spec, params["seeds"], dtype=dtype, device=device)
-    p = {k: v.requires_grad_(True) for k, v in p.items()}
-    opt = make_optimizer(params, p)
-    x, y, w = _train_samples(spec, dataset, device)
-
-    def step():
-        for v in p.values():
-            v.grad = None
-        loss = engine.member_losses(forward(spec, p, x).logits, y, w)
-        loss.sum().backward()
-        opt.step()
-
+def _step_loop_seconds(params: dict, dataset, device, steps: int) -> float:
+    """Seconds per bare stacked training step: the engine's own ``step`` (forward, per-member
+    CE, backward, optimiser update) on the engine's own set-up."""
+    run = engine.set_up(params, dataset, device)
     for _ in range(3):
-        step()
+        engine.step(run)
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        step()
+        engine.step(run)
     _sync(device)
     return (time.perf_counter() - t0) / steps
 
@@ -352,7 +322,7 @@ def _ref_metrics(net, logits, z, pre, h, y, test_logits, y_test, prev_gates, kee
     row["sqnorm_total"] = sum(row["sqnorm"])
     row["grad_norm"] = [w.grad.double().norm().item() for w in blocks.values()]
     w1, u, e = blocks["W1"].detach(), blocks["U"].detach(), blocks["E"].detach()
-    mats = {"E": e, "W1": w1, "U": u, "UW": u.double() @ w1.double()}
+    mats = {"E": e, "W1": w1, "U": u, "UW": tm.end_to_end([w1[None], u[None]])[0]}
     sv = {k: torch.linalg.svdvals(v.double()) for k, v in mats.items()}
     row["srank"] = [(s.pow(2).sum() / s[0] ** 2).item() for s in sv.values()]
     row["singular_values"] = sv["UW"].tolist()
@@ -366,12 +336,7 @@ def _ref_metrics(net, logits, z, pre, h, y, test_logits, y_test, prev_gates, kee
     flip = math.nan if prev_gates is None else (gates != prev_gates).double().mean().item()
     row["gate_flip_fraction"] = flip
     row["preact_min_abs"] = pre.detach().abs().min().item()
-    p_mod = int(net.spec.vocab_size)
-    spec_e = torch.fft.rfft(e[:p_mod].double(), dim=0)
-    energy = spec_e.abs().pow(2).sum(1) / p_mod
-    energy[1:] *= 2.0
-    if p_mod % 2 == 0:
-        energy[-1] /= 2.0
+    energy = tm.fourier_energy(e[None, : int(net.spec.vocab_size)])[0]
     kept = energy[1:].topk(keep).values.sum()
     row["fourier_gap"] = ((energy.sum() - kept).clamp_min(0) / (energy.sum() + 1e-12)).item()
     hd = h.detach().double()
@@ -386,6 +351,16 @@ def _ref_metrics(net, logits, z, pre, h, y, test_logits, y_test, prev_gates, kee
     between = 2 * k * (mu[present] - mbar).pow(2).sum() / (k * (k - 1))
     row["separation_gap"] = (within / (between + 1e-12)).item()
     return row, gates
+
+
+def _check_metric_set(row: dict, spec) -> None:
+    """The reference must log exactly the engine's declared metrics (``metric_catalog``)."""
+    want, got = set(cat.names_for(spec)), set(row)
+    if want != got:
+        raise RuntimeError(
+            f"bench reference metrics differ from the engine's: missing {sorted(want - got)}, "
+            f"extra {sorted(got - want)}; add them to bench._ref_metrics"
+        )
 
 
 def reference_train(params: dict, dataset, device: torch.device, dtype: torch.dtype) -> dict:
@@ -432,6 +407,8 @@ def reference_train(params: dict, dataset, device: torch.device, dtype: torch.dt
                 row, prev_gates = _ref_metrics(
                     net, logits, z, pre, h, y, test_logits, yt, prev_gates, keep
                 )
+                if not history:
+                    _check_metric_set(row, spec)
                 row["step"] = t
                 for k, v in row.items():
                     history.setdefault(k, []).append(v)
@@ -626,7 +603,7 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             late = _timed_engine(late_params, dataset, work, device)
     # Peak and bare step interleaved, best of 3 rounds: other load on the machine only slows.
     rounds = [
-        (gemm_peak_flops(device, dtype), _step_loop_seconds(params, dataset, device, dtype, k))
+        (gemm_peak_flops(device, dtype), _step_loop_seconds(params, dataset, device, k))
         for k in [max(1, args.mfu_steps)] * 3
     ]
     peak = max(peak, *(r[0] for r in rounds))

@@ -31,10 +31,14 @@ TASK_KEYS = {
     "modular": ("op", "modulus", "train_fraction", "split", "split_seed"),
     "teacher": ("input_dim", "num_classes", "teacher_rank", "train_size", "test_size", "data_seed"),
 }
+# Per model: its cell keys, and the models that need token inputs. The model classes own these
+# (`train.models`, `config_keys`, `token_inputs_only`); config stays torch-free, so they are
+# repeated here and tests/test_registry.py checks both against the registry.
 MODEL_KEYS = {
     "relu_embed": ("embed_dim", "combine", "hidden_width", "hidden_layers", "bias"),
     "deep_linear": ("depth", "width", "balanced_init"),
 }
+TOKEN_ONLY_MODELS = ("relu_embed",)
 OPTIMIZER_KEYS = {"adamw": ("betas", "adam_eps"), "sgd": ("momentum",)}
 COMMON_KEYS = ("task", "model", "optimizer", "lr", "weight_decay", "steps", "init_scale", "dtype")
 MODULAR_ONLY_KEYS = ("fourier_keep",)
@@ -583,7 +587,7 @@ def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
                     f"cell {cid}: op {p['op']!r} with modulus = {p['modulus']} is not allowed; "
                     f"mul/div need a prime modulus (e.g. 97, 113)"
                 )
-            if p["model"] == "relu_embed" and p["combine"] == "sum" and p["op"] in NON_COMMUTATIVE:
+            if p.get("combine") == "sum" and p["op"] in NON_COMMUTATIVE:
                 errors.append(
                     f"cell {cid}: combine = 'sum' makes (a, b) and (b, a) the same input but op "
                     f"{p['op']!r} is not commutative; use combine: concat"
@@ -599,9 +603,9 @@ def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
                     f"cell {cid}: teacher_rank = {p['teacher_rank']} exceeds "
                     f"min(input_dim, num_classes) = {min(p['input_dim'], p['num_classes'])}"
                 )
-            if p["model"] == "relu_embed":
+            if p["model"] in TOKEN_ONLY_MODELS:
                 errors.append(
-                    f"cell {cid}: model 'relu_embed' needs token inputs (task: modular); "
+                    f"cell {cid}: model {p['model']!r} needs token inputs (task: modular); "
                     f"use model: deep_linear for the teacher task"
                 )
         if log["snapshot_count"] > p["steps"] + 1:

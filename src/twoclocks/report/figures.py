@@ -254,16 +254,21 @@ def fig_generator_heatmap(
 
 
 def fourier_spectrum(rows: np.ndarray, op: str = "add") -> np.ndarray:
-    """Energy per frequency k = 0..p//2 of a (p, n) matrix over residues, summed over columns.
+    """Energy per frequency k = 0..p//2 of a (p, n) matrix over residues, summed over columns:
+    ``metrics.fourier_energy`` (the helper the logged Fourier gap uses) of the centred rows.
 
     Additive tasks use the natural residue order; multiplicative ones (mul/div) the discrete-log
     order given by the generator (row 0 dropped), where their Fourier structure lives.
     """
+    import torch
+
+    from twoclocks.train.metrics import fourier_energy
+
     rows = np.asarray(rows, float)
     if op in {"mul", "div"}:
         rows = rows[generator_order(rows.shape[0])]
-    coef = np.fft.rfft(rows - rows.mean(axis=0), axis=0)
-    return np.sum(np.abs(coef) ** 2, axis=1)
+    centred = torch.as_tensor(rows - rows.mean(axis=0))
+    return fourier_energy(centred[None])[0].numpy()
 
 
 def fig_fourier_spectra(study: Any, cell: str | None = None, seed_index: int = 0) -> alt.Chart:

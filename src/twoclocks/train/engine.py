@@ -9,6 +9,11 @@ Inputs the model cannot tell apart (``models.distinct_samples``) are trained and
 weighted by multiplicity; every loss and sample mean equals the one over all samples. Store and
 resume-state writes run on one background thread, in order (``_Writer``).
 
+Phases (each a short function over one `Run` dataclass): ``set_up`` (model, samples, schedules,
+store layout, parameters, optimiser), ``_open_or_resume``, ``_loop`` (per step: ``gradients``,
+divergence check, ``_log``, ``_snapshot``, optimiser update, ``on_step`` hook, ``_checkpoint``),
+``_finish`` (validate, publish). ``step`` is the bare training step the bench times.
+
 Faults: resume state is saved every ``checkpoint_every_steps`` (and on SIGTERM/SIGINT, which then
 exit with 128 + signal); a re-run resumes from it and produces a bitwise identical store on CPU.
 A member whose loss turns non-finite is frozen, its ``diverged_step`` recorded, its later
@@ -18,7 +23,6 @@ metrics NaN; the others are unaffected.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import math
@@ -26,8 +30,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 import torch
@@ -35,13 +41,12 @@ import torch.nn.functional as F
 import xarray as xr
 
 from twoclocks.provenance import digest
-from twoclocks.train import metrics as tm
+from twoclocks.train import metric_catalog as cat
 from twoclocks.train import store as ts
 from twoclocks.train.manifest import seed_status
 from twoclocks.train.models import (
     ModelSpec,
     distinct_samples,
-    encode_inputs,
     forward,
     init_params,
     model_spec,
@@ -49,11 +54,15 @@ from twoclocks.train.models import (
 from twoclocks.train.optim import make_optimizer
 
 __all__ = [
+    "Run",
+    "gradients",
     "log_steps",
     "member_losses",
     "progress_stream",
     "resolve_device",
+    "set_up",
     "snapshot_steps",
+    "step",
     "train_cell",
 ]
 
@@ -173,89 +182,6 @@ def _fingerprint(params: dict) -> str:
     return digest(params, chars=None)
 
 
-def _matrices(spec: ModelSpec) -> list[str]:
-    if spec.kind == "relu_embed":
-        return ["E", *[f"W{k}" for k in range(1, spec.hidden_layers + 1)], "U", "UW"]
-    return [*[f"W{k}" for k in range(1, spec.depth + 1)], "A"]
-
-
-def _metric_table(spec: ModelSpec) -> dict[str, tuple[str | None, str, str]]:
-    """Metric variables of the store: name -> (extra dim, long_name, units)."""
-    t = {
-        "train_loss": (None, "mean cross-entropy on the train set (float64 from logits)", "nat"),
-        "test_loss": (None, "mean cross-entropy on the test set (float64 from logits)", "nat"),
-        "train_acc": (None, "train accuracy", "1"),
-        "test_acc": (None, "test accuracy", "1"),
-        "train_margin_min": (None, "min train margin (true logit - largest other)", "logit"),
-        "train_margin_mean": (None, "mean train margin (true logit - largest other)", "logit"),
-        "sqnorm": ("block", "squared Frobenius norm of the block", "1"),
-        "sqnorm_total": (None, "sum of squared Frobenius norms of all blocks", "1"),
-        "srank": ("matrix", "stable rank ||A||_F^2/||A||_2^2 (eq. 2.3)", "1"),
-        "singular_values": ("sv", "singular values of the end-to-end map, descending", "1"),
-        "grad_norm": ("block", "Frobenius norm of the loss gradient (no weight decay)", "1"),
-    }
-    if spec.kind == "relu_embed":
-        t.update(
-            delta_norm=(None, "||softmax(f)-onehot(y)||_F / sqrt(n_train) (Prop. 4.2)", "1"),
-            h_norm=(None, "||h||_F / sqrt(n_train), last hidden layer (Prop. 4.2)", "1"),
-            z_norm=(None, "||z||_F / sqrt(n_train), combined embedding (Prop. 4.2)", "1"),
-            U_spec=(None, "spectral norm of the head U (Prop. 4.2)", "1"),
-            W_spec=(None, "spectral norm of the first hidden layer W1 (Prop. 4.2)", "1"),
-            E_spec=(None, "spectral norm of the embedding E (Prop. 4.2)", "1"),
-            gate_flip_fraction=(None, "fraction of train ReLU gates flipped since last log", "1"),
-            preact_min_abs=(None, "min |pre-activation| over train samples and units", "1"),
-        )
-    else:
-        t.update(
-            schatten_energy=(None, "Schatten energy ||A||_{S_2/L}^{2/L} (eq. 2.7)", "1"),
-            balancedness_gap=(None, "sum_l ||W_l||_F^2 - L * schatten_energy (eq. 2.7)", "1"),
-        )
-    if spec.input_kind == "tokens":
-        t["fourier_gap"] = (None, "input-embedding energy outside the top frequencies", "1")
-    t["separation_gap"] = (None, "class-separation gap of the last hidden layer (App. F.5)", "1")
-    return t
-
-
-def _embedding(spec: ModelSpec, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Residue embedding (M, p, d) for the Fourier gap: relu E; deep linear the two one-hot
-    halves of W1 side by side."""
-    if spec.kind == "relu_embed":
-        return p["E"][:, : spec.vocab_size]
-    v = spec.vocab_size
-    w = p["W1"]
-    return torch.cat([w[:, :, :v], w[:, :, v:]], dim=1).transpose(1, 2)
-
-
-def _singular_values_by_shape(mats: dict[str, torch.Tensor], fn) -> dict[str, torch.Tensor]:
-    """Singular values of every (M, a, b) matrix by ``fn``, one call per distinct shape (relu: E
-    and U share (p, H), so two calls become one)."""
-    by_shape: dict[tuple, list[str]] = {}
-    for name, a in mats.items():
-        by_shape.setdefault(tuple(a.shape[1:]), []).append(name)
-    out = {}
-    for names in by_shape.values():
-        m = mats[names[0]].shape[0]
-        sv = fn(torch.cat([mats[n] for n in names], dim=0))
-        out.update({n: sv[i * m : (i + 1) * m] for i, n in enumerate(names)})
-    return out
-
-
-def _spectra(
-    mats: dict[str, torch.Tensor], e2e_name: str, float32: bool
-) -> dict[str, torch.Tensor]:
-    """Singular values of the logged matrices. float32 runs: Gram eigenvalues, in float64 for the
-    end-to-end map (whose whole spectrum is stored) and in float32 for the others (only their
-    stable rank and spectral norm are stored); float64 runs: float64 SVDs."""
-    if not float32:
-        return _singular_values_by_shape(mats, tm.singular_values)
-    rest = {k: v for k, v in mats.items() if k != e2e_name}
-    out = _singular_values_by_shape(
-        rest, functools.partial(tm.singular_values_gram, dtype=torch.float32)
-    )
-    out[e2e_name] = tm.singular_values_gram(mats[e2e_name])
-    return {k: out[k] for k in mats}
-
-
 class Samples(NamedTuple):
     """A split's distinct inputs, labels and multiplicities (None: all distinct), on the device."""
 
@@ -268,80 +194,13 @@ class Samples(NamedTuple):
         return cls(*distinct_samples(spec, x, y))
 
 
-def _embedding_sqnorm(spec: ModelSpec, e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``||z||^2`` of the combined embedding, (M, n) float64, through the Gram matrix
-    ``E E^T`` (sum: ``G_aa + G_bb + 2 G_ab``; concat: ``G_aa + G_bb``) instead of forming z."""
-    e = e.double()
-    g = (e @ e.transpose(1, 2)).flatten(1)
-    v = e.shape[1]
-    a, b = x[:, 0], x[:, 1]
-    sq = g[:, a * (v + 1)] + g[:, b * (v + 1)]
-    return sq + 2.0 * g[:, a * v + b] if spec.combine == "sum" else sq
-
-
 @torch.no_grad()
-def _log_row(spec, p, fwd, train: Samples, test_logits, test: Samples, prev_gates, fourier_keep):
-    """All metrics of one log step as float64 tensors (M,) or (M, k); new gate mask.
+def _log_row(metrics: list[cat.Metric], ctx: cat.LogContext) -> dict[str, torch.Tensor]:
+    """All metrics of one log step as float64 tensors (M,) or (M, k), in declaration order.
 
-    Sample means are weighted by the multiplicities of ``train``/``test`` (equal to the plain
-    means over all samples)."""
-    out = {}
-    relu = spec.kind == "relu_embed"
-    lm = tm.logit_metrics(fwd.logits, train.y, train.weight, delta=relu)
-    out["train_loss"], out["train_acc"] = lm["loss"], lm["acc"]
-    out["train_margin_min"], out["train_margin_mean"] = lm["margin_min"], lm["margin_mean"]
-    lt = tm.logit_metrics(test_logits, test.y, test.weight)
-    out["test_loss"], out["test_acc"] = lt["loss"], lt["acc"]
-    blocks = spec.blocks()
-    sq = torch.stack([p[b].double().square().flatten(1).sum(1) for b in blocks], dim=1)
-    out["sqnorm"], out["sqnorm_total"] = sq, sq.sum(1)
-    out["grad_norm"] = torch.stack(
-        [
-            p[b].grad.double().square().flatten(1).sum(1).sqrt()
-            if p[b].grad is not None
-            else torch.zeros(sq.shape[0], dtype=torch.float64, device=sq.device)
-            for b in blocks
-        ],
-        dim=1,
-    )
-    weights = [p[f"W{k}"] for k in range(1, (spec.depth or spec.hidden_layers) + 1)]
-    factors = weights + ([p["U"]] if relu else [])
-    e2e = tm.end_to_end(factors)
-    mats = {n: p[n] for n in _matrices(spec)[:-1]}
-    mats[_matrices(spec)[-1]] = e2e
-    svals = _spectra(mats, _matrices(spec)[-1], float32=p[blocks[0]].dtype == torch.float32)
-    out["srank"] = torch.stack(
-        [s.square().sum(1) / s[:, 0].square() for s in svals.values()], dim=1
-    )
-    out["singular_values"] = svals[_matrices(spec)[-1]]
-    gates = None
-    if relu:
-        out["delta_norm"] = lm["delta_rms"]
-        hsq = fwd.h.square().sum(-1, dtype=torch.float64)  # float32 squares, float64 sums
-        out["h_norm"] = tm.wmean(hsq, train.weight).sqrt()
-        out["z_norm"] = tm.wmean(_embedding_sqnorm(spec, p["E"], train.x), train.weight).sqrt()
-        out["U_spec"], out["W_spec"], out["E_spec"] = (
-            svals["U"][:, 0],
-            svals["W1"][:, 0],
-            svals["E"][:, 0],
-        )
-        pre = torch.cat(fwd.pre, dim=2) if len(fwd.pre) > 1 else fwd.pre[0]
-        gates = pre > 0
-        out["gate_flip_fraction"] = (
-            tm.gate_flip_fraction(prev_gates, gates, train.weight)
-            if prev_gates is not None
-            else torch.full_like(sq[:, 0], math.nan)
-        )
-        out["preact_min_abs"] = tm.preact_min_abs(pre)
-    else:
-        out["schatten_energy"] = tm.schatten_energy(e2e, spec.depth)
-        out["balancedness_gap"] = tm.balancedness_gap(weights, spec.depth)
-    if spec.input_kind == "tokens":
-        emb = _embedding(spec, p)
-        keep = min(int(fourier_keep), emb.shape[1] // 2)
-        out["fourier_gap"] = tm.fourier_gap(emb, keep)
-    out["separation_gap"] = tm.separation_gap(fwd.h, train.y, spec.num_classes, weight=train.weight)
-    return out, gates
+    Sample means are weighted by the multiplicities of the context's samples (equal to the
+    plain means over all samples)."""
+    return {m.name: m.compute(ctx) for m in metrics}
 
 
 def member_losses(
@@ -362,6 +221,9 @@ def _to_tensor(a, device, dtype=None) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a), device=device, dtype=dtype)
 
 
+StepHook = Callable[[int], None]
+
+
 def train_cell(
     params: dict,
     dataset: xr.Dataset,
@@ -370,6 +232,7 @@ def train_cell(
     state_dir: Path | None = None,
     progress: bool | None = None,
     timings: dict | None = None,
+    on_step: StepHook | None = None,
 ) -> Path:
     """Train one cell (all its seeds stacked) and publish its trajectory store at ``store_path``.
 
@@ -377,247 +240,363 @@ def train_cell(
     exists. ``progress``: see `progress_stream`. ``timings``: if a dict, filled with the seconds the
     training thread spent in metrics (test forward and log rows) and in store writes (copies,
     submits, waits and the final synchronous steps; the writes themselves run in the
-    background), and the wall time. Returns ``store_path``.
+    background), and the wall time. ``on_step(t)``: called right after the optimiser update that
+    makes ``t`` updates (the bench stamps steps with it). Returns ``store_path``.
     """
     store_path = Path(store_path)
     state_dir = ts.state_path(store_path) if state_dir is None else Path(state_dir)
-    partial = ts.partial_path(store_path)
     device = resolve_device(str(params.get("device", "auto")))
-    dtype_name = str(params.get("dtype", "float32"))
-    dtype = DTYPES[dtype_name]
     flush = device.type == "cpu" and bool(params.get("flush_denormal", True))
     if flush:
         torch.set_flush_denormal(True)
     try:
-        clock = {"metrics_s": 0.0, "writes_s": 0.0}
         t0 = time.perf_counter()
-        out = _train(
-            params, dataset, store_path, partial, state_dir, device, dtype, progress, clock
-        )
+        run = set_up(params, dataset, device)
+        run.on_step = on_step
+        _open_or_resume(run, store_path, state_dir)
+        _loop(run, progress)
+        out = _finish(run)
         if timings is not None:
-            timings.update(clock, wall_s=time.perf_counter() - t0)
+            timings.update(run.clock, wall_s=time.perf_counter() - t0)
         return out
     finally:
         if flush:
             torch.set_flush_denormal(False)
 
 
-def _train(params, dataset, store_path, partial, state_dir, device, dtype, progress, clock) -> Path:
+@dataclass
+class Run:
+    """One cell's training run: what the phases share (built by :func:`set_up`)."""
+
+    params: dict
+    spec: ModelSpec
+    seeds: list[int]
+    steps: int
+    train: Samples
+    test: Samples
+    p: dict[str, torch.Tensor]
+    opt: Any
+    metrics: list[cat.Metric]
+    layout: ts.StoreLayout
+    log_index: dict[int, int]
+    snap_index: dict[int, int]
+    ckpt_every: int
+    fourier_keep: int
+    # filled by _open_or_resume and the loop
+    store_path: Path | None = None
+    partial: Path | None = None
+    state_dir: Path | None = None
+    writer: _Writer | None = None
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)
+    diverged: torch.Tensor | None = None
+    prev_gates: torch.Tensor | None = None
+    flushed: int = 0
+    pending_snaps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    start: int = 0
+    t: int = 0
+    last_test: float = math.nan
+    on_step: StepHook | None = None
+    clock: dict[str, float] = field(default_factory=lambda: {"metrics_s": 0.0, "writes_s": 0.0})
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint(self.params)
+
+
+def set_up(params: dict, dataset: xr.Dataset, device: torch.device) -> Run:
+    """Phase 1: the model, samples, schedules, store layout, initial parameters and optimiser."""
+    dtype = DTYPES[str(params.get("dtype", "float32"))]
     seeds = [int(s) for s in params["seeds"]]
-    m = len(seeds)
     steps = int(params["steps"])
     attrs = dict(dataset.attrs)
     input_dim = int(dataset.sizes["feature"]) if attrs.get("task") == "teacher" else None
     spec = model_spec(params, attrs, input_dim=input_dim)
 
-    x_train = _to_tensor(dataset["x_train"].values, device)
-    x_test = _to_tensor(dataset["x_test"].values, device)
-    y_train = _to_tensor(dataset["y_train"].values, device, torch.long)
-    y_test = _to_tensor(dataset["y_test"].values, device, torch.long)
-    if spec.kind == "deep_linear":
-        x_train, x_test = encode_inputs(spec, x_train, dtype), encode_inputs(spec, x_test, dtype)
-    # Train and evaluate on distinct inputs only, weighted by multiplicity (same losses/metrics).
-    train, test = Samples.of(spec, x_train, y_train), Samples.of(spec, x_test, y_test)
+    def split(name: str) -> Samples:
+        x = spec.encode_inputs(_to_tensor(dataset[f"x_{name}"].values, device), dtype)
+        y = _to_tensor(dataset[f"y_{name}"].values, device, torch.long)
+        # Distinct inputs only, weighted by multiplicity (same losses and metrics).
+        return Samples.of(spec, x, y)
 
+    train, test = split("train"), split("test")
     log_at = log_steps(steps, int(params["log_dense_steps"]), int(params["log_every_steps"]))
     snap_at = snapshot_steps(steps, int(params["snapshot_count"]))
-    ckpt_every = max(1, int(params["checkpoint_every_steps"]))
-    lr = np.broadcast_to(np.asarray(params["lr"], dtype=np.float64), (m,))
-    tau = lr[:, None] * log_at[None, :].astype(np.float64)
+    p0 = init_params(spec, seeds, params.get("init_scale", 1.0), dtype=dtype, device=device)
+    metrics = cat.metrics_for(spec)
+    layout = _layout(params, spec, seeds, log_at, snap_at, metrics, p0, device, dtype)
+    p = {k: v.requires_grad_(True) for k, v in p0.items()}
+    return Run(
+        params=params,
+        spec=spec,
+        seeds=seeds,
+        steps=steps,
+        train=train,
+        test=test,
+        p=p,
+        opt=make_optimizer(params, p),
+        metrics=metrics,
+        layout=layout,
+        log_index={int(s): i for i, s in enumerate(log_at)},
+        snap_index={int(s): i for i, s in enumerate(snap_at)},
+        ckpt_every=max(1, int(params["checkpoint_every_steps"])),
+        fourier_keep=int(params.get("fourier_keep", 8)),
+    )
+
+
+def _layout(params, spec, seeds, log_at, snap_at, metrics, p0, device, dtype) -> ts.StoreLayout:
+    """The store's shape and attrs, all known before the first step."""
+    lr = np.broadcast_to(np.asarray(params["lr"], dtype=np.float64), (len(seeds),))
+    dtype_name = str(dtype).split(".")[-1]
     try:
         from twoclocks import provenance
 
-        prov = provenance.to_json(provenance.collect(device.type, str(dtype).split(".")[-1]))
+        prov = provenance.to_json(provenance.collect(device.type, dtype_name))
     except Exception as exc:  # provenance must never block training
         prov = json.dumps({"error": f"provenance unavailable: {exc!r}"})
-
-    blocks = spec.blocks()
-    matrices = _matrices(spec)
-    table = _metric_table(spec)
-    p0 = init_params(spec, seeds, params.get("init_scale", 1.0), dtype=dtype, device=device)
-    sv_count = min(spec.num_classes, spec.linear_input_dim)
-    dtype_name = str(dtype).split(".")[-1]
-    layout = ts.StoreLayout(
+    return ts.StoreLayout(
         seeds=seeds,
         steps=log_at,
-        tau=tau,
-        blocks=blocks,
-        matrices=matrices,
-        sv_count=sv_count,
+        tau=lr[:, None] * log_at[None, :].astype(np.float64),
+        blocks=spec.blocks(),
+        matrices=spec.matrices(),
+        sv_count=spec.sv_count,
         checkpoint_steps=snap_at,
-        metrics=table,
-        snapshots={b: tuple(p0[b].shape[1:]) for b in blocks},
+        metrics={m.name: (m.dim, m.long_name, m.units) for m in metrics},
+        snapshots={b: tuple(p0[b].shape[1:]) for b in spec.blocks()},
         snapshot_dtype=dtype_name,
         attrs={
             "cell": json.dumps(params, sort_keys=True, default=str),
             "provenance": prov,
             "dtype": dtype_name,
             "device": device.type,
+            "model": spec.kind,
+            "end_to_end_matrix": spec.end_to_end_name,
             "title": f"twoclocks trajectory of cell {params.get('cell_id', '?')}",
         },
     )
 
-    p = {k: v.requires_grad_(True) for k, v in p0.items()}
-    opt = make_optimizer(params, p)
-    fingerprint = _fingerprint(params)
+
+def _open_or_resume(run: Run, store_path: Path, state_dir: Path) -> None:
+    """Phase 2: create the partial store, or restore params, optimiser, gates and rows from a
+    resume state written for the same params."""
+    run.store_path, run.state_dir = store_path, state_dir
+    run.partial = ts.partial_path(store_path)
+    run.writer = _Writer()
+    device = run.p[run.spec.blocks()[0]].device
     state = ts.load_state(state_dir)
-    writer = _Writer()
-    if state is not None and (str(state["fingerprint"]) != fingerprint or not partial.exists()):
+    if state is not None and (
+        str(state["fingerprint"]) != run.fingerprint or not run.partial.exists()
+    ):
         log.warning("ignoring resume state in %s (different params or no partial store)", state_dir)
         state = None
-    prev_gates = None
     if state is None:
-        writer.submit(ts.create_store, partial, layout)
-        buffers = {n: np.full(layout.metric_shape(n), np.nan) for n in table}
-        buffers["diverged_step"] = np.full(m, -1, dtype=np.int64)
-        start = 0
+        run.writer.submit(ts.create_store, run.partial, run.layout)
+        run.buffers = {n: np.full(run.layout.metric_shape(n), np.nan) for n in run.layout.metrics}
+        run.buffers["diverged_step"] = np.full(len(run.seeds), -1, dtype=np.int64)
+        run.start = 0
     else:
         with torch.no_grad():
-            for k, v in p.items():
+            for k, v in run.p.items():
                 v.copy_(_to_tensor(state[f"param/{k}"], device))
-        opt.load_state_dict(
+        run.opt.load_state_dict(
             {k[4:]: _to_tensor(v, device) for k, v in state.items() if k.startswith("opt/")}
         )
         if "prev_gates" in state:
-            prev_gates = _to_tensor(state["prev_gates"], device, torch.bool)
-        buffers = ts.read_buffers(partial, layout)
-        start = int(state["step"])
-        log.info("resuming cell at step %d of %d from %s", start, steps, state_dir)
+            run.prev_gates = _to_tensor(state["prev_gates"], device, torch.bool)
+        run.buffers = ts.read_buffers(run.partial, run.layout)
+        run.start = int(state["step"])
+        log.info("resuming cell at step %d of %d from %s", run.start, run.steps, state_dir)
+    run.t = run.start
+    run.diverged = _to_tensor(run.buffers["diverged_step"], device) >= 0
+    run.flushed = int(np.searchsorted(run.layout.steps, run.start))
 
-    diverged = _to_tensor(buffers["diverged_step"], device) >= 0
-    log_index = {int(s): i for i, s in enumerate(log_at)}
-    snap_index = {int(s): i for i, s in enumerate(snap_at)}
-    flushed = int(np.searchsorted(log_at, start))
-    fourier_keep = int(params.get("fourier_keep", 8))
 
-    pending_snaps: dict[int, dict[str, np.ndarray]] = {}
+def gradients(run: Run):
+    """Forward and backward of ``sum_i mean-CE_i`` on the train samples: ``(fwd, loss_m)``."""
+    for v in run.p.values():
+        v.grad = None
+    fwd = forward(run.spec, run.p, run.train.x)
+    loss_m = member_losses(fwd.logits, run.train.y, run.train.weight)
+    loss_m.sum().backward()
+    return fwd, loss_m
 
-    def flush(t: int) -> None:
-        """Queue buffered log rows (steps < t) and snapshots for the partial store."""
-        nonlocal flushed
-        hi = int(np.searchsorted(log_at, t))
-        rows = {k: v.copy() for k, v in buffers.items()}
-        writer.submit(ts.write_rows, partial, layout, rows, flushed, hi)
-        flushed = hi
-        if pending_snaps:
-            ks = sorted(pending_snaps)
-            writer.submit(
-                ts.write_snapshots, partial, layout, ks[0], [pending_snaps[k] for k in ks]
-            )
-            pending_snaps.clear()
 
-    def save(t: int) -> None:
-        """Queue rows, snapshots and then the resume state (copies of params and optimiser)."""
-        flush(t)
-        arrays = {f"param/{k}": v.detach().cpu().numpy().copy() for k, v in p.items()}
-        arrays.update({f"opt/{k}": v.cpu().numpy().copy() for k, v in opt.state_dict().items()})
-        arrays["step"] = np.asarray(t, dtype=np.int64)
-        arrays["fingerprint"] = np.asarray(fingerprint)
-        if prev_gates is not None:
-            arrays["prev_gates"] = prev_gates.cpu().numpy().copy()
-        writer.submit(ts.save_state, state_dir, arrays)
+def step(run: Run) -> None:
+    """The bare training step (gradients, one optimiser update), as the loop runs it; the bench
+    times this."""
+    gradients(run)
+    run.opt.step()
 
+
+def _check_divergence(run: Run, loss_m: torch.Tensor) -> None:
+    """Freeze members whose loss turned non-finite at this step and record the step."""
+    bad = ~torch.isfinite(loss_m.detach()) & ~run.diverged
+    if bool(bad.any()):
+        run.opt.freeze(bad)
+        run.diverged |= bad
+        run.buffers["diverged_step"][bad.cpu().numpy()] = run.t
+        log.warning("members %s diverged at step %d", np.flatnonzero(bad.cpu()), run.t)
+
+
+def _log(run: Run, fwd) -> None:
+    """Phase: one log row (test forward, every declared metric), NaN for diverged members."""
+    tm0 = time.perf_counter()
+    with torch.no_grad():
+        test_logits = forward(run.spec, run.p, run.test.x).logits
+    ctx = cat.LogContext(
+        spec=run.spec,
+        params=run.p,
+        fwd=fwd,
+        train=run.train,
+        test=run.test,
+        test_logits=test_logits,
+        prev_gates=run.prev_gates,
+        fourier_keep=run.fourier_keep,
+        delta=any(m.needs_delta for m in run.metrics),
+    )
+    row = _log_row(run.metrics, ctx)
+    run.prev_gates = ctx.gates
+    i = run.log_index[run.t]
+    any_diverged = bool(run.diverged.any())
+    for name, val in row.items():
+        if any_diverged:
+            mask = (~run.diverged).view(-1, *([1] * (val.ndim - 1)))
+            val = torch.where(mask, val, torch.full_like(val, math.nan))
+        run.buffers[name][:, i] = val.cpu().numpy()
+    test_loss = run.buffers["test_loss"][:, i]
+    finite = test_loss[~np.isnan(test_loss)]
+    run.last_test = float(finite.mean()) if finite.size else math.nan
+    run.clock["metrics_s"] += time.perf_counter() - tm0
+
+
+def _snapshot(run: Run) -> None:
+    tw0 = time.perf_counter()
+    run.pending_snaps[run.snap_index[run.t]] = {
+        b: v.detach().cpu().numpy().copy() for b, v in run.p.items()
+    }
+    run.clock["writes_s"] += time.perf_counter() - tw0
+
+
+def _flush(run: Run, t: int) -> None:
+    """Queue buffered log rows (steps < t) and snapshots for the partial store."""
+    hi = int(np.searchsorted(run.layout.steps, t))
+    rows = {k: v.copy() for k, v in run.buffers.items()}
+    run.writer.submit(ts.write_rows, run.partial, run.layout, rows, run.flushed, hi)
+    run.flushed = hi
+    if run.pending_snaps:
+        ks = sorted(run.pending_snaps)
+        snaps = [run.pending_snaps[k] for k in ks]
+        run.writer.submit(ts.write_snapshots, run.partial, run.layout, ks[0], snaps)
+        run.pending_snaps.clear()
+
+
+def _checkpoint(run: Run) -> None:
+    """Phase: queue rows, snapshots and then the resume state (copies of params and optimiser)."""
+    _flush(run, run.t)
+    arrays = {f"param/{k}": v.detach().cpu().numpy().copy() for k, v in run.p.items()}
+    arrays.update({f"opt/{k}": v.cpu().numpy().copy() for k, v in run.opt.state_dict().items()})
+    arrays["step"] = np.asarray(run.t, dtype=np.int64)
+    arrays["fingerprint"] = np.asarray(run.fingerprint)
+    if run.prev_gates is not None:
+        arrays["prev_gates"] = run.prev_gates.cpu().numpy().copy()
+    run.writer.submit(ts.save_state, run.state_dir, arrays)
+
+
+class _Progress:
+    """The progress bar (if any) and the periodic log line."""
+
+    def __init__(self, run: Run, progress: bool | None):
+        self.run, self.bar = run, None
+        stream = progress_stream(progress)
+        if stream is not None:
+            from tqdm import tqdm
+
+            name = str(run.params.get("cell_id", "train"))
+            self.bar = tqdm(total=run.steps, initial=run.start, desc=name, file=stream)
+        self.every = max(1, run.steps // 20)
+        self.t0, self.start = time.perf_counter(), run.start
+
+    def report(self, loss_m: torch.Tensor) -> None:
+        run, t = self.run, self.run.t
+        if t % self.every and t != run.steps:
+            return
+        rate = (t - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+        eta = (run.steps - t) / rate if rate > 0 else float("nan")
+        lm = loss_m.detach().double().cpu().numpy()
+        log.info(
+            "step %d/%d train_loss %s test_loss %.4g %.1f steps/s ETA %.0fs",
+            t,
+            run.steps,
+            np.array2string(lm, precision=3),
+            run.last_test,
+            rate,
+            eta,
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _loop(run: Run, progress: bool | None) -> None:
+    """Phase 3: steps ``start .. steps`` (log, snapshot, update, checkpoint), then the last rows.
+
+    SIGTERM/SIGINT save a resume state after the current update and exit 128 + signal."""
     interrupted: list[int] = []
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             handlers[sig] = signal.signal(sig, lambda s, _f: interrupted.append(s))
-    bar = None
-    bar_stream = progress_stream(progress)
-    if bar_stream is not None:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=steps, initial=start, desc=str(params.get("cell_id", "train")), file=bar_stream
-        )
-    report_every = max(1, steps // 20)
-    t0, tstart = time.perf_counter(), start
-    last_test = float("nan")
+    bar = _Progress(run, progress)
     try:
-        t = start
         while True:
-            for v in p.values():
-                v.grad = None
-            fwd = forward(spec, p, train.x)
-            loss_m = member_losses(fwd.logits, train.y, train.weight)
-            loss_m.sum().backward()
-            bad = ~torch.isfinite(loss_m.detach()) & ~diverged
-            if bool(bad.any()):
-                opt.freeze(bad)
-                diverged |= bad
-                buffers["diverged_step"][bad.cpu().numpy()] = t
-                log.warning("members %s diverged at step %d", np.flatnonzero(bad.cpu()), t)
-            if t in log_index:
-                tm0 = time.perf_counter()
-                with torch.no_grad():
-                    test_logits = forward(spec, p, test.x).logits
-                row, gates = _log_row(
-                    spec, p, fwd, train, test_logits, test, prev_gates, fourier_keep
-                )
-                prev_gates = gates
-                i = log_index[t]
-                any_diverged = bool(diverged.any())
-                for name, val in row.items():
-                    if any_diverged:
-                        mask = (~diverged).view(-1, *([1] * (val.ndim - 1)))
-                        val = torch.where(mask, val, torch.full_like(val, math.nan))
-                    buffers[name][:, i] = val.cpu().numpy()
-                finite = buffers["test_loss"][:, i][~np.isnan(buffers["test_loss"][:, i])]
-                last_test = float(finite.mean()) if finite.size else math.nan
-                clock["metrics_s"] += time.perf_counter() - tm0
-            if t in snap_index:
-                tw0 = time.perf_counter()
-                pending_snaps[snap_index[t]] = {
-                    b: v.detach().cpu().numpy().copy() for b, v in p.items()
-                }
-                clock["writes_s"] += time.perf_counter() - tw0
-            if t % report_every == 0 or t == steps:
-                rate = (t - tstart) / max(time.perf_counter() - t0, 1e-9)
-                eta = (steps - t) / rate if rate > 0 else float("nan")
-                lm = loss_m.detach().double().cpu().numpy()
-                log.info(
-                    "step %d/%d train_loss %s test_loss %.4g %.1f steps/s ETA %.0fs",
-                    t,
-                    steps,
-                    np.array2string(lm, precision=3),
-                    last_test,
-                    rate,
-                    eta,
-                )
-            if t == steps:
+            fwd, loss_m = gradients(run)
+            _check_divergence(run, loss_m)
+            if run.t in run.log_index:
+                _log(run, fwd)
+            if run.t in run.snap_index:
+                _snapshot(run)
+            bar.report(loss_m)
+            if run.t == run.steps:
                 break
-            opt.step()
-            t += 1
-            if bar is not None:
-                bar.update(1)
+            run.opt.step()
+            run.t += 1
+            if run.on_step is not None:
+                run.on_step(run.t)
+            if bar.bar is not None:
+                bar.bar.update(1)
             if interrupted:
-                save(t)
-                writer.wait()
+                _checkpoint(run)
+                run.writer.wait()
                 raise _Interrupted(interrupted[0])
-            if t % ckpt_every == 0 and t < steps:
+            if run.t % run.ckpt_every == 0 and run.t < run.steps:
                 tw0 = time.perf_counter()
-                save(t)
-                clock["writes_s"] += time.perf_counter() - tw0
+                _checkpoint(run)
+                run.clock["writes_s"] += time.perf_counter() - tw0
         tw0 = time.perf_counter()
-        flush(steps + 1)
-        writer.wait()
+        _flush(run, run.steps + 1)
+        run.writer.wait()
+        run.clock["writes_s"] += time.perf_counter() - tw0
     except _Interrupted as exc:
-        log.warning("signal %d: saved resume state at step %d, exiting", exc.signum, t)
+        log.warning("signal %d: saved resume state at step %d, exiting", exc.signum, run.t)
         raise SystemExit(128 + exc.signum) from None
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         for sig, h in handlers.items():
             signal.signal(sig, h)
         if sys.exc_info()[0] is None:
-            writer.close()
+            run.writer.close()
         else:  # already failing: let queued writes land (state stays consistent), keep that error
             with contextlib.suppress(Exception):
-                writer.close()
+                run.writer.close()
 
-    status = seed_status(seeds, buffers["diverged_step"])
-    ts.write_attrs(partial, {"seed_status": json.dumps(status, sort_keys=True)})
-    ts.validate_store(partial, layout)
-    out = ts.publish(partial, store_path, state_dir)
-    clock["writes_s"] += time.perf_counter() - tw0
+
+def _finish(run: Run) -> Path:
+    """Phase 4: seed status, validation, atomic publish (the resume state is removed)."""
+    tw0 = time.perf_counter()
+    status = seed_status(run.seeds, run.buffers["diverged_step"])
+    ts.write_attrs(run.partial, {"seed_status": json.dumps(status, sort_keys=True)})
+    ts.validate_store(run.partial, run.layout)
+    out = ts.publish(run.partial, run.store_path, run.state_dir)
+    run.clock["writes_s"] += time.perf_counter() - tw0
     return out

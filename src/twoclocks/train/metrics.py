@@ -17,22 +17,16 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "accuracy",
     "balancedness_gap",
-    "cross_entropy",
     "end_to_end",
     "fourier_energy",
     "fourier_gap",
     "gate_flip_fraction",
     "logit_metrics",
-    "margins",
     "preact_min_abs",
     "schatten_energy",
     "separation_gap",
-    "simplex_error",
     "singular_values",
-    "spectral_norm",
-    "spectral_summary",
     "singular_values_gram",
     "stable_rank",
     "wmean",
@@ -121,44 +115,18 @@ def _per_member(t: Tensor) -> bool:
     return t.device.type == "cpu" and not _FORCE_FLAT
 
 
-def cross_entropy(logits: Tensor, y: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Mean cross-entropy per member, ``(M, n, C), (n,) -> (M,)`` float64.
-
-    The logits are cast to float64 *before* any arithmetic (a float32 loss floors near 1e-7,
-    docs/science.md 5), and the loss is evaluated as ``softplus`` of the log-sum-exp of the other
-    classes' logit gaps, which resolves losses far below 1e-16. ``weight``: optional per-sample
-    multiplicities (see ``models.distinct_samples``).
-    """
-    return wmean(_per_sample(logits, y)[0], weight)
-
-
-def _margin(logits: Tensor, y: Tensor) -> Tensor:
-    return -_other_minus_true(logits, y).amax(dim=-1)
-
-
-def margins(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Min and mean margin per member: ``z_y - max_{c != y} z_c`` (float64), each ``(M,)``."""
-    margin = _margin(logits, y)
-    return margin.amin(dim=-1), margin.mean(dim=-1)
-
-
-def accuracy(logits: Tensor, y: Tensor) -> Tensor:
-    """Fraction of samples with a strictly positive margin, ``(M,)`` float64.
-
-    Same as argmax accuracy except at exact ties, which count as wrong here (argmax would pick
-    the lowest index, so e.g. an all-zero head would score 1/C for free).
-    """
-    return (_margin(logits, y) > 0).to(F64).mean(dim=-1)
-
-
 def logit_metrics(
     logits: Tensor, y: Tensor, weight: Tensor | None = None, *, delta: bool = False
 ) -> dict[str, Tensor]:
     """``loss``, ``acc``, ``margin_min``, ``margin_mean`` (each ``(M,)``) from one float64 pass.
 
-    Equal to calling :func:`cross_entropy`, :func:`accuracy` and :func:`margins` separately, but
-    casts and rearranges the logits once (use it on every log step). ``weight``: optional
-    per-sample multiplicities for the means. ``delta=True`` adds ``delta_rms``, the root mean
+    ``loss`` is the mean cross-entropy, with the logits cast to float64 *before* any arithmetic
+    (a float32 loss floors near 1e-7, docs/science.md 5) and evaluated as ``softplus`` of the
+    log-sum-exp of the other classes' logit gaps, which resolves losses far below 1e-16. The
+    margin is ``z_y - max_{c != y} z_c``; ``acc`` is the fraction of samples with a strictly
+    positive margin (argmax accuracy except at exact ties, which count as wrong: an all-zero head
+    does not score 1/C for free). ``weight``: optional per-sample multiplicities for the means
+    (see ``models.distinct_samples``). ``delta=True`` adds ``delta_rms``, the root mean
     square over samples of ``||softmax(z) - onehot(y)||`` (``||Delta||_F / sqrt(n)``, Prop. 4.2).
     """
     loss, margin, dsq = _per_sample(logits, y, delta)
@@ -215,11 +183,6 @@ def singular_values_gram(mats: Tensor, dtype: torch.dtype = F64) -> Tensor:
     return torch.where(finite.view(-1, 1), s, torch.nan)
 
 
-def spectral_norm(mats: Tensor) -> Tensor:
-    """Largest singular value ``||A||_2`` per member, ``(M,)`` float64."""
-    return singular_values(mats)[:, 0]
-
-
 def stable_rank(mats: Tensor) -> Tensor:
     """Stable rank ``||A||_F^2 / ||A||_2^2`` per member (eq. 2.3), ``(M,)`` float64.
 
@@ -230,16 +193,6 @@ def stable_rank(mats: Tensor) -> Tensor:
 
 def _srank_of(s: Tensor) -> Tensor:
     return s.square().sum(dim=-1) / s[:, 0].square()
-
-
-def spectral_summary(mats: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(singular_values, stable_rank, spectral_norm)`` of ``mats`` from a single SVD.
-
-    Same values as the three separate functions; use it when a log step needs more than one of
-    them for the same matrix (the SVD dominates the cost).
-    """
-    s = singular_values(mats)
-    return s, _srank_of(s), s[:, 0]
 
 
 def schatten_energy(A: Tensor, depth: int, rtol: float | None = None) -> Tensor:
@@ -387,29 +340,6 @@ def separation_gap(
         between = between / (k * (k - 1.0))
     out = within / (between + delta)
     return torch.where(k >= 2, out, torch.nan)
-
-
-def simplex_error(h: Tensor, y: Tensor, num_classes: int) -> Tensor:
-    """Neural-collapse simplex-ETF error of the centred class means (App. F.5; NC2), ``(M,)``.
-
-    With ``K`` present classes, class means ``mu_c`` centred by their unweighted average ``mbar``
-    and stacked as rows of ``M_c = mu_c - mbar``, the error is
-    ``|| G / ||G||_F - (I_K - 11^T / K) / sqrt(K - 1) ||_F`` with ``G = M M^T`` (Papyan et al.
-    2020). It is scale-invariant, lies in ``[0, 2]``, and is 0 iff the centred means have equal
-    norms and pairwise cosines ``-1/(K-1)`` (a simplex equiangular tight frame). Absent classes
-    are ignored; fewer than two present classes, or all means equal, give NaN.
-    """
-    mu, _, present = _class_means(h, y, num_classes)
-    mu = mu[:, present]
-    k = mu.shape[1]
-    if k < 2:
-        return torch.full((mu.shape[0],), torch.nan, dtype=F64, device=mu.device)
-    centred = mu - mu.mean(dim=1, keepdim=True)
-    gram = centred @ centred.transpose(-2, -1)
-    gram = gram / torch.linalg.matrix_norm(gram).view(-1, 1, 1)
-    eye = torch.eye(k, dtype=F64, device=mu.device)
-    target = (eye - 1.0 / k) / (k - 1.0) ** 0.5
-    return torch.linalg.matrix_norm(gram - target)
 
 
 # ---------------------------------------------------------------------------------------------

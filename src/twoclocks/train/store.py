@@ -33,6 +33,7 @@ from twoclocks.publish import replace_dir
 __all__ = [
     "StoreLayout",
     "create_store",
+    "end_to_end_matrix",
     "load_state",
     "open_trajectory",
     "partial_path",
@@ -280,6 +281,16 @@ def _open(path) -> xr.Dataset:
 def open_trajectory(path: str | os.PathLike) -> xr.Dataset:
     """Open a published trajectory store (lazily; ``.load()`` to pull it into memory)."""
     return _open(path)
+
+
+def end_to_end_matrix(ds: xr.Dataset) -> str:
+    """Name of the end-to-end map on a trajectory's ``matrix`` axis (``srank``), torch-free.
+
+    The ``end_to_end_matrix`` attr (written by the engine from the model's ``end_to_end_name``);
+    stores without it (older ones) list the end-to-end map last, as the engine always has.
+    """
+    name = ds.attrs.get("end_to_end_matrix")
+    return str(name) if name else str(ds["matrix"].values[-1])
 
 
 def cell_attr(ds: xr.Dataset) -> dict:
