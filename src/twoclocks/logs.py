@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
+from pathlib import Path
+
+ATTEMPT_HEADER = "==== attempt"
 
 
 def to_file(path: str | None) -> logging.Logger:
@@ -17,3 +22,27 @@ def to_file(path: str | None) -> logging.Logger:
         force=True,
     )
     return logging.getLogger("twoclocks")
+
+
+def keep_attempts(path: str) -> str:
+    """Also append everything this step logs to ``<log>.attempts.log`` beside `path`.
+
+    Snakemake deletes a job's declared log before each attempt (a retry, a rerun after
+    preemption), and with it what the previous attempt said ("saved resume state at step N").
+    This file is not declared, so it keeps every attempt, each after a header with its number,
+    time, host and SLURM job id. Returns the file's path.
+    """
+    history = str(Path(path).with_suffix("")) + ".attempts.log"
+    previous = Path(history).read_text().count(ATTEMPT_HEADER) if Path(history).exists() else 0
+    handler = logging.FileHandler(history, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("twoclocks").info(
+        "%s %d of %s (host %s, SLURM job %s)",
+        ATTEMPT_HEADER,
+        previous + 1,
+        Path(path).name,
+        socket.gethostname(),
+        os.environ.get("SLURM_JOB_ID", "none"),
+    )
+    return history
