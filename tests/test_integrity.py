@@ -298,3 +298,20 @@ def test_load_study_with_snapshots_combines_every_model(built):
             inner = got.isel({d: slice(0, mine.shape[i]) for i, d in enumerate(own[name].dims)})
             np.testing.assert_array_equal(inner.values, mine, err_msg=f"{cid} {name}")
             assert np.isnan(got).sum() == got.size - mine.size, (cid, name)
+
+
+def test_snakemake_stops_on_a_deleted_chunk(built, tmp_path):
+    """Snakemake tracks the store's directory only and would say "Nothing to be done"; the
+    head process compares files and sizes with the manifests and stops with the fix."""
+    results = tmp_path / "results" / "test"
+    shutil.copytree(built[0], results)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n"]
+    cmd += ["--configfile", str(REPO / "config" / "test.yaml"), "--directory", str(tmp_path)]
+    intact = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert intact.returncode == 0, intact.stderr[-3000:]
+    (results / CHUNK).unlink()
+    damaged = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = damaged.stdout + damaged.stderr
+    assert damaged.returncode != 0
+    assert f"{Path('results/test') / CHUNK}: missing" in out, out[-3000:]
+    assert f"delete {Path('results/test/runs') / CELL} and rerun snakemake" in out

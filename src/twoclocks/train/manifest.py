@@ -30,13 +30,15 @@ def seed_status(seeds: Iterable[int], diverged_step: Iterable[int]) -> dict[str,
 CHECKSUM_ALGORITHM = "sha256"
 
 
-def _file_record(path: Path) -> dict:
+def _file_record(path: Path, digest: bool) -> dict:
+    if not digest:
+        return {"bytes": path.stat().st_size}
     with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, CHECKSUM_ALGORITHM).hexdigest()
-    return {"bytes": path.stat().st_size, CHECKSUM_ALGORITHM: digest}
+        value = hashlib.file_digest(fh, CHECKSUM_ALGORITHM).hexdigest()
+    return {"bytes": path.stat().st_size, CHECKSUM_ALGORITHM: value}
 
 
-def store_checksums(store: str | Path) -> dict[str, dict[str, dict]]:
+def store_checksums(store: str | Path, *, digest: bool = True) -> dict[str, dict[str, dict]]:
     """Per array of a zarr store, every file it consists of -> its size and sha256.
 
     Hashes the files as they lie on disk (compressed chunks plus `zarr.json` metadata), which is
@@ -44,7 +46,8 @@ def store_checksums(store: str | Path) -> dict[str, dict[str, dict]]:
     would silently read back as NaN), a truncated or altered one, changed attributes. Keys are
     array names (``"."`` for the store's root metadata, which holds the attrs); file paths are
     relative to the array's directory, with ``/``. Hidden files (Snakemake's
-    ``.snakemake_timestamp``) are not part of the store and are skipped.
+    ``.snakemake_timestamp``) are not part of the store and are skipped. ``digest=False``
+    records sizes only (a stat per file, for a quick structural check).
     """
     root = Path(store)
     if not root.is_dir():
@@ -56,7 +59,8 @@ def store_checksums(store: str | Path) -> dict[str, dict[str, dict]]:
         array = rel_dir.parts[0] if rel_dir.parts else "."
         for name in sorted(f for f in filenames if not f.startswith(".")):
             rel = (rel_dir / name).relative_to(array) if array != "." else Path(name)
-            arrays.setdefault(array, {})[rel.as_posix()] = _file_record(Path(dirpath) / name)
+            record = _file_record(Path(dirpath) / name, digest)
+            arrays.setdefault(array, {})[rel.as_posix()] = record
     return dict(sorted(arrays.items()))
 
 
