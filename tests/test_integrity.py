@@ -110,7 +110,7 @@ def test_manifest_checksums_describe_the_final_linked_store(built):
         (run / "trajectory.zarr" / ".snakemake_timestamp").unlink()
     res = _verify_cli(root)
     assert res.returncode == 0, res.stderr
-    assert "4 stores verified intact" in res.stdout
+    assert "4 of 4 stores intact (0 damaged)" in res.stdout
 
 
 def test_a_deleted_chunk_stops_every_reader_with_file_and_fix(study):
@@ -187,9 +187,9 @@ def test_altered_and_added_files_are_caught(study):
     chunk.write_bytes(bytes(data))
     (store / "train_loss" / "c" / "1").mkdir()
     (store / "train_loss" / "c" / "1" / "0").write_bytes(b"x")
-    ok, problems = verify_study(study)
-    assert ok == 3
-    text = "\n".join(problems)
+    ok, damaged = verify_study(study)
+    assert ok == 3 and list(damaged) == [study / "runs" / CELL]
+    text = "\n".join(damaged[study / "runs" / CELL])
     assert f"{chunk}: content differs from the manifest (sha256)" in text
     assert f"{store / 'train_loss' / 'c' / '1' / '0'}: not in the manifest" in text
 

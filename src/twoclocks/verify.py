@@ -97,14 +97,25 @@ def compare_checksums(store: Path, recorded: dict, actual: dict) -> list[str]:
     return problems
 
 
-def check_store(store: str | Path, manifest: str | Path | None = None) -> list[str]:
+def check_store(
+    store: str | Path, manifest: str | Path | None = None, *, strict: bool = True
+) -> list[str]:
     """Problems of `store` against `manifest` (default: ``manifest.json`` beside the store),
-    each naming its file; empty when the store is exactly what was validated."""
+    each naming its file; empty when the store is exactly what was validated.
+
+    A manifest without checksums (written before they were recorded) cannot be checked: a
+    problem with ``strict``, else a logged warning. An unreadable manifest raises
+    IntegrityError (`read_manifest`).
+    """
     store = Path(store)
     manifest = Path(manifest) if manifest is not None else store.parent / MANIFEST
     record = read_manifest(manifest)
     if "checksums" not in record:
-        return [f"{manifest}: no checksums (written by an older twoclocks); cannot verify {store}"]
+        note = f"{manifest}: no checksums (written by an older twoclocks); {store} not verified"
+        if strict:
+            return [note]
+        log.warning("%s", note)
+        return []
     if record.get("checksum_algorithm", CHECKSUM_ALGORITHM) != CHECKSUM_ALGORITHM:
         return [f"{manifest}: unknown checksum algorithm {record['checksum_algorithm']!r}"]
     if not store.is_dir():
@@ -116,17 +127,11 @@ def verify_store(
     store: str | Path, manifest: str | Path | None = None, *, strict: bool = False
 ) -> None:
     """Raise IntegrityError (every problem, with its file, and the fix) unless `store` matches
-    the checksums its manifest recorded.
-
-    A manifest without checksums (written before they were recorded) cannot be checked: a
-    warning, or an error with ``strict=True`` (`python -m twoclocks.verify`).
-    """
+    the checksums its manifest recorded; a manifest without checksums only warns unless
+    `strict` (see `check_store`)."""
     store = Path(store)
     manifest = Path(manifest) if manifest is not None else store.parent / MANIFEST
-    problems = check_store(store, manifest)
-    if problems and not strict and problems[0].endswith(f"cannot verify {store}"):
-        log.warning("%s", problems[0])
-        return
+    problems = check_store(store, manifest, strict=strict)
     if problems:
         raise IntegrityError(
             f"{store} does not match its manifest {manifest}:\n  "
@@ -192,31 +197,33 @@ def read_json(path: str | Path) -> dict:
         ) from err
 
 
-def verify_study(study_dir: str | Path) -> tuple[int, list[str]]:
-    """Check every store and manifest under ``study_dir/runs``: (stores verified, problems)."""
+def verify_study(study_dir: str | Path) -> tuple[int, dict[Path, list[str]]]:
+    """Hash every store under ``study_dir/runs`` against its manifest.
+
+    Returns the number of intact stores and, per damaged run directory, its problems (each
+    naming a file) ending with the fix. A store without a manifest, a manifest without a store
+    or without checksums, and an unreadable manifest are problems too.
+    """
     runs = Path(study_dir) / "runs"
     if not runs.is_dir():
         raise IntegrityError(f"{study_dir}: no runs/ directory (is this a study directory?)")
     stores = {p.parent for p in runs.glob("**/trajectory.zarr")}
     manifests = {p.parent for p in runs.glob(f"**/{MANIFEST}")}
-    problems, ok = [], 0
+    damaged, ok = {}, 0
     for run_dir in sorted(stores | manifests):
         store, manifest = run_dir / "trajectory.zarr", run_dir / MANIFEST
         if not manifest.exists():
-            found = [
-                f"{manifest}: missing, so {store} was never validated (an interrupted job?). "
-                + fix_for(run_dir)
-            ]
+            found = [f"{manifest}: missing, so {store} was never validated (an interrupted job?)"]
         else:
             try:
                 found = check_store(store, manifest)
-            except IntegrityError as err:
-                found = [str(err)]
-            if found and "Fix:" not in found[-1]:
-                found = [*found, fix_for(run_dir)]
-        problems += found
-        ok += not found
-    return ok, problems
+            except IntegrityError as err:  # unreadable manifest; its message has the fix
+                found = [str(err).split(" Fix: ")[0]]
+        if found:
+            damaged[run_dir] = [*found, fix_for(run_dir)]
+        else:
+            ok += 1
+    return ok, damaged
 
 
 def quick_check(study_dir: str | Path) -> list[str]:
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m twoclocks.verify",
         description="Check every STUDY_DIR/runs/<cell>/trajectory.zarr against the checksums of "
-        "its manifest.json; exit 1 on any problem.",
+        "its manifest.json; exit 1 on any problem, 2 when STUDY_DIR is not a study.",
     )
     parser.add_argument("study_dir", type=Path, nargs="+")
     args = parser.parse_args(argv)
@@ -258,17 +265,19 @@ def main(argv: list[str] | None = None) -> int:
     for study_dir in args.study_dir:
         start = time.perf_counter()
         try:
-            ok, problems = verify_study(study_dir)
+            ok, damaged = verify_study(study_dir)
         except IntegrityError as err:
             print(f"error: {err}", file=sys.stderr)
             rc = 2
             continue
-        for p in problems:
-            print(f"PROBLEM {p}", file=sys.stderr)
+        for run_dir, problems in damaged.items():
+            print(f"DAMAGED {run_dir}:\n  " + "\n  ".join(problems), file=sys.stderr)
         seconds = time.perf_counter() - start
-        status = "ok" if not problems else f"{len(problems)} problem lines"
-        print(f"{study_dir}: {ok} stores verified intact in {seconds:.1f} s; {status}")
-        rc = max(rc, 1 if problems else 0)
+        print(
+            f"{study_dir}: {ok} of {ok + len(damaged)} stores intact "
+            f"({len(damaged)} damaged), checked in {seconds:.1f} s"
+        )
+        rc = max(rc, 1 if damaged else 0)
     return rc
 
 
