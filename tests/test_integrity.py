@@ -236,6 +236,7 @@ def test_every_train_attempt_keeps_its_log(tmp_path):
             log = logs.to_file(str(log_path))
             history = logs.keep_attempts(str(log_path))
             log.info("attempt %d saved resume state", attempt)
+            print(f"Traceback of attempt {attempt}", file=sys.stderr)  # as an exception would
             for h in logging.getLogger().handlers:
                 h.flush()
     finally:
@@ -246,7 +247,10 @@ def test_every_train_attempt_keeps_its_log(tmp_path):
     kept = Path(history).read_text()
     assert "==== attempt 1 of relu.log" in kept and "==== attempt 2 of relu.log" in kept
     assert "attempt 1 saved resume state" in kept and "attempt 2 saved resume state" in kept
-    assert "attempt 1 saved" not in log_path.read_text()  # the declared log: this attempt only
+    assert "Traceback of attempt 1" in kept and "Traceback of attempt 2" in kept
+    declared = log_path.read_text()  # this attempt only, each line once
+    assert "attempt 1 saved" not in declared and declared.count("attempt 2 saved") == 1
+    assert declared.count("Traceback of attempt 2") == 1 and kept.count("attempt 2 saved") == 1
 
 
 def test_load_study_reads_the_current_config_and_names_the_rest(study, caplog):
