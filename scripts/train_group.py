@@ -11,6 +11,7 @@ from twoclocks.data.io import load_dataset
 from twoclocks.fsutil import prune_empty_dirs
 from twoclocks.train.group import train_group
 from twoclocks.train.manifest import store_checksums
+from twoclocks.verify import IntegrityError
 
 sm = snakemake  # noqa: F821
 log = logs.to_file(sm.log[0])
@@ -23,10 +24,17 @@ log.info(
     [c["cell_id"] for c in cells],
     cells[0]["seeds"],
 )
+try:
+    dataset = load_dataset(sm.input.dataset)
+except Exception as err:  # zarr/codec errors name no file
+    raise IntegrityError(
+        f"{sm.input.dataset}: cannot read the dataset ({type(err).__name__}: {err}). "
+        "Fix: delete it and rerun snakemake."
+    ) from err
 start = time.perf_counter()
 stores = train_group(
     cells,
-    load_dataset(sm.input.dataset),
+    dataset,
     sm.output[0],
     state_dir=sm.params.state_dir,
     axes={cid: dict(a) for cid, a in dict(sm.params.axes).items()},
