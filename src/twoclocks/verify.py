@@ -7,8 +7,9 @@ reads a store therefore calls :func:`verify_store` first (clocks, report, ``load
 wrong and the fix. ``python -m twoclocks.verify STUDY_DIR`` checks a whole study and exits
 non-zero on any problem.
 
-Snakemake does not notice a deleted or damaged chunk (it sees only the store's directory), so it
-reruns nothing; the next stage that reads the store, or this command, stops with the fix.
+Snakemake by itself does not notice a deleted or damaged chunk (it tracks the store's directory,
+not its files) and would rerun nothing, so the workflow's head process runs :func:`quick_check`
+(file lists and sizes, no hashing) on every invocation and stops with the fix.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "read_json",
     "read_manifest",
     "read_table",
+    "verify_published",
     "verify_store",
     "verify_study",
 ]
@@ -165,9 +167,9 @@ def load_store(store: str | Path) -> xr.Dataset:
         raise IntegrityError(
             f"{store}: cannot open the store ({type(err).__name__}: {err})"
         ) from err
-    for name in list(ds.variables):
+    for name, var in ds.variables.items():
         try:
-            ds[name].load()
+            var.load()  # in place: the Dataset holds this Variable
         except Exception as err:
             raise IntegrityError(
                 f"{store / str(name)}: cannot read array {name!r} of {store} "
