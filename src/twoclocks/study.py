@@ -175,13 +175,14 @@ def load_study(
     else:
         log.info("%s: reading every store (%s)", study_dir, source)
     runs = list(found.values())
+    keys = list(found)
     if not runs:
         raise FileNotFoundError(
             f"no runs/**/trajectory.zarr under {study_dir}"
             + (f" for the cells of {source}" if wanted is not None else "")
         )
     datasets, cells, recorded = [], [], []
-    for path in runs:
+    for key, path in zip(keys, runs, strict=True):
         if verify and (path.parent / "manifest.json").exists():
             verify_store(path, path.parent / "manifest.json")
         ds = load_store(path)  # a read error names the store and the array
@@ -189,8 +190,8 @@ def load_study(
         if not snapshots:
             ds = ds.drop_vars([v for v in ds.data_vars if v.startswith("snap_")])
             ds = ds.drop_vars(["checkpoint", "checkpoint_step"], errors="ignore")
-        if wanted is not None and cell.get("cell_hash") != wanted[cell["cell_id"]]:
-            stale.append(cell["cell_id"])
+        if wanted is not None and cell.get("cell_hash") != wanted[key]:
+            stale.append(key)
         cells.append(cell)
         recorded.append(ds.attrs.get("axes"))
         datasets.append(ds)
