@@ -43,6 +43,9 @@ class _Tee:
         for s in self.streams:
             s.close()
 
+    def __getattr__(self, name: str):  # encoding, isatty, fileno, ...: the first stream's
+        return getattr(self.streams[0], name)
+
 
 def keep_attempts(path: str) -> str:
     """Also append everything this step logs to ``<log>.attempts.log`` beside `path`.
