@@ -7,8 +7,12 @@
 # waits until `sinfo` shows the node idle. Needs root (CI containers run as root).
 #
 # Environment (all optional):
-#   SLURM_PARTITION      partition name (default: debug); the slurm profile's
-#                        default-resources slurm_partition must match it
+#   SLURM_PARTITION      partition name (default: debug); the CI profile's
+#                        (workflow/profiles/slurm-ci) default-resources slurm_partition must
+#                        match it
+#
+# The cluster tests (tests/test_cluster.py) submit jobs only with TWOCLOCKS_TEST_SLURM=1, which
+# .ci/run exports right after this script.
 #   SLURM_CLUSTER_NAME   ClusterName (default: twoclocks)
 #   SLURM_UP_TIMEOUT_S   seconds to wait for the node to become idle (default: 60)
 set -euo pipefail

@@ -6,11 +6,12 @@ import pandas as pd
 
 from twoclocks import logs, provenance
 from twoclocks.analyze.fits import fit_clocks
+from twoclocks.verify import read_table
 
 sm = snakemake  # noqa: F821
 log = logs.to_file(sm.log[0])
 record = {"provenance": provenance.collect(), "analysis": dict(sm.params.analysis)}
-clocks = pd.concat([pd.read_parquet(p) for p in sm.input.clocks], ignore_index=True)
+clocks = pd.concat([read_table(p) for p in sm.input.clocks], ignore_index=True)
 provenance.write_parquet(clocks, sm.output.clocks, record)
 clocks.to_csv(sm.output.clocks_csv, index=False)
 fits, summary = fit_clocks(clocks, dict(sm.params.analysis))

@@ -1,8 +1,12 @@
 """The tiny study on a real SLURM cluster equals a local run bitwise; a preempted train job
 resumes (issue 6).
 
-Start the cluster with `.ci/slurm-up.sh` (root; installs Debian's slurm-wlm and munge). The
-tests skip only when `sbatch` is absent and `CI` is unset; under CI a missing cluster fails.
+The tests submit real jobs, so they run only when explicitly enabled: start the cluster with
+`.ci/slurm-up.sh` (root; installs Debian's slurm-wlm and munge) and set TWOCLOCKS_TEST_SLURM=1
+(`.ci/run` does both). Unset, they skip, so a user's cluster never gets jobs by accident; set,
+a missing or unusable cluster fails with what is wrong. They use the CI profile
+(workflow/profiles/slurm-ci: the test cluster's partition, squeue status checks), and check that
+the user profile keeps the plugin's own status checks.
 """
 
 import contextlib
@@ -30,7 +34,9 @@ pytestmark = [
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 TEST_CONFIG = REPO / "config" / "test.yaml"
-SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm"
+SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm-ci"
+USER_PROFILE = REPO / "workflow" / "profiles" / "slurm"
+ENABLE = "TWOCLOCKS_TEST_SLURM"
 LOCAL_PROFILE = REPO / "workflow" / "profiles" / "local"
 STUDY = "test"
 RUN_TIMEOUT_S = 1200
@@ -60,15 +66,18 @@ def _cluster_problem() -> str | None:
 
 @pytest.fixture(scope="module")
 def cluster() -> None:
-    """Require a working cluster: skip without SLURM outside CI, fail in CI."""
-    in_ci = bool(os.environ.get("CI"))
+    """Require an explicitly enabled, working cluster: skip unless TWOCLOCKS_TEST_SLURM=1, then
+    fail on a missing or unusable one."""
+    if os.environ.get(ENABLE) != "1":
+        pytest.skip(
+            f"cluster tests submit real SLURM jobs: set {ENABLE}=1 to run them (after "
+            "`bash .ci/slurm-up.sh`, as .ci/run does)"
+        )
     if shutil.which("sbatch") is None:
-        if in_ci:
-            pytest.fail("CI is set but `sbatch` is missing: run .ci/slurm-up.sh before the tests")
-        pytest.skip("SLURM not installed (no sbatch) and CI unset")
+        pytest.fail(f"{ENABLE}=1 but `sbatch` is missing: run `bash .ci/slurm-up.sh` first")
     problem = _cluster_problem()
     if problem is not None:
-        pytest.fail(f"SLURM cluster not usable: {problem}. Start it with .ci/slurm-up.sh")
+        pytest.fail(f"SLURM cluster not usable: {problem}. Start it with `bash .ci/slurm-up.sh`")
 
 
 def _profile(path: Path) -> dict:
@@ -144,6 +153,49 @@ def test_cluster_runs_a_job(cluster, tmp_path):
         cwd=tmp_path,
     )
     assert out.read_text().strip() == f"ran on {partition}"
+
+
+def test_user_profile_keeps_the_plugins_status_checks():
+    """CI's squeue polling stays in the CI profile; the user profile sets no partition either
+    (the cluster's default; the README says how to choose one). Runs without a cluster."""
+    user, ci = _profile(USER_PROFILE), _profile(SLURM_PROFILE)
+    for key in (
+        "slurm-status-command",
+        "slurm-init-seconds-before-status-checks",
+        "seconds-between-status-checks",
+    ):
+        assert key not in user, key
+        assert key in ci, key
+    assert "slurm_partition" not in user["default-resources"]
+    assert ci["default-resources"]["slurm_partition"] == "debug"
+    assert user["slurm-jobname-prefix"].startswith("twoclocks")
+    assert user["executor"] == ci["executor"] == "slurm"
+
+
+def test_cluster_tests_only_run_when_enabled(tmp_path):
+    """Without TWOCLOCKS_TEST_SLURM=1 every test that would submit a job skips (even where
+    `sbatch` exists), and .ci/run enables them right after starting its cluster."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for tool in ("sbatch", "scontrol", "sinfo", "squeue"):  # a "cluster" that must not be used
+        (fake_bin / tool).write_text("#!/bin/sh\necho used >> " + str(tmp_path / "used") + "\n")
+        (fake_bin / tool).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != ENABLE}
+    env["PATH"] = f"{fake_bin}{os.pathsep}{env['PATH']}"
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", __file__, "-k", "runs_a_job or preempt"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert "2 skipped" in res.stdout and ENABLE in res.stdout
+    assert not (tmp_path / "used").exists()
+    ci_run = (REPO / ".ci" / "run").read_text()
+    up, enable = ci_run.index("bash .ci/slurm-up.sh"), ci_run.index(f"export {ENABLE}=1")
+    assert up < enable < ci_run.index("run_suite\n")
 
 
 def _summary(workdir: Path) -> list[dict[str, str]]:
@@ -392,6 +444,12 @@ def _preempt_and_resume(config, slurm_dir, local_dir, logs_dir, running) -> None
     )
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
     assert RESUMED_LINE.format(step=step) in _train_logs(slurm_dir)
+    # Snakemake deletes the declared log before the rerun; the attempts log keeps both attempts
+    kept = "".join(
+        p.read_text() for p in (slurm_dir / "results" / "preempt" / "logs").rglob("*.attempts.log")
+    )
+    assert SAVED_LINE.search(kept) and RESUMED_LINE.format(step=step) in kept, kept[-3000:]
+    assert "==== attempt 2 of" in kept
     assert not _state_files(slurm_dir), "resume state left behind after a finished run"
     local_text = _finish(local, local_log, "local")
     assert "resuming cell" not in _train_logs(local_dir), local_text[-2000:]

@@ -115,6 +115,20 @@ def test_load_study_gives_one_dataset(study):
     ds = twoclocks.load_study(study)
     assert ds.sizes["cell"] == 4 and ds.sizes["seed"] == 2
     assert "weight_decay" in ds.coords and "depth" in ds.coords
+    assert ds.attrs["cells_from"] == str(study / "claims.json")  # the current config's cells
+
+
+def test_every_published_store_matches_its_manifest(study, capsys):
+    """The checksums describe the final stores (hard-linked, Snakemake's marker files added);
+    training's record in group.json agrees."""
+    from twoclocks.verify import main
+
+    assert main([str(study)]) == 0
+    assert "4 of 4 stores intact" in capsys.readouterr().out
+    group = json.loads((study / "stacked" / "relu" / "train" / "group.json").read_text())
+    manifest = json.loads((study / "runs" / "relu" / "wd=1.0" / "manifest.json").read_text())
+    assert group["checksums"]["relu/wd=1.0"] == manifest["checksums"]
+    assert list((study / "logs" / "train").rglob("*.attempts.log"))
 
 
 def test_rerun_has_nothing_to_do(study):

@@ -17,6 +17,7 @@ id), so select with a boolean mask or give one axis an index::
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -24,9 +25,10 @@ import numpy as np
 import xarray as xr
 
 from twoclocks.config import ABBREVIATIONS
-from twoclocks.train.store import open_trajectory
 
-__all__ = ["grid_axes", "load_study"]
+__all__ = ["current_cell_ids", "grid_axes", "load_study"]
+
+log = logging.getLogger("twoclocks.study")
 
 
 def _label_axes(cell: dict, recorded: str | None) -> list[str]:
@@ -79,32 +81,130 @@ def _axis_values(values: list) -> np.ndarray:
     return out
 
 
-def load_study(study_dir: str | os.PathLike, *, snapshots: bool = False) -> xr.Dataset:
-    """Open every ``runs/**/trajectory.zarr`` under ``study_dir`` and combine them.
+def _index_weight_axes(datasets: list[xr.Dataset]) -> list[xr.Dataset]:
+    """Give every dataset every weight axis (``<block>_row``/``_col``) of the study as an integer
+    index, sized to the largest: cells with other models or widths then outer-join on them
+    (NaN where a cell has no such block or a smaller one) instead of failing with
+    "'W2_row' not present in all datasets"."""
+    sizes: dict[str, int] = {}
+    for ds in datasets:
+        for d, n in ds.sizes.items():
+            if str(d).endswith(("_row", "_col")):
+                sizes[str(d)] = max(sizes.get(str(d), 0), int(n))
+    out = []
+    for ds in datasets:
+        ds = ds.assign_coords({d: np.arange(ds.sizes.get(d, n)) for d, n in sizes.items()})
+        out.append(ds.reindex({d: np.arange(n) for d, n in sizes.items()}, fill_value=np.nan))
+    return out
+
+
+def current_cell_ids(study_dir: Path, config=None) -> tuple[dict[str, str] | None, str]:
+    """The cells of the study's current config (cell id -> cell hash) and where they came from.
+
+    `config`: a config file, a config dict or a `twoclocks.config.Study`; by default the config
+    the report stage last wrote into ``claims.json`` (it reruns whenever the config changes).
+    None when neither is there: then every store on disk counts.
+    """
+    from twoclocks.config import ConfigError, Study, load_config
+
+    if config is None:
+        claims = study_dir / "claims.json"
+        if not claims.exists():
+            return None, f"no config given and no {claims}"
+        from twoclocks.verify import read_json
+
+        config, where = read_json(claims).get("config"), str(claims)
+        if not isinstance(config, dict):
+            return None, f"{claims} records no config"
+    else:
+        where = str(config) if isinstance(config, (str, os.PathLike)) else "the given config"
+    if not isinstance(config, Study):
+        try:
+            config = load_config(config, where=where)
+        except ConfigError as err:
+            if where.endswith("claims.json"):  # an old report: say so, keep every store
+                return None, f"the config in {where} no longer validates ({err})"
+            raise
+    return {c.id: c.hash for c in config.cells}, where
+
+
+def load_study(
+    study_dir: str | os.PathLike, *, snapshots: bool = False, config=None, verify: bool = True
+) -> xr.Dataset:
+    """Open the trajectory stores of the study's current cells and combine them.
+
+    The current cells are those of `config` (a file, dict or `Study`; default: the config the
+    report stage recorded in ``claims.json``, see `current_cell_ids`); stores of other cells
+    found under ``runs/`` (an earlier config of the same study) are left out and named in a
+    warning and in ``attrs["other_cells_on_disk"]``; current cells without a store are named in
+    ``attrs["missing_cells"]``, and stores trained with other settings than the config's (cell
+    hash differs) in ``attrs["stale_cells"]``. Without any config every
+    ``runs/**/trajectory.zarr`` is read. With ``verify`` each store with a ``manifest.json`` is
+    first checked against its checksums (`twoclocks.verify.verify_store`).
 
     The result has a ``cell`` dimension indexed by cell id, with ``cell_hash``, ``grid`` (str)
     and every grid axis that differs across cells (`grid_axes`, typed by `_axis_values`) as
     coordinates along it; the module docstring shows how to select. Runs of different lengths
     or seeds are outer-joined on ``step``/``seed`` (missing entries are NaN). Weight snapshots
-    are dropped unless ``snapshots=True``.
+    are dropped unless ``snapshots=True``; then every weight axis is an integer index, NaN where
+    a cell's block is smaller or absent (cells of different models combine).
     """
-    runs = sorted(Path(study_dir).glob("runs/**/trajectory.zarr"))
+    from twoclocks.verify import load_store, verify_store
+
+    study_dir = Path(study_dir)
+    found = {
+        str(p.parent.relative_to(study_dir / "runs")): p
+        for p in sorted(study_dir.glob("runs/**/trajectory.zarr"))
+    }
+    wanted, source = current_cell_ids(study_dir, config)
+    other, missing, stale = [], [], []
+    if wanted is not None:
+        other = sorted(set(found) - set(wanted))
+        missing = [c for c in wanted if c not in found]
+        found = {c: p for c, p in found.items() if c in wanted}
+        if other:
+            log.warning(
+                "%s: left out %d store(s) not in the current config (%s): %s",
+                study_dir,
+                len(other),
+                source,
+                ", ".join(other),
+            )
+        if missing:
+            log.warning("%s: no store yet for current cell(s) %s", study_dir, ", ".join(missing))
+    else:
+        log.info("%s: reading every store (%s)", study_dir, source)
+    runs = list(found.values())
+    keys = list(found)
     if not runs:
-        raise FileNotFoundError(f"no runs/**/trajectory.zarr under {study_dir}")
+        raise FileNotFoundError(
+            f"no runs/**/trajectory.zarr under {study_dir}"
+            + (f" for the cells of {source}" if wanted is not None else "")
+        )
     datasets, cells, recorded = [], [], []
-    for path in runs:
-        ds = open_trajectory(path).load()
+    for key, path in zip(keys, runs, strict=True):
+        if verify and (path.parent / "manifest.json").exists():
+            verify_store(path, path.parent / "manifest.json")
+        ds = load_store(path)  # a read error names the store and the array
         cell = json.loads(ds.attrs["cell"])
         if not snapshots:
             ds = ds.drop_vars([v for v in ds.data_vars if v.startswith("snap_")])
             ds = ds.drop_vars(["checkpoint", "checkpoint_step"], errors="ignore")
-        else:  # index the weight axes so that outer joins across shapes are well defined
-            ds = ds.assign_coords(
-                {d: np.arange(ds.sizes[d]) for d in ds.dims if d.endswith(("_row", "_col"))}
-            )
+        if wanted is not None and cell.get("cell_hash") != wanted[key]:
+            stale.append(key)
         cells.append(cell)
         recorded.append(ds.attrs.get("axes"))
         datasets.append(ds)
+    if snapshots:
+        datasets = _index_weight_axes(datasets)
+    if stale:
+        log.warning(
+            "%s: store(s) of %s were trained with other settings than %s (cell hash differs; "
+            "rerun snakemake to update them)",
+            study_dir,
+            ", ".join(stale),
+            source,
+        )
     axes = grid_axes(cells, recorded)
     ids = [c.get("cell_id", str(p.parent)) for c, p in zip(cells, runs, strict=True)]
     labelled = []
@@ -130,5 +230,9 @@ def load_study(study_dir: str | os.PathLike, *, snapshots: bool = False) -> xr.D
         "study": str(cells[0].get("study", Path(study_dir).name)),
         "grid_axes": json.dumps(axes),
         "cells": json.dumps({cid: c for cid, c in zip(ids, cells, strict=True)}, sort_keys=True),
+        "cells_from": source,
+        "other_cells_on_disk": json.dumps(other),
+        "missing_cells": json.dumps(missing),
+        "stale_cells": json.dumps(stale),
     }
     return out

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.settings import ExecMode
 
 from twoclocks.config import (
     ConfigError,
@@ -10,6 +11,7 @@ from twoclocks.config import (
     config_for_snakemake,
     load_config,
 )
+from twoclocks.verify import quick_check
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
@@ -38,6 +40,14 @@ onstart:
 
 RESULTS = f"results/{STUDY.name}"
 CELL_IDS = [c.id for c in STUDY.cells]
+
+# Snakemake sees a store's directory, not its files: a chunk deleted or truncated after the
+# store was validated would go unnoticed ("Nothing to be done"). The head process compares each
+# store's files and sizes with its manifest (no hashing; the stages check sha256) and stops.
+if workflow.exec_mode == ExecMode.DEFAULT:
+    _damaged = quick_check(RESULTS)
+    if _damaged:
+        raise WorkflowError("damaged trajectory store(s):\n  " + "\n  ".join(_damaged))
 
 
 wildcard_constraints:

@@ -6,7 +6,8 @@ STUDY_DIR (written by this pipeline or by any training code that follows docs/de
 `fits.json`, `claims.json` and `report/index.html` to `STUDY_DIR/analysis/` (or `--out`).
 Every store is checked before any clock is computed: a missing required variable, dimension or
 attribute stops the run with the store and the name. A clock whose inputs a store lacks is
-skipped, with a note in the report.
+skipped, with a note in the report. A store with a `manifest.json` beside it (written by this
+pipeline) is first checked against the manifest's checksums (`twoclocks.verify`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from twoclocks import provenance
 from twoclocks.analyze.claims import claims_to_json, evaluate_claims, resolve_claim_settings
 from twoclocks.analyze.clocks import extract_clocks, is_deep_linear, resolve_settings
 from twoclocks.analyze.fits import fit_clocks
+from twoclocks.verify import load_store, verify_store
 
 log = logging.getLogger("twoclocks.analyze")
 
@@ -124,7 +126,9 @@ def analyse(study_dir: str | Path, out_dir: str | Path | None = None, config: di
     stores = find_stores(study_dir)
     trajectories, notes, params = {}, [], {}
     for cid, path in stores.items():
-        ds = xr.open_zarr(path, consolidated=False).load()
+        if (path.parent / "manifest.json").exists():  # written by this pipeline: check first
+            verify_store(path, path.parent / "manifest.json")
+        ds = load_store(path)  # a read error names the store and the array
         notes += [f"{cid}: {n}" for n in check_store(path, ds)]
         params[cid] = _params(ds, cid)
         ds.attrs["cell"] = json.dumps(params[cid])

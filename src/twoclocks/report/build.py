@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from twoclocks.analyze.claims import claims_to_json, evaluate_claims
 from twoclocks.report.figures import build_figures, save_chart
 from twoclocks.report.html import write_report
 from twoclocks.train.store import open_trajectory
+from twoclocks.verify import read_json, read_table, verify_store
 
 log = logging.getLogger("twoclocks.report")
 
@@ -54,7 +54,7 @@ def runtime_summary(manifests: dict[str, str | Path], benchmarks_dir=None) -> di
     every job's Snakemake benchmark (wall time, peak memory, CPU time)."""
     rows = {}
     for cid, path in manifests.items():
-        m = json.loads(Path(path).read_text())
+        m = read_json(path)
         rows[cid] = {k: m.get(k) for k in ("wall_seconds", "device", "dtype", "last_step")}
     total = sum((r.get("wall_seconds") or 0.0) for r in rows.values())
     return {
@@ -83,9 +83,11 @@ def build_report(
     folder of the jobs' Snakemake benchmark files.
     """
     figures_dir = Path(figures_dir)
+    for cid, path in stores.items():  # before any work: a damaged store stops here, named
+        verify_store(path, manifests[cid])
     trajectories = {cid: open_trajectory(path) for cid, path in stores.items()}
-    clocks = pd.read_parquet(clocks_path)
-    fits = json.loads(Path(fits_path).read_text())
+    clocks = read_table(clocks_path)
+    fits = read_json(fits_path)
     claims = evaluate_claims(trajectories, clocks, fits, config.get("claims"))
     record = {
         "study": config["study"],
