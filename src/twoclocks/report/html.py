@@ -40,7 +40,7 @@ details[open] > summary { margin-bottom: 0.4em; }
 #claims td { font-size: 0.95em; } #claims td:nth-child(3) { width: 28%; }
 .evidence { max-width: 34em; overflow-wrap: anywhere; }
 .figs { display: flex; flex-wrap: wrap; gap: 0 1.5em; }
-figure { margin: 0.8em 0; max-width: 600px; } figcaption { color: #555; font-size: 0.85em; }
+figure { margin: 0.8em 0; flex: 0 1 585px; min-width: 0; } figcaption { color: #555; font-size: 0.85em; }
 .vis { overflow-x: auto; }
 .note { color: #777; font-size: 0.9em; }
 """
