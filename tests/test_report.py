@@ -177,3 +177,28 @@ def test_chromium_renders_the_page(report, tmp_path):
     path, figures, _claims = report
     assert len(figures) == 13  # every figure of the synthetic study, under the height budget
     assert_page_renders(path, len(figures), tmp_path)
+
+
+def test_insufficient_reasons_are_grouped_by_kind():
+    assert H.reason_kind("2 uncensored post-fit levels < min_levels=4") == (
+        "N uncensored post-fit levels < min_levels=4"
+    )
+    assert H.reason_kind("0 levels < min_levels=4 (14 rows unresolved: within 2 SE)") == (
+        "N levels < min_levels=4 (N rows unresolved: within 2 SE)"
+    )
+    fits = H.fits_table(FITS)
+    compact = H.insufficient_by_kind(fits)
+    assert compact.to_dict("records") == [
+        {
+            "fit": "scaling",
+            "reason": "N positive weight_decay values with uncensored clocks < 3",
+            "count": 5,
+            "clocks": "cls",
+        },
+        {
+            "fit": "law",
+            "reason": "N uncensored post-fit levels < min_levels=4",
+            "count": 2,
+            "clocks": "cls",
+        },
+    ]

@@ -67,7 +67,7 @@ def discover(study_dir: str | Path) -> list[Source]:
         cells_dir = next(p for p in store.parents if p.name == "cells")
         cid = store.parent.relative_to(cells_dir).as_posix()
         found.setdefault(cid, Source(store, (cid,), "finished"))
-    sources = list(found.values())
+    sources = [found[c] for c in sorted(found)]
     for work in sorted((root / "state").glob("**/work")):
         for name in ("stacked.zarr.partial", "stacked.zarr"):
             store = work / name

@@ -40,7 +40,8 @@ details[open] > summary { margin-bottom: 0.4em; }
 #claims td { font-size: 0.95em; } #claims td:nth-child(3) { width: 28%; }
 .evidence { max-width: 34em; overflow-wrap: anywhere; }
 .figs { display: flex; flex-wrap: wrap; gap: 0 1.5em; }
-figure { margin: 0.8em 0; flex: 0 1 585px; min-width: 0; } figcaption { color: #555; font-size: 0.85em; }
+figure { margin: 0.8em 0; flex: 0 1 585px; min-width: 0; }
+figcaption { color: #555; font-size: 0.85em; }
 .vis { overflow-x: auto; }
 .note { color: #777; font-size: 0.9em; }
 """
@@ -323,17 +324,35 @@ def _overview_table(df: pd.DataFrame) -> str:
 
 
 def insufficient_summary(fit_rows: pd.DataFrame) -> pd.DataFrame:
-    """Fits that judged nothing, counted per (fit, clock, reason), with the cells they concern."""
+    """Fits that judged nothing, counted per (fit, clock, reason), with the cells (or, for
+    scaling fits, the groups) they concern."""
     cols = ["fit", "clock", "reason", "count", "cells"]
-    if fit_rows.empty:
-        return pd.DataFrame(columns=cols)
-    bad = fit_rows[fit_rows["status"] != "ok"].copy()
+    bad = fit_rows[fit_rows["status"] != "ok"].copy() if len(fit_rows) else fit_rows
     if bad.empty:
         return pd.DataFrame(columns=cols)
-    group = bad["group"].fillna("").astype(str)
-    bad["where"] = np.where(group != "", bad["cell_id"].astype(str) + " " + group, bad["cell_id"])
+    group = bad["group"].fillna("").astype(str) if "group" in bad else ""
+    cell = bad["cell_id"].astype(str)
+    bad["where"] = np.where(group == "", cell, np.where(cell == "*", group, cell + " " + group))
     g = bad.groupby(["fit", "clock", "reason"], sort=True, dropna=False)
     out = g.agg(count=("where", "size"), cells=("where", lambda x: ", ".join(dict.fromkeys(x))))
+    return out.reset_index().sort_values("count", ascending=False, kind="stable")[cols]
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its run-specific counts as N ("2 uncensored post-fit levels < min_levels=4"
+    -> "N uncensored post-fit levels < min_levels=4"), thresholds kept."""
+    return re.sub(r"\((\d+) rows", "(N rows", re.sub(r"^\d+(?=[ (])", "N", str(reason)))
+
+
+def insufficient_by_kind(fit_rows: pd.DataFrame) -> pd.DataFrame:
+    """The compact summary: insufficient fits per (fit, kind of reason), with their clocks."""
+    per = insufficient_summary(fit_rows)
+    cols = ["fit", "reason", "count", "clocks"]
+    if per.empty:
+        return pd.DataFrame(columns=cols)
+    per["reason"] = per["reason"].map(reason_kind)
+    g = per.groupby(["fit", "reason"], sort=True)
+    out = g.agg(count=("count", "sum"), clocks=("clock", lambda x: ", ".join(dict.fromkeys(x))))
     return out.reset_index().sort_values("count", ascending=False, kind="stable")[cols]
 
 
@@ -516,11 +535,17 @@ def write_report(
         "the free-offset power law T = T0 + C x^-k, by AIC (<i>preferred</i>; delta_aic = "
         "AIC(power) - AIC(log), &gt; 0 favours the log law; <i>support</i> decisive when its "
         "interval excludes 0). <i>tail</i>: per seed, the gap after T_cls as G_inf + exponential "
-        "or power decay (theta = (1 + 1/p)/2). <i>scaling</i>: a clock against a grid axis "
+        "or power decay (theta = (1 + 1/p)/2). <i>ratio</i>: T_clock / T_cls at the reference "
+        "levels, geometric mean over seeds. <i>scaling</i>: a clock against a grid axis "
         "within a group. Intervals [low, high]: seed bootstrap. Only <i>ok</i> fits judge "
         "claims.</p>",
         _details(f"ok fits ({n_ok})", _table(ok_all), open_=0 < n_ok <= 12),
-        "<h3>Insufficient fits, by reason</h3>" + _table(bad_all) if len(bad_all) else "",
+        "<h3>Insufficient fits, by reason</h3>"
+        + '<p class="note">N: a count that differs between the fits summarised.</p>'
+        + _table(insufficient_by_kind(fit_rows))
+        + _details("per clock, with the cells and groups", _table(bad_all))
+        if len(bad_all)
+        else "",
         '<h2 id="tables">Full tables</h2>',
         '<p class="note">Also as CSV next to this page: ' + "; ".join(links) + ".</p>",
         _details("Clock summary (all cells)", _table(summary)),
