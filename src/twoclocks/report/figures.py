@@ -159,7 +159,7 @@ def fig_loss(study: Any, max_points: int = MAX_POINTS) -> alt.LayerChart:
     """Fig. 1: train and test CE vs step per cell (weight decay), log y; band = seed min-max."""
     cells = _relu(study) or cl.cell_datasets(study)
     df = _bands(cells, {"train": "train_loss", "test": "test_loss"}, max_points=max_points)
-    return _band_chart(df, "Train and test loss (Fig. 1)", "cross-entropy")
+    return _band_chart(df, "Train and test loss (Fig. 1)", "cross-entropy (nats)")
 
 
 def fig_loss_srank(
@@ -175,7 +175,7 @@ def fig_loss_srank(
     loss = _bands(cells, {"test loss": "test_loss"}, n_lines, max_points)
     get = {f"srank({mat})": lambda ds: ds["srank"].sel(matrix=mat)}
     srank = _bands(cells, get, n_lines, max_points)
-    left = _band_chart(loss, "", "test loss (log)", log_y=True)
+    left = _band_chart(loss, "", "test cross-entropy (nats, log)", log_y=True)
     right = _band_chart(srank, "", f"stable rank of {mat}", log_y=False)
     return (
         alt.layer(left, right)
@@ -585,9 +585,10 @@ def fig_gates(study: Any, max_points: int = MAX_POINTS) -> alt.VConcatChart:
     n_lines = 2 * len(cells)
     flips = _bands(cells, {"flips": "gate_flip_fraction"}, n_lines, max_points)
     margin = _bands(cells, {"margin": "preact_min_abs"}, n_lines, max_points)
+    flip_title, margin_title = "Gate flip fraction since previous log", "Min |pre-activation|"
     return alt.vconcat(
-        _band_chart(flips, "Gate flip fraction since previous log", "fraction", dash=None),
-        _band_chart(margin, "Min |pre-activation| on the train set", "|h|", dash=None),
+        _band_chart(flips, flip_title, "fraction of gates flipped", dash=None),
+        _band_chart(margin, margin_title + " on the train set", "min |pre-activation|", dash=None),
     )
 
 
