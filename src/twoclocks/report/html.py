@@ -435,7 +435,7 @@ def write_report(
     cell_ids = _cell_ids(runtime, clocks, fits)
     overview = _overview(cell_ids, runs, fit_rows, runtime)
     summary = clock_summary(clocks)
-    seeds = config.get("seeds") or sorted({int(s) for s in runs["seed"]}) if len(runs) else []
+    seeds = config.get("seeds") or (sorted({int(s) for s in runs["seed"]}) if len(runs) else [])
     n_grok = int(runs["grokked"].sum()) if len(runs) else 0
 
     figs = []
