@@ -221,3 +221,12 @@ def test_svg_gradient_ids_do_not_depend_on_earlier_renders():
     assert F.stable_svg(a) == (
         '<linearGradient id="gradient_0"/><rect fill="url(#gradient_0)"/><g id="gradient_1"/>'
     )
+
+
+def test_separation_ratio_names_a_ratio_it_cannot_draw_at_all():
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    gen = clocks["clock"].eq("gen_acc")
+    clocks.loc[gen, "censored"], clocks.loc[gen, "step"] = True, np.nan  # nothing generalises
+    spec = F.fig_separation_ratio(clocks, cells).to_dict()
+    assert spec["title"]["subtitle"] == ["T_gen / T_cls: no run with both clocks"]

@@ -450,12 +450,15 @@ def fig_separation_ratio(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
     if "weight_decay" not in cells:
         raise FigureSkipped("weight decay is not a grid axis")
     frames = []
+    no_ratio = []  # slow clocks with no run at all: named in the subtitle, never dropped silently
     for slow in ("gen", cl.REP_CLOCK):
         df = cl.separation_ratios(clocks, slow)
         df = df[df["ratio"].notna()]
         if not df.empty:
             df["ratio_of"] = f"{df['slow_clock'].iloc[0]} / cls"
             frames.append(df)
+        else:
+            no_ratio.append(f"T_{slow} / T_cls: no run with both clocks")
     if not frames:
         raise FigureSkipped("no run with both clocks")
     df = pd.concat(frames, ignore_index=True).merge(
@@ -485,6 +488,7 @@ def fig_separation_ratio(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
             else []
         ),
         *partial,
+        *no_ratio,
     ]
     base = alt.Chart(agg).encode(
         x=alt.X("weight_decay:Q", title="weight decay", scale=alt.Scale(zero=False)),
