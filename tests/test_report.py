@@ -109,9 +109,14 @@ def test_top_of_page_states_study_runs_and_verdicts_with_rules(report):
     assert f"{int(runs['grokked'].sum())}/{len(runs)}</td>" in top  # runs grokked
     rules = H.claim_rules({})
     assert set(rules) == {c["id"] for c in claims}  # every claim has its rule stated
+    unfolded = re.sub(r"</?(details|summary)>| …", "", top)  # long evidence is folded
     for c in claims:
         assert html.escape(rules[c["id"]], quote=True) in top
-        assert html.escape(c["evidence"], quote=True) in top
+        assert html.escape(c["evidence"], quote=True) in unfolded
+    long = "x " * 400
+    folded = H._evidence(long)
+    assert folded.startswith("<details><summary>") and len(folded) < len(long) + 60
+    assert re.sub(r"</?(details|summary)>| …", "", folded) == long
 
 
 def test_cells_have_anchors_and_collapsed_sections(report):

@@ -236,6 +236,18 @@ def claim_rules(settings: Mapping[str, Any] | None = None) -> dict[str, str]:
     }
 
 
+EVIDENCE_CHARS = 280  # evidence longer than this opens with its start, the rest one click away
+
+
+def _evidence(text: str) -> str:
+    """Claim evidence; a long one (per-cell lists) shows its start and folds the rest."""
+    if len(text) <= EVIDENCE_CHARS:
+        return _esc(text)
+    cut = text.rfind(" ", 0, EVIDENCE_CHARS)
+    cut = cut if cut > 0 else EVIDENCE_CHARS
+    return f"<details><summary>{_esc(text[:cut])} …</summary>{_esc(text[cut:])}</details>"
+
+
 def _claims_table(claims: list[dict], rules: Mapping[str, str]) -> str:
     """Compact verdict table: claim (id and the paper's statement), verdict, rule, evidence."""
     rows = "".join(
@@ -243,7 +255,7 @@ def _claims_table(claims: list[dict], rules: Mapping[str, str]) -> str:
         f"{_esc(c.get('claim', ''))}</span></td>"
         f'<td class="{_esc(c.get("verdict", ""))}">{_esc(c.get("verdict", ""))}</td>'
         f"<td>{_esc(rules.get(c.get('id', ''), ''))}</td>"
-        f'<td class="evidence">{_esc(c.get("evidence", ""))}</td></tr>'
+        f'<td class="evidence">{_evidence(str(c.get("evidence", "")))}</td></tr>'
         for c in claims
     )
     head = "<tr><th>claim (paper)</th><th>verdict</th><th>rule</th><th>evidence</th></tr>"
