@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 import synthetic_report as sr
-from browser import assert_page_renders, needs_chromium
+from browser import assert_page_renders, chromium, needs_chromium
 
 from twoclocks.analyze.claims import evaluate_claims
 from twoclocks.report import figures as F
@@ -207,3 +207,13 @@ def test_insufficient_reasons_are_grouped_by_kind():
             "clocks": "cls",
         },
     ]
+
+
+@needs_chromium
+def test_a_cell_link_opens_its_collapsed_section(report, tmp_path):
+    path, _figures, _claims = report
+    anchor = H.cell_anchor("relu/wd=0.8")
+    dom = chromium(f"{path.resolve().as_uri()}#{anchor}", tmp_path / "p", "--dump-dom").stdout
+    assert re.search(f'<details id="{re.escape(anchor)}" open', dom)
+    other = H.cell_anchor("relu/wd=0.6")
+    assert re.search(f'<details id="{re.escape(other)}"><summary>', dom)  # others stay shut

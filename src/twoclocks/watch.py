@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         while True:
             data, summary, notes = snapshot(study)
             write_page(out, data, summary, notes, args.every, study.resolve().name)
+            if sys.stdout.isatty() and not args.once:
+                print("\033[H\033[J", end="")  # redraw in place on a terminal; logs get lines
             print(f"[{time.strftime('%H:%M:%S')}] {out}\n{terminal_summary(summary)}", flush=True)
             for n in notes:
                 print("  " + n, flush=True)

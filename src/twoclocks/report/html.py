@@ -58,6 +58,14 @@ window.__consoleErrors = 0; window.__consoleWarnings = 0;
 """
 
 _EMBED = """
+(function () {  // a link to a cell's anchor opens its collapsed section
+  function openTarget() {
+    const t = document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    if (t && t.tagName === "DETAILS") { t.open = true; }
+  }
+  window.addEventListener("hashchange", openTarget);
+  openTarget();
+})();
 (function () {
   const specs = document.querySelectorAll('script[type="application/json"][data-figure]');
   const jobs = Array.from(specs).map(function (node) {
