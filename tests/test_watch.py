@@ -76,12 +76,12 @@ def test_watching_a_growing_store_never_corrupts_it_nor_crashes(tmp_path):
     study = tmp_path / "study"
     running = study / "state" / "relu" / "work" / "stacked.zarr.partial"
     running.parent.mkdir(parents=True)
-    proc = _writer(running, 0.02)
-    reads, rows_seen = 0, []
+    proc = _writer(running, 0.05)
+    full = N_STEPS * len(SEEDS) * 4
+    rows_seen = []
     try:
-        while proc.poll() is None or reads < 3:
-            data, summary, notes = W.snapshot(study)  # never raises, whatever it catches
-            reads += 1
+        while proc.poll() is None:
+            data, summary, _notes = W.snapshot(study)  # never raises, whatever it catches
             if len(data):
                 member = np.array([CELLS.index(c) * 2 for c in data["cell_id"]])
                 member += (data["seed"].to_numpy() == 1).astype(int)
@@ -89,19 +89,19 @@ def test_watching_a_growing_store_never_corrupts_it_nor_crashes(tmp_path):
                     expected(m, i, s)
                     for m, i, s in zip(data["metric"], member, data["step"], strict=True)
                 ]
+                # every value read is the one written there: no torn or misplaced reads, and
+                # no NaN placeholder ever shows up as a value
                 np.testing.assert_allclose(data["value"].to_numpy(float), want, rtol=1e-12)
-                # only written rows: no NaN placeholder ever shows up as a value
-                assert np.isfinite(data["value"]).all()
                 assert set(summary["cell"]) == set(CELLS)
                 assert (summary["status"] == "running").all()
             rows_seen.append(len(data))
-            if proc.poll() is not None and reads >= 3:
-                break
     finally:
         proc.wait(timeout=120)
     assert proc.returncode == 0
-    assert reads >= 3 and max(rows_seen) > 0
-    assert rows_seen[-1] == N_STEPS * len(SEEDS) * 4  # the last read sees every row
+    # the reads overlapped the writes: some saw a part of the rows (36 writes 50 ms apart)
+    assert any(0 < n < full for n in rows_seen), rows_seen[:: max(1, len(rows_seen) // 20)]
+    data, summary, notes = W.snapshot(study)
+    assert len(data) == full and not notes and (summary["step"] == N_STEPS - 1).all()
     reference = tmp_path / "alone.zarr"
     write_store(str(reference), 0.0)
     got, want = _arrays(running), _arrays(reference)
