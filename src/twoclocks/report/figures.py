@@ -4,7 +4,9 @@ Each `fig_*` returns an `alt.Chart` (or layered/concatenated chart) or raises `F
 when the study lacks its inputs. Bands over seeds are precomputed (mean, min, max) and drawn with
 `mark_area(y, y2)`, so the same inputs give byte-identical PNG/SVG; trajectories are thinned to a
 log+linear spaced subset of at most `MAX_POINTS` log points per line (never truncated), and every
-chart stays under altair's 5,000-row limit.
+chart stays under altair's 5,000-row limit. Log axes span the data (`log_domain`), and a figure
+that leaves data out (non-positive values on a log axis, cells without an ok law fit, weight
+decays without a ratio) says so in its subtitle, which the PNG/SVG carry too.
 """
 
 from __future__ import annotations
