@@ -113,7 +113,7 @@ def test_missing_inputs_are_skipped_with_notes():
 
 def test_save_chart_is_deterministic_and_offline(built, tmp_path):
     _cells, (charts, _notes) = built
-    for name in ("fig1_loss", "fig2_embedding"):
+    for name in ("fig1_loss", "fig2_embedding", "clock_rep", "separation_ratio", "gates"):
         a = F.save_chart(charts[name], tmp_path / "a" / name)
         b = F.save_chart(charts[name], tmp_path / "b" / name)
         assert [p.suffix for p in a] == [".html", ".png", ".svg"]
