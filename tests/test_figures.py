@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import synthetic_report as sr
 
@@ -111,7 +114,7 @@ def test_missing_inputs_are_skipped_with_notes():
 
 def test_save_chart_is_deterministic_and_offline(built, tmp_path):
     _cells, (charts, _notes) = built
-    for name in ("fig1_loss", "fig2_embedding"):
+    for name in ("fig1_loss", "fig2_embedding", "clock_rep", "separation_ratio", "gates"):
         a = F.save_chart(charts[name], tmp_path / "a" / name)
         b = F.save_chart(charts[name], tmp_path / "b" / name)
         assert [p.suffix for p in a] == [".html", ".png", ".svg"]
@@ -131,3 +134,100 @@ def test_additive_order_turns_the_key_frequency_into_one_cycle():
     assert found == k and (g * k) % p == 1
     assert sorted(order.tolist()) == list(range(p))
     np.testing.assert_allclose(rows[order, 0], np.cos(2 * np.pi * r / p), atol=1e-12)
+
+
+def _rep_law(preferred: str, **params) -> dict:
+    est = {k: {"estimate": v, "ci_low": v, "ci_high": v} for k, v in params.items()}
+    return {"fit": "law", "clock": "rep_srank", "status": "ok", "preferred": preferred,
+            "params": est}  # fmt: skip
+
+
+@pytest.mark.parametrize("preferred", ["log", "power"])
+def test_rep_clock_draws_the_chosen_law_whichever_it_is(preferred):
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    law = {
+        "log": _rep_law("log", a=3000.0, b=40.0, delta_aic=3.0),
+        "power": _rep_law("power", T0=3000.0, C=30.0, k=0.5, delta_aic=-3.0),
+    }[preferred]
+    first, *rest = sorted(cells)
+    fits = {"cells": {first: {"fits": [law]}}}
+    spec = F.fig_rep_clock(clocks, fits, cells).to_dict()
+    lines = [r for v in _datasets(spec) for r in v if "fit" in r]
+    assert {r["cell_id"] for r in lines} == {first}  # a line for the cell with an ok law
+    assert all(r["law"].startswith(preferred) for r in lines)
+    eta = np.array([r["level"] for r in lines])
+    want = 3000.0 + (40.0 * np.log(1 / eta) if preferred == "log" else 30.0 * eta**-0.5)
+    np.testing.assert_allclose([r["fit"] for r in lines], want, rtol=1e-9)
+    # the cells without an ok fit are named, not silently left bare
+    assert spec["title"]["subtitle"] == [f"no ok law fit (no line): {', '.join(rest)}"]
+
+
+def test_log_axes_span_the_data_and_say_what_they_left_out():
+    df = pd.DataFrame(
+        {"mean": [0.0, 1e-3, 2e-3, 4e-3], "lo": [0.0, 0.0, 1e-3, 2e-3], "hi": [0, 2e-3, 3e-3, 5e-3]}
+    )
+    out, note = F.log_domain(df)
+    assert len(out) == 3 and out["lo"].min() == 1e-3  # the smallest positive value, not 1e-30
+    assert (
+        note
+        == "1 points with mean <= 0 not drawn (log axis); 1 band lower ends <= 0 drawn at 0.001"
+    )
+    assert F.log_domain(df.iloc[2:])[1] == ""  # nothing moved: no note
+
+
+def test_gates_panel_domain_follows_its_data():
+    cells = sr.study(deep=False)
+    for ds in cells.values():  # a seed whose gates never flip: its min is exactly 0
+        ds["gate_flip_fraction"][0] = 0.0
+    raw = np.concatenate(
+        [
+            ds[v].values.ravel()
+            for ds in cells.values()
+            for v in ("gate_flip_fraction", "preact_min_abs")
+        ]
+    )
+    smallest = raw[raw > 0].min()
+    spec = F.fig_gates(cells).to_dict()
+    lows = [r["lo"] for v in _datasets(spec) for r in v]
+    # the axis ends at the data (a seed mean with one zero seed is >= smallest / 3), not 1e-30
+    assert min(lows) >= smallest / len(sr.SEEDS)
+    assert "band lower ends <= 0" in json.dumps(spec)  # and says what it raised
+
+
+def test_separation_ratio_names_the_weight_decays_it_leaves_out():
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    gone = clocks["cell_id"].eq("relu/wd=0.8") & clocks["clock"].eq("gen_acc")
+    clocks.loc[gone, "censored"] = True  # no run of wd 0.8 reaches the generalisation clock
+    clocks.loc[gone, "step"] = np.nan
+    spec = F.fig_separation_ratio(clocks, cells).to_dict()
+    drawn = {r["weight_decay"] for v in _datasets(spec) for r in v if "ratio_of" in r}
+    assert 0.8 in drawn  # T_rep/T_cls still has it
+    assert spec["title"]["subtitle"] == ["gen_acc / cls: no run at weight decay 0.8"]
+
+
+def test_heatmaps_have_a_colour_scale_and_residue_row_labels():
+    cells = sr.study(deep=False)
+    spec = F.fig_generator_heatmap(cells, "E").to_dict()
+    for panel in spec["hconcat"]:
+        enc = panel["encoding"]
+        assert enc["color"]["legend"]["title"][0] == "projection"
+        assert enc["y"]["field"] == "residue" and enc["y"].get("axis", {}).get("labels", True)
+        assert sorted(enc["y"]["sort"]) == list(range(sr.MODULUS))
+
+
+def test_svg_gradient_ids_do_not_depend_on_earlier_renders():
+    a = '<linearGradient id="gradient_7"/><rect fill="url(#gradient_7)"/><g id="gradient_9"/>'
+    assert F.stable_svg(a) == (
+        '<linearGradient id="gradient_0"/><rect fill="url(#gradient_0)"/><g id="gradient_1"/>'
+    )
+
+
+def test_separation_ratio_names_a_ratio_it_cannot_draw_at_all():
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    gen = clocks["clock"].eq("gen_acc")
+    clocks.loc[gen, "censored"], clocks.loc[gen, "step"] = True, np.nan  # nothing generalises
+    spec = F.fig_separation_ratio(clocks, cells).to_dict()
+    assert spec["title"]["subtitle"] == ["T_gen / T_cls: no run with both clocks"]

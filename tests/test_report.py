@@ -2,38 +2,72 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from html.parser import HTMLParser
 
+import pandas as pd
 import pytest
 import synthetic_report as sr
-from browser import assert_page_renders, needs_chromium
+from browser import assert_page_renders, chromium, needs_chromium
 
 from twoclocks.analyze.claims import evaluate_claims
 from twoclocks.report import figures as F
 from twoclocks.report import html as H
 
 
+def _law(cell: str, status: str, **params) -> dict:
+    est = {k: {"estimate": v, "ci_low": v * 0.9, "ci_high": v * 1.1} for k, v in params.items()}
+    rec = {"fit": "law", "clock": "cls", "status": status, "params": est, "stats": {"r2": 0.99}}
+    if status == "ok":
+        return {**rec, "preferred": "log"}
+    return {**rec, "preferred": "", "reason": "0 uncensored post-fit levels < min_levels=4"}
+
+
+# fits.json in the design.md layout: one ok law fit, insufficient ones and scaling fits
+FITS = {
+    "cells": {
+        "relu/wd=0.6": {"fits": [_law("relu/wd=0.6", "ok", a=10.0, b=70.0, delta_aic=4.0)]},
+        "relu/wd=0.8": {"fits": [_law("relu/wd=0.8", "insufficient")]},
+        "relu/wd=1.0": {"fits": [_law("relu/wd=1.0", "insufficient")]},
+    },
+    "scaling": [
+        {
+            "fit": "scaling",
+            "clock": "cls",
+            "axis": "weight_decay",
+            "group": f'{{"depth": {d}}}',
+            "status": "insufficient",
+            "reason": "0 positive weight_decay values with uncensored clocks < 3",
+        }
+        for d in (2, 3, 4, 5, 6)
+    ],
+}
+PROVENANCE = {"git_commit": "abc123", "packages": {"torch": "2.13.0", "numpy": "2.4.6"}}
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     cells = sr.study()
     clocks = sr.clocks(cells)
-    charts, notes = F.build_figures(cells, clocks, {})
-    # keep the page small for the browser test: a representative subset of figures
-    keep = ["fig1_loss", "fig3_loss_srank", "fig2_embedding", "clock_cls", "gates", "deep_schatten"]
-    figures = {k: charts[k] for k in keep}
-    claims = evaluate_claims(cells, clocks, {}, {})
+    figures, notes = F.build_figures(cells, clocks, FITS)  # every figure the study supports
+    claims = evaluate_claims(cells, clocks, FITS, {})
     out = tmp_path_factory.mktemp("report")
     path = H.write_report(
         out,
-        config={"study": "synthetic", "grids": {"relu": {"weight_decay": [0.6, 1.0]}}},
-        provenance={"git_commit": "abc123", "torch": "2.13.0"},
-        runtime={"wall_s": 1.5},
+        config={"study": "synthetic", "seeds": [0, 1, 2], "grids": {"relu": {}}},
+        provenance=PROVENANCE,
+        runtime={
+            "train_wall_seconds_total": 4.5,
+            "cells": {c: {"wall_seconds": 1.5, "device": "cpu"} for c in cells},
+            "benchmarks": [{"rule": "train", "job": "relu", "wall_s": 2.0, "max_rss_mb": 300.0}],
+        },
         clocks=clocks,
-        fits={"cls": {"relu/wd=0.6": {"slope": 70.0, "aic_log": 1.0}}},
+        fits=FITS,
         claims=claims,
         figures=figures,
-        notes=["clocks_depth: skipped (test)"],
+        notes=[*notes, "clocks_depth: skipped (test)"],
     )
     return path, figures, claims
 
@@ -66,6 +100,64 @@ def test_page_is_self_contained(report):
         assert needle in text
 
 
+def test_top_of_page_states_study_runs_and_verdicts_with_rules(report):
+    path, _figures, claims = report
+    text = path.read_text()
+    top = text[: text.index('id="figures"')]  # everything a reader sees before the figures
+    assert "synthetic" in top and "0, 1, 2" in top
+    runs = H.grokked_runs(sr.clocks(sr.study()))
+    assert f"{int(runs['grokked'].sum())}/{len(runs)}</td>" in top  # runs grokked
+    rules = H.claim_rules({})
+    assert set(rules) == {c["id"] for c in claims}  # every claim has its rule stated
+    unfolded = re.sub(r"</?(details|summary)>| …", "", top)  # long evidence is folded
+    for c in claims:
+        assert html.escape(rules[c["id"]], quote=True) in top
+        assert html.escape(c["evidence"], quote=True) in unfolded
+    long = "x " * 400
+    folded = H._evidence(long)
+    assert folded.startswith("<details><summary>") and len(folded) < len(long) + 60
+    assert re.sub(r"</?(details|summary)>| …", "", folded) == long
+
+
+def test_cells_have_anchors_and_collapsed_sections(report):
+    path, _figures, _claims = report
+    text = path.read_text()
+    for cid in sr.study():
+        anchor = H.cell_anchor(cid)
+        assert f'href="#{anchor}"' in text  # the overview links to the cell
+        assert re.search(f'<details id="{re.escape(anchor)}"><summary>', text)  # collapsed
+    assert H.cell_anchor("relu/wd=0.6") == "cell-relu-wd-0.6"
+
+
+def test_insufficient_fits_are_counted_by_reason_and_tables_written_as_csv(report):
+    path, _figures, _claims = report
+    text = path.read_text()
+    fits = H.fits_table(FITS)
+    summary = H.insufficient_summary(fits)
+    scaling = summary[summary["fit"] == "scaling"].iloc[0]
+    assert scaling["count"] == 5 and scaling["cells"].count("depth") == 5  # groups kept apart
+    law = summary[summary["fit"] == "law"].iloc[0]
+    assert law["count"] == 2 and law["cells"] == "relu/wd=0.8, relu/wd=1.0"
+    assert "1 ok, 7 insufficient." in text
+    # outside the collapsed full table, an insufficient reason appears once per cell or group
+    # it concerns (the per-cell sections) plus once in the summary, never once per record
+    shown = text[: text.index('id="tables"')]
+    assert shown.count("0 positive weight_decay values with uncensored clocks") == 1
+    for name in ("cells.csv", "runs.csv", "clock_summary.csv", "fits.csv", "clocks.csv"):
+        assert f'href="{name}"' in text and (path.parent / name).exists()
+    back = pd.read_csv(path.parent / "fits.csv")
+    assert len(back) == len(fits) and set(back["status"]) == {"ok", "insufficient"}
+
+
+def test_provenance_and_runtime_are_tables_not_json(report):
+    path, _figures, _claims = report
+    text = path.read_text()
+    assert "<td>packages.torch</td><td>2.13.0</td>" in text
+    assert json.dumps(PROVENANCE["packages"]) not in text and "{&quot;torch" not in text
+    assert "<td>train</td><td>relu</td><td>2</td><td>300</td>" in text  # benchmark row
+    assert "Training wall time, all cells: 4.5 s." in text
+
+
 def test_tables():
     clocks = sr.clocks(sr.study(deep=False))
     summary = H.clock_summary(clocks)
@@ -88,4 +180,40 @@ def test_tables():
 @needs_chromium
 def test_chromium_renders_the_page(report, tmp_path):
     path, figures, _claims = report
+    assert len(figures) == 13  # every figure of the synthetic study, under the height budget
     assert_page_renders(path, len(figures), tmp_path)
+
+
+def test_insufficient_reasons_are_grouped_by_kind():
+    assert H.reason_kind("2 uncensored post-fit levels < min_levels=4") == (
+        "N uncensored post-fit levels < min_levels=4"
+    )
+    assert H.reason_kind("0 levels < min_levels=4 (14 rows unresolved: within 2 SE)") == (
+        "N levels < min_levels=4 (N rows unresolved: within 2 SE)"
+    )
+    fits = H.fits_table(FITS)
+    compact = H.insufficient_by_kind(fits)
+    assert compact.to_dict("records") == [
+        {
+            "fit": "scaling",
+            "reason": "N positive weight_decay values with uncensored clocks < 3",
+            "count": 5,
+            "clocks": "cls",
+        },
+        {
+            "fit": "law",
+            "reason": "N uncensored post-fit levels < min_levels=4",
+            "count": 2,
+            "clocks": "cls",
+        },
+    ]
+
+
+@needs_chromium
+def test_a_cell_link_opens_its_collapsed_section(report, tmp_path):
+    path, _figures, _claims = report
+    anchor = H.cell_anchor("relu/wd=0.8")
+    dom = chromium(f"{path.resolve().as_uri()}#{anchor}", tmp_path / "p", "--dump-dom").stdout
+    assert re.search(f'<details id="{re.escape(anchor)}" open', dom)
+    other = H.cell_anchor("relu/wd=0.6")
+    assert re.search(f'<details id="{re.escape(other)}"><summary>', dom)  # others stay shut

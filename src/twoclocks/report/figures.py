@@ -4,7 +4,9 @@ Each `fig_*` returns an `alt.Chart` (or layered/concatenated chart) or raises `F
 when the study lacks its inputs. Bands over seeds are precomputed (mean, min, max) and drawn with
 `mark_area(y, y2)`, so the same inputs give byte-identical PNG/SVG; trajectories are thinned to a
 log+linear spaced subset of at most `MAX_POINTS` log points per line (never truncated), and every
-chart stays under altair's 5,000-row limit.
+chart stays under altair's 5,000-row limit. Log axes span the data (`log_domain`), and a figure
+that leaves data out (non-positive values on a log axis, cells without an ok law fit, weight
+decays without a ratio) says so in its subtitle, which the PNG/SVG carry too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from twoclocks.config import section_default
 # log points per line after thinning: the schema default of report.max_points_per_line
 MAX_POINTS = section_default("report", "max_points_per_line")
 MAX_ROWS = 4800  # rows per chart (altair raises past 5,000)
-WIDTH, HEIGHT = 460, 280
+WIDTH, HEIGHT = 400, 260
 HEATMAP_COLUMNS = 20  # embedding/head columns shown in the Fig. 2 heatmaps (largest final norm)
 FLOOR = 1e-30  # positive floor for log axes
 
@@ -107,9 +109,9 @@ def _band_chart(
 ) -> alt.LayerChart:
     """Seed band (area between min and max) under the seed-mean line, per colour (and dash)."""
     df = df.copy()
+    note = ""
     if log_y:
-        for c in ("mean", "lo", "hi"):
-            df[c] = df[c].clip(lower=FLOOR)
+        df, note = log_domain(df)
     scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
     col = alt.Color(f"{color}:N", sort=list(dict.fromkeys(df[color])), title=None)
     base = alt.Chart(df).encode(x=alt.X("step:Q", title="step"), color=col)
@@ -121,7 +123,37 @@ def _band_chart(
     if dash:
         line_enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None)
     line = base.mark_line(strokeWidth=1.5).encode(**line_enc)
-    return alt.layer(area, line).properties(title=title, width=WIDTH, height=HEIGHT)
+    return alt.layer(area, line).properties(title=_title(title, note), width=WIDTH, height=HEIGHT)
+
+
+def _title(text: str, *notes: str) -> alt.Title | str:
+    """A chart title with the notes (data left out, floors) as its subtitle, drawn in the PNG."""
+    notes = [n for n in notes if n]
+    return alt.Title(text, subtitle=notes, subtitleColor="#a04000") if notes else text
+
+
+def log_domain(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Make seed bands drawable on a log axis without hiding the data.
+
+    Rows whose mean is not positive are left out (counted in the returned note); band lower
+    ends at or below zero are raised to the smallest positive value in the data, so the axis
+    spans the data, not an arbitrary floor (a min of exactly 0, e.g. no gate flipped, would
+    otherwise stretch it to 1e-30). Returns the rows to draw and a note ("" when nothing moved).
+    """
+    vals = df[["mean", "lo", "hi"]].to_numpy(float)
+    pos = vals[np.isfinite(vals) & (vals > 0)]
+    keep = df["mean"].to_numpy(float) > 0
+    floor = float(pos.min()) if pos.size else FLOOR
+    n_lo = int(((df["lo"].to_numpy(float) <= 0) & keep).sum())
+    out = df[keep].copy()
+    out["lo"] = out["lo"].clip(lower=floor)
+    out["hi"] = out["hi"].clip(lower=floor)
+    notes = []
+    if (~keep).sum():
+        notes.append(f"{int((~keep).sum())} points with mean <= 0 not drawn (log axis)")
+    if n_lo:
+        notes.append(f"{n_lo} band lower ends <= 0 drawn at {floor:.2g}")
+    return out, "; ".join(notes)
 
 
 # --- the paper's figures --------------------------------------------------------------------
@@ -129,7 +161,7 @@ def fig_loss(study: Any, max_points: int = MAX_POINTS) -> alt.LayerChart:
     """Fig. 1: train and test CE vs step per cell (weight decay), log y; band = seed min-max."""
     cells = _relu(study) or cl.cell_datasets(study)
     df = _bands(cells, {"train": "train_loss", "test": "test_loss"}, max_points=max_points)
-    return _band_chart(df, "Train and test loss (Fig. 1)", "cross-entropy")
+    return _band_chart(df, "Train and test loss (Fig. 1)", "cross-entropy (nats)")
 
 
 def fig_loss_srank(
@@ -145,7 +177,7 @@ def fig_loss_srank(
     loss = _bands(cells, {"test loss": "test_loss"}, n_lines, max_points)
     get = {f"srank({mat})": lambda ds: ds["srank"].sel(matrix=mat)}
     srank = _bands(cells, get, n_lines, max_points)
-    left = _band_chart(loss, "", "test loss (log)", log_y=True)
+    left = _band_chart(loss, "", "test cross-entropy (nats, log)", log_y=True)
     right = _band_chart(srank, "", f"stable rank of {mat}", log_y=False)
     return (
         alt.layer(left, right)
@@ -209,10 +241,10 @@ def fig_generator_heatmap(
     first, last = _residue_rows(snaps[0], p), _residue_rows(snaps[-1], p)
     if params.get("op", "add") in ("add", "sub"):
         order, g, k = additive_order(last, p)
-        how, ylab = f"i*g mod {p} (g = {g} = k^-1, key frequency k = {k})", "i (residue i*g mod p)"
+        how, ylab = f"i*g mod {p} (g = {g} = k^-1, key frequency k = {k})", "residue i*g mod p"
     else:
         order, g = generator_order(p), primitive_root(p)
-        how, ylab = f"g^i mod {p} (g = {g})", "i (residue g^i mod p)"
+        how, ylab = f"g^i mod {p} (g = {g})", "residue g^i mod p"
     n_rows = len(order)
     n_cols = min(HEATMAP_COLUMNS, last.shape[1], max(1, MAX_ROWS // (2 * n_rows)))
     # Columns: the final matrix's principal directions (both panels in that basis); each carries
@@ -234,15 +266,20 @@ def fig_generator_heatmap(
             .mark_rect()
             .encode(
                 x=alt.X("col:O", title=f"principal direction of final {block}"),
-                y=alt.Y("i:O", title=ylab, axis=alt.Axis(labels=False)),
+                y=alt.Y(
+                    "residue:O",
+                    sort=order.tolist(),
+                    title=ylab,
+                    axis=alt.Axis(labelOverlap="parity"),
+                ),
                 color=alt.Color(
                     "w:Q",
                     scale=alt.Scale(scheme="redblue", domain=[-vmax, vmax], reverse=True),
-                    legend=None,
+                    legend=alt.Legend(title=["projection", f"(step {int(step)})"], format=".2g"),
                 ),
                 tooltip=["residue:Q", "col:Q", alt.Tooltip("w:Q", format=".3f")],
             )
-            .properties(title=f"step {int(step)}", width=220, height=260)
+            .properties(title=f"step {int(step)}", width=150, height=min(260, 12 * n_rows))
         )
     return (
         alt.hconcat(*panels)
@@ -338,54 +375,80 @@ def _clock_chart(pts: pd.DataFrame, lines: pd.DataFrame, x: str, x_title: str, l
         layers.append(
             alt.Chart(lines)
             .mark_line(strokeDash=[4, 3])
-            .encode(x=f"{x}:Q", y="fit:Q", color=col, detail="cell_id:N")
+            .encode(
+                x=f"{x}:Q",
+                y="fit:Q",
+                color=col,
+                detail="cell_id:N",
+                tooltip=["cell_id:N", *(["law:N"] if "law" in lines else [])],
+            )
         )
     return alt.layer(*layers).properties(title=title, width=WIDTH, height=HEIGHT)
 
 
 def fig_cls_clock(clocks: pd.DataFrame, fits: dict | None = None, study: Any = None) -> alt.Chart:
-    """T_cls(eps) vs log(1/eps) per cell with the fitted log law (Thm 3.5, eq. 2.1)."""
+    """T_cls(eps) vs log(1/eps) per cell with the law fits.json chose (Thm 3.5, eq. 2.1): the
+    log law a + b log(1/eps) (a straight line here) or the power law T0 + C eps^-k. Cells
+    without an ok law fit are drawn without a line and named in the subtitle."""
     pts = _clock_points(clocks, "cls", study)
     pts["x"] = np.log(1.0 / pts["level"])
     laws = cl.law_fits(clocks, fits)["cls"]
-    rows = []
+    rows, unfit = [], []
     for cid, g in pts.groupby("cell_id", sort=True):
-        f = laws.get(str(cid))
-        if f and "slope" in f:
-            xs = np.linspace(g["x"].min(), g["x"].max(), 20)
-            rows.append(
-                pd.DataFrame(
-                    {
-                        "cell_id": cid,
-                        "label": g["label"].iloc[0],
-                        "x": xs,
-                        "fit": f["intercept"] + f["slope"] * xs,
-                    }
-                )
+        f = laws.get(str(cid)) or {}
+        xs = np.linspace(g["x"].min(), g["x"].max(), 20)
+        if np.isfinite(f.get("slope", np.nan)) and np.isfinite(f.get("intercept", np.nan)):
+            fit, law = f["intercept"] + f["slope"] * xs, f"log, b = {f['slope']:.3g}"
+        elif np.isfinite(f.get("exponent", np.nan)) and np.isfinite(f.get("log_prefactor", np.nan)):
+            fit = f.get("t_kl", 0.0) + np.exp(f["log_prefactor"] + f["exponent"] * xs)
+            law = f"power, k = {f['exponent']:.2g}"
+        else:
+            unfit.append(str(cid))
+            continue
+        rows.append(
+            pd.DataFrame(
+                {"cell_id": cid, "label": g["label"].iloc[0], "x": xs, "fit": fit, "law": law}
             )
+        )
     lines = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-    return _clock_chart(pts, lines, "x", "log(1/eps)", False, "Classifier clock T_cls (log law)")
+    note = f"no ok law fit (no line): {', '.join(unfit)}" if unfit else ""
+    title = _title("Classifier clock T_cls (chosen law dashed)", note)
+    return _clock_chart(pts, lines, "x", "log(1/eps)", False, title)
 
 
 def fig_rep_clock(
     clocks: pd.DataFrame, fits: dict | None = None, study: Any = None, clock: str = cl.REP_CLOCK
 ) -> alt.Chart:
-    """T_rep(eta) vs eta on log-log axes with the fitted T_KL + C eta^-(2 theta - 1) (Thm 4.8)."""
+    """T_rep(eta) vs eta on log-log axes with the law fits.json chose for each cell: the power
+    law T0 + C eta^-k (k = 2 theta - 1, Thm 4.8) or the log law a + b log(1/eta) (theta = 1/2).
+    Cells without an ok law fit are drawn without a line and named in the subtitle."""
     pts = _clock_points(clocks, clock, study)
     laws = cl.law_fits(clocks, fits, clock)[clock]
-    rows = []
+    rows, unfit = [], []
     for cid, g in pts.groupby("cell_id", sort=True):
-        f = laws.get(str(cid))
-        if f and "exponent" in f:
-            eta = np.geomspace(g["level"].min(), g["level"].max(), 20)
+        f = laws.get(str(cid)) or {}
+        eta = np.geomspace(g["level"].min(), g["level"].max(), 20)
+        if np.isfinite(f.get("exponent", np.nan)) and np.isfinite(f.get("log_prefactor", np.nan)):
             fit = f.get("t_kl", 0.0) + np.exp(f["log_prefactor"]) * eta ** -f["exponent"]
-            rows.append(
-                pd.DataFrame(
-                    {"cell_id": cid, "label": g["label"].iloc[0], "level": eta, "fit": fit}
-                )
+            law = f"power, k = {f['exponent']:.2g}"
+        elif np.isfinite(f.get("slope", np.nan)) and np.isfinite(f.get("intercept", np.nan)):
+            fit = f["intercept"] + f["slope"] * np.log(1.0 / eta)
+            law = f"log, b = {f['slope']:.3g}"
+        else:
+            unfit.append(str(cid))
+            continue
+        rows.append(
+            pd.DataFrame(
+                {"cell_id": cid, "label": g["label"].iloc[0], "level": eta, "fit": fit, "law": law}
             )
+        )
     lines = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-    return _clock_chart(pts, lines, "level", "eta", True, f"Representation clock ({clock})")
+    if len(lines):
+        lines = lines[lines["fit"] > 0]  # a log axis cannot show non-positive fitted steps
+    note = f"no ok law fit (no line): {', '.join(unfit)}" if unfit else ""
+    return _clock_chart(
+        pts, lines, "level", "eta", True, _title(f"Representation clock ({clock})", note)
+    )
 
 
 def fig_separation_ratio(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
@@ -394,12 +457,15 @@ def fig_separation_ratio(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
     if "weight_decay" not in cells:
         raise FigureSkipped("weight decay is not a grid axis")
     frames = []
+    no_ratio = []  # slow clocks with no run at all: named in the subtitle, never dropped silently
     for slow in ("gen", cl.REP_CLOCK):
         df = cl.separation_ratios(clocks, slow)
         df = df[df["ratio"].notna()]
         if not df.empty:
             df["ratio_of"] = f"{df['slow_clock'].iloc[0]} / cls"
             frames.append(df)
+        else:
+            no_ratio.append(f"T_{slow} / T_cls: no run with both clocks")
     if not frames:
         raise FigureSkipped("no run with both clocks")
     df = pd.concat(frames, ignore_index=True).merge(
@@ -411,6 +477,26 @@ def fig_separation_ratio(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
         .agg(mean="mean", lo="min", hi="max")
         .reset_index()
     )
+    all_wd = sorted({float(w) for w in cells["weight_decay"].dropna()})
+    missing = [w for w in all_wd if not np.isclose(agg["weight_decay"], w).any()]
+    partial = []
+    for ratio_of, g in agg.groupby("ratio_of", sort=True):
+        absent = [
+            w for w in all_wd if w not in missing and not np.isclose(g["weight_decay"], w).any()
+        ]
+        if absent:
+            partial.append(
+                f"{ratio_of}: no run at weight decay {', '.join(f'{w:g}' for w in absent)}"
+            )
+    note = [
+        *(
+            [f"weight decay {', '.join(f'{w:g}' for w in missing)}: no run with both clocks"]
+            if missing
+            else []
+        ),
+        *partial,
+        *no_ratio,
+    ]
     base = alt.Chart(agg).encode(
         x=alt.X("weight_decay:Q", title="weight decay", scale=alt.Scale(zero=False)),
         color=alt.Color("ratio_of:N", title=None),
@@ -423,7 +509,9 @@ def fig_separation_ratio(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
         alt.Chart(pd.DataFrame({"r": [cl.SEPARATION_MIN_RATIO]}))
         .mark_rule(strokeDash=[2, 2], color="gray")
         .encode(y="r:Q"),
-    ).properties(title="Separation ratio vs weight decay", width=WIDTH, height=HEIGHT)
+    ).properties(
+        title=_title("Separation ratio vs weight decay", *note), width=WIDTH, height=HEIGHT
+    )
 
 
 def fig_depth_clocks(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
@@ -496,8 +584,8 @@ def fig_grad_bounds(study: Any, cell: str | None = None, max_points: int = MAX_P
             frames.append(df)
     df = pd.concat(frames, ignore_index=True)
     df["cell_id"] = df["label"] = df["block"]
-    chart = _band_chart(df, "", "norm", log_y=True, color="block", dash="series")
-    return chart.properties(title=f"Gradient norms vs Prop. 4.2 bound terms, {cid}")
+    title = f"Gradient norms vs Prop. 4.2 bound terms, {cid}"
+    return _band_chart(df, title, "norm", log_y=True, color="block", dash="series")
 
 
 def fig_gates(study: Any, max_points: int = MAX_POINTS) -> alt.VConcatChart:
@@ -508,9 +596,10 @@ def fig_gates(study: Any, max_points: int = MAX_POINTS) -> alt.VConcatChart:
     n_lines = 2 * len(cells)
     flips = _bands(cells, {"flips": "gate_flip_fraction"}, n_lines, max_points)
     margin = _bands(cells, {"margin": "preact_min_abs"}, n_lines, max_points)
+    flip_title, margin_title = "Gate flip fraction since previous log", "Min |pre-activation|"
     return alt.vconcat(
-        _band_chart(flips, "Gate flip fraction since previous log", "fraction", dash=None),
-        _band_chart(margin, "Min |pre-activation| on the train set", "|h|", dash=None),
+        _band_chart(flips, flip_title, "fraction of gates flipped", dash=None),
+        _band_chart(margin, margin_title + " on the train set", "min |pre-activation|", dash=None),
     )
 
 
@@ -626,5 +715,16 @@ def save_chart(chart: alt.TopLevelMixin, base_path: str | Path) -> list[Path]:
 
     vl = vl_version_for_vl_convert()
     paths[1].write_bytes(vlc.vegalite_to_png(spec, vl_version=vl, scale=2))
-    paths[2].write_text(vlc.vegalite_to_svg(spec, vl_version=vl), encoding="utf-8")
+    paths[2].write_text(stable_svg(vlc.vegalite_to_svg(spec, vl_version=vl)), encoding="utf-8")
     return paths
+
+
+def stable_svg(svg: str) -> str:
+    """Renumber Vega's process-global gradient ids (colour-scale legends) from 0 in order of
+    appearance, so the same spec gives a byte-identical SVG however many charts came before."""
+    import re
+
+    ids: dict[str, str] = {}
+    return re.sub(
+        r"gradient_\d+", lambda m: ids.setdefault(m.group(0), f"gradient_{len(ids)}"), svg
+    )
