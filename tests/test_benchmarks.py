@@ -6,7 +6,7 @@ import textwrap
 from pathlib import Path
 
 from twoclocks.report.build import benchmark_rows, runtime_summary
-from twoclocks.report.html import _runtime
+from twoclocks.report.html import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,8 +53,20 @@ def test_benchmark_figures_reach_the_runtime_table(tmp_path):
     assert row["max_rss_mb"] >= 70  # the 80 MB buffer (Snakemake reports MB)
     runtime = runtime_summary({}, study / "benchmarks")
     assert runtime["benchmarks"] == [row]
-    page = _runtime(runtime)
+    index = write_report(
+        tmp_path / "report",
+        config={"study": "s", "seeds": [0]},
+        provenance={},
+        runtime=runtime,
+        clocks=None,
+        fits={},
+        claims=[],
+        figures={},
+    )
+    page = index.read_text()
     assert "benchmark:" in page and "max_rss_mb" in page and "relu/wd=1.0" in page
+    bench_csv = (index.parent / "benchmarks.csv").read_text()
+    assert "clocks" in bench_csv and "relu/wd=1.0" in bench_csv
 
 
 def test_unreadable_or_empty_benchmark_files_are_left_out(tmp_path):
