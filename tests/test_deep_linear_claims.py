@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import xarray as xr
 
 from twoclocks.analyze import claims as C
@@ -157,3 +158,35 @@ def test_small_singular_values_shrink_faster_from_the_late_rates():
     got = _by_id(clocks, study=study)["small_sv_shrink_faster"]
     assert got["verdict"] == "FAIL"
     assert _by_id(clocks)["small_sv_shrink_faster"]["verdict"] == "INCONCLUSIVE"
+
+
+def test_deep_lazy_figure_puts_lazy_next_to_rich_and_saves_identically(tmp_path):
+    from twoclocks.report import figures as F
+
+    steps = np.arange(0, 2001, 100)
+    stores = {}
+    for cid, scheme in (("lazy/wd=0.1", "orthogonal"), ("rich/wd=0.1", "uniform")):
+        t = steps[None, :] * np.ones((2, 1))
+        cell = {"cell_id": cid, "model": "deep_linear", "depth": 3, "weight_decay": 0.1,
+                "optimizer": "sgd", "init_scheme": scheme}  # fmt: skip
+        dims = ("seed", "step")
+        stores[cid] = xr.Dataset(
+            {
+                "train_loss": (dims, np.exp(-t / 100.0)),
+                "spurious_energy": (dims, 2.0 * np.exp(-t / 500.0)),
+                "srank": (("seed", "step", "matrix"), np.ones((2, len(steps), 1)) * 1.5),
+                "test_acc": (dims, 0.4 + 0.1 * t / 2000.0),
+            },
+            coords={"seed": [0, 1], "step": steps, "matrix": ["A"]},
+            attrs={"cell": json.dumps(cell)},
+        )
+    chart = F.fig_deep_lazy(stores)
+    spec = chart.to_dict()
+    assert len(spec["vconcat"]) == 4 and all(len(r["hconcat"]) == 2 for r in spec["vconcat"])
+    a = F.save_chart(chart, tmp_path / "a" / "deep_lazy")
+    b = F.save_chart(F.fig_deep_lazy(stores), tmp_path / "b" / "deep_lazy")
+    for pa, pb in zip(a, b, strict=True):
+        assert pa.read_bytes() == pb.read_bytes()
+    del stores["lazy/wd=0.1"]["spurious_energy"], stores["rich/wd=0.1"]["spurious_energy"]
+    with pytest.raises(F.FigureSkipped):
+        F.fig_deep_lazy(stores)

@@ -632,6 +632,51 @@ def fig_schatten(study: Any, max_points: int = MAX_POINTS) -> alt.Chart:
     return _band_chart(df, "Schatten energy vs sum of squared norms", "value", log_y=True)
 
 
+def fig_deep_lazy(
+    study: Any, depth: int | None = None, max_points: int = MAX_POINTS
+) -> alt.VConcatChart:
+    """Deep linear, lazy next to rich (issue 13, docs/science.md 6): train CE, spurious energy
+    ||A P_perp||_F^2 (log), stable rank of A and test accuracy vs step per optimizer and weight
+    decay, at one depth (default: the middle of those logged). Lazy = orthogonal init."""
+    cells = [c for c in _deep(study) if "spurious_energy" in c[2]]
+    if not cells:
+        raise FigureSkipped("no deep linear cells with the spurious energy (teacher, n < d)")
+    depths = sorted({int(c[1].get("depth", 0)) for c in cells})
+    depth = depth if depth is not None else depths[len(depths) // 2]
+    cells = [c for c in cells if int(c[1].get("depth", 0)) == depth]
+    if not cells:
+        raise FigureSkipped(f"no deep linear cells with the spurious energy at depth {depth}")
+
+    def label(params: dict) -> str:
+        return f"{params.get('optimizer', '?')} wd={params.get('weight_decay', '?')}"
+
+    regimes = {
+        "lazy (orthogonal init)": [c for c in cells if c[1].get("init_scheme") == "orthogonal"],
+        "rich (small init)": [c for c in cells if c[1].get("init_scheme") != "orthogonal"],
+    }
+    rows = [
+        ("train CE (nats)", "train_loss", True),
+        ("spurious energy ||A P_perp||_F^2", "spurious_energy", True),
+        ("stable rank of A", lambda ds: ds["srank"].sel(matrix="A"), False),
+        ("test accuracy", "test_acc", False),
+    ]
+    out = []
+    for title, get, log_y in rows:
+        charts = []
+        for regime, group in regimes.items():
+            try:
+                df = _bands(group, {title: get}, max(1, len(group)), max_points)
+            except (FigureSkipped, KeyError):
+                continue  # no cell of this regime logs this quantity
+            df["label"] = df["cell_id"].map({c[0]: label(c[1]) for c in group})
+            charts.append(_band_chart(df, f"{regime}, L = {depth}", title, log_y, dash=None))
+        if charts:
+            out.append(alt.hconcat(*charts))
+    return alt.vconcat(*out).properties(
+        title=f"Deep linear, lazy vs rich regime (L = {depth}): clocks on the spurious energy"
+    )
+
+
 def _depth(ds: xr.Dataset) -> int:
     params = cl._json(ds.attrs.get("cell"), {}) or {}
     return int(params.get("depth", sum(str(b).startswith("W") for b in ds["block"].values)))
@@ -660,6 +705,7 @@ def build_figures(
         "gates": lambda: fig_gates(study, max_points),
         "deep_singular_values": lambda: fig_singular_values(study, max_points=max_points),
         "deep_schatten": lambda: fig_schatten(study, max_points),
+        "deep_lazy": lambda: fig_deep_lazy(study, max_points=max_points),
     }
     charts, notes = {}, []
     for name, make in makers.items():
