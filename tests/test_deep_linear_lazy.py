@@ -206,8 +206,13 @@ def test_rep_spurious_fires_after_the_classifier_clock(tmp_path):
     cfg["logging"] = dict(log_dense_steps=20, log_every_steps=25, snapshot_count=2)
     cfg["grids"]["g"]["axes"]["weight_decay"] = [0.3]
     (cell,) = load_config(cfg).cells
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    path = train_cell(cell.params, build_dataset(data_params(cell.params)), tmp_path / "t.zarr")
+    try:
+        data = build_dataset(data_params(cell.params))
+        path = train_cell(cell.params, data, tmp_path / "t.zarr", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     ds = open_trajectory(path).load()
     assert "rep_spurious" in structural_gaps(ds)
     se = ds["spurious_energy"].values
