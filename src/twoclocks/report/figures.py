@@ -23,7 +23,7 @@ import vl_convert as vlc
 import xarray as xr
 
 from twoclocks.analyze import claims as cl
-from twoclocks.config import section_default
+from twoclocks.config import cell_default, section_default
 
 # log points per line after thinning: the schema default of report.max_points_per_line
 MAX_POINTS = section_default("report", "max_points_per_line")
@@ -641,31 +641,35 @@ def fig_deep_lazy(
     cells = [c for c in _deep(study) if "spurious_energy" in c[2]]
     if not cells:
         raise FigureSkipped("no deep linear cells with the spurious energy (teacher, n < d)")
-    depths = sorted({int(c[1].get("depth", 0)) for c in cells})
+
+    def get(params: dict, key: str):
+        return params.get(key, cell_default(key))  # stores from other code may lack a key
+
+    depths = sorted({int(get(c[1], "depth")) for c in cells})
     depth = depth if depth is not None else depths[len(depths) // 2]
-    cells = [c for c in cells if int(c[1].get("depth", 0)) == depth]
+    cells = [c for c in cells if int(get(c[1], "depth")) == depth]
     if not cells:
         raise FigureSkipped(f"no deep linear cells with the spurious energy at depth {depth}")
 
     def label(params: dict) -> str:
-        return f"{params.get('optimizer', '?')} wd={params.get('weight_decay', '?')}"
+        return f"{get(params, 'optimizer')} wd={get(params, 'weight_decay')}"
 
     regimes = {
         "lazy (orthogonal init)": [c for c in cells if c[1].get("init_scheme") == "orthogonal"],
         "rich (small init)": [c for c in cells if c[1].get("init_scheme") != "orthogonal"],
     }
-    rows = [
+    quantities = [
         ("train CE (nats)", "train_loss", True),
         ("spurious energy ||A P_perp||_F^2", "spurious_energy", True),
         ("stable rank of A", lambda ds: ds["srank"].sel(matrix="A"), False),
         ("test accuracy", "test_acc", False),
     ]
     out = []
-    for title, get, log_y in rows:
+    for title, var, log_y in quantities:
         charts = []
         for regime, group in regimes.items():
             try:
-                df = _bands(group, {title: get}, max(1, len(group)), max_points)
+                df = _bands(group, {title: var}, max(1, len(group)), max_points)
             except (FigureSkipped, KeyError):
                 continue  # no cell of this regime logs this quantity
             df["label"] = df["cell_id"].map({c[0]: label(c[1]) for c in group})
