@@ -150,6 +150,7 @@ def deep_cell(depth: int = 3, wd: float = 0.1) -> xr.Dataset:
             "singular_values": (("seed", "step", "sv"), svals),
             "schatten_energy": (dims, schatten),
             "balancedness_gap": (dims, gap),
+            "spurious_energy": (dims, 3.0 * np.exp(-t / 3000.0) * np.ones((len(SEEDS), 1))),
             "sqnorm_total": (dims, depth * schatten + gap),
             "grad_norm": (("seed", "step", "block"), np.ones(train.shape + (depth,))),
         },

@@ -22,7 +22,20 @@ IDS = [
     "gates_stable",
     "fourier",
     "deep_linear",
+    "dln_rate_scaling",
+    "dln_controls",
+    "small_sv_shrink_faster",
+    "dln_rep_law",
 ]
+# the deep-linear lazy-regime claims need the spurious-energy clock (issue 13), which the
+# synthetic study does not have: tests/test_deep_linear_claims.py covers them
+DLN_IDS = {
+    "deep_linear",
+    "dln_rate_scaling",
+    "dln_controls",
+    "small_sv_shrink_faster",
+    "dln_rep_law",
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +60,8 @@ def test_synthetic_grokking_passes_every_claim(study, fits):
     assert [c["id"] for c in claims] == IDS
     for c in claims:
         assert set(c) == {"id", "claim", "verdict", "evidence", "details"}
-        assert c["verdict"] == "PASS", (c["id"], c["evidence"])
+        want = "INCONCLUSIVE" if c["id"] in DLN_IDS else "PASS"
+        assert c["verdict"] == want, (c["id"], c["evidence"])
         assert c["evidence"] and c["claim"]
 
 

@@ -36,8 +36,11 @@ TASK_KEYS = {
 # repeated here and tests/test_registry.py checks both against the registry.
 MODEL_KEYS = {
     "relu_embed": ("embed_dim", "combine", "hidden_width", "hidden_layers", "bias"),
-    "deep_linear": ("depth", "width", "balanced_init"),
+    "deep_linear": ("depth", "width", "balanced_init", "init_scheme", "layer_init_scales"),
 }
+# Keys added after studies were run: left out of the resolved cell while at these values, so an
+# existing cell keeps its params, hash, cache entry and trajectory.
+OMITTED_AT_DEFAULT = {"init_scheme": "uniform", "layer_init_scales": None}
 TOKEN_ONLY_MODELS = ("relu_embed",)
 OPTIMIZER_KEYS = {"adamw": ("betas", "adam_eps"), "sgd": ("momentum",)}
 COMMON_KEYS = ("task", "model", "optimizer", "lr", "weight_decay", "steps", "init_scale", "dtype")
@@ -482,6 +485,9 @@ def _resolve(config: dict, grid: str, overrides: dict, label: dict, stack: bool)
     merged = {**config["base"], **config["grids"][grid].get("set", {}), **overrides}
     merged.setdefault("dtype", config["dtype"])
     params = {k: merged[k] for k in _relevant_keys(merged) if k in merged}
+    for k, default in OMITTED_AT_DEFAULT.items():
+        if k in params and params[k] == default:
+            del params[k]
     params["seeds"] = list(config["seeds"])
     params["device"] = config["device"]
     params.update(config["logging"])
@@ -608,6 +614,12 @@ def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
                     f"cell {cid}: model {p['model']!r} needs token inputs (task: modular); "
                     f"use model: deep_linear for the teacher task"
                 )
+        scales = p.get("layer_init_scales")
+        if scales is not None and len(scales) != p["depth"]:
+            errors.append(
+                f"cell {cid}: layer_init_scales has {len(scales)} value(s) for depth = "
+                f"{p['depth']}; give one scale per layer W_1..W_{p['depth']} (or null for 1 each)"
+            )
         if log["snapshot_count"] > p["steps"] + 1:
             errors.append(
                 f"cell {cid}: logging.snapshot_count = {log['snapshot_count']} exceeds the "

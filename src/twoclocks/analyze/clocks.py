@@ -53,6 +53,7 @@ DEFAULT_SETTINGS: dict = {
         "rep_energy": 0.1,
         "rep_fourier": 0.1,
         "rep_sep": 0.1,
+        "rep_spurious": 0.1,
         "gen_acc": 0.99,
         "gen_loss": 1e-2,
         "gate": 1e-3,
@@ -63,8 +64,18 @@ DEFAULT_SETTINGS: dict = {
     "scaling_axes": ["weight_decay", "depth", "train_fraction"],
 }
 
-CLOCKS = ("cls", "rep_srank", "rep_energy", "rep_fourier", "rep_sep", "gen_acc", "gen_loss", "gate")
-REP_CLOCKS = ("rep_srank", "rep_energy", "rep_fourier", "rep_sep")
+CLOCKS = (
+    "cls",
+    "rep_srank",
+    "rep_energy",
+    "rep_fourier",
+    "rep_sep",
+    "rep_spurious",
+    "gen_acc",
+    "gen_loss",
+    "gate",
+)
+REP_CLOCKS = ("rep_srank", "rep_energy", "rep_fourier", "rep_sep", "rep_spurious")
 LAW_CLOCKS = ("cls", *REP_CLOCKS)
 IDENTITY_COLUMNS = ("study", "grid", "cell_id", "cell_hash")
 CLOCK_COLUMNS = (
@@ -261,6 +272,8 @@ def structural_gaps(ds: xr.Dataset, settings: dict | None = None) -> dict[str, t
         srank = ||M||_F^2 / ||M||_2^2 (eq. 2.3), bound 1.
     rep_energy: `regularised_energy`, bound 0.
     rep_fourier: `fourier_gap` (App. F.5 S_rule), bound 0. rep_sep: `separation_gap` (S_sep), 0.
+    rep_spurious: `spurious_energy` = ||A P_perp||_F^2 (deep linear, teacher with n < d; the
+    map's energy on directions no train input spans, which only weight decay removes), bound 0.
     A gap whose variable the store lacks is absent (its clock is skipped).
     """
     s = resolve_settings(settings)
@@ -279,6 +292,8 @@ def structural_gaps(ds: xr.Dataset, settings: dict | None = None) -> dict[str, t
         gaps["rep_fourier"] = (ds["fourier_gap"], 0.0)
     if "separation_gap" in ds:
         gaps["rep_sep"] = (ds["separation_gap"], 0.0)
+    if "spurious_energy" in ds:
+        gaps["rep_spurious"] = (ds["spurious_energy"], 0.0)
     return {k: (v.transpose("seed", "step"), lo) for k, (v, lo) in gaps.items()}
 
 

@@ -41,6 +41,7 @@ CLOCK_INPUTS = {
     "rep_srank": (("srank",), "stable rank `srank` (seed, step, matrix)"),
     "rep_fourier": (("fourier_gap",), "`fourier_gap`"),
     "rep_sep": (("separation_gap",), "`separation_gap`"),
+    "rep_spurious": (("spurious_energy",), "`spurious_energy` (deep linear, teacher, n < d)"),
     "gen_acc": (("test_acc",), "`test_acc`"),
     "gen_loss": (("test_loss",), "`test_loss`"),
     "gate": (("gate_flip_fraction",), "`gate_flip_fraction`"),

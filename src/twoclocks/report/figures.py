@@ -23,7 +23,7 @@ import vl_convert as vlc
 import xarray as xr
 
 from twoclocks.analyze import claims as cl
-from twoclocks.config import section_default
+from twoclocks.config import cell_default, section_default
 
 # log points per line after thinning: the schema default of report.max_points_per_line
 MAX_POINTS = section_default("report", "max_points_per_line")
@@ -632,6 +632,56 @@ def fig_schatten(study: Any, max_points: int = MAX_POINTS) -> alt.Chart:
     return _band_chart(df, "Schatten energy vs sum of squared norms", "value", log_y=True)
 
 
+def fig_deep_lazy(
+    study: Any, depth: int | None = None, max_points: int = MAX_POINTS
+) -> alt.VConcatChart:
+    """Deep linear, lazy next to rich (issue 13, docs/science.md 6): train CE, spurious energy
+    ||A P_perp||_F^2 (log), stable rank of A and test accuracy vs step per optimizer and weight
+    decay, at one depth (default: the middle of those logged). Lazy = orthogonal init."""
+    cells = [c for c in _deep(study) if "spurious_energy" in c[2]]
+    if not cells:
+        raise FigureSkipped("no deep linear cells with the spurious energy (teacher, n < d)")
+
+    def get(params: dict, key: str):
+        return params.get(key, cell_default(key))  # stores from other code may lack a key
+
+    depths = sorted({int(get(c[1], "depth")) for c in cells})
+    depth = depth if depth is not None else depths[len(depths) // 2]
+    cells = [c for c in cells if int(get(c[1], "depth")) == depth]
+    if not cells:
+        raise FigureSkipped(f"no deep linear cells with the spurious energy at depth {depth}")
+
+    def label(params: dict) -> str:
+        return f"{get(params, 'optimizer')} wd={get(params, 'weight_decay')}"
+
+    regimes = {
+        "lazy (orthogonal init)": [c for c in cells if c[1].get("init_scheme") == "orthogonal"],
+        "rich (small init)": [c for c in cells if c[1].get("init_scheme") != "orthogonal"],
+    }
+    quantities = [
+        ("train CE (nats)", "train_loss", True),
+        ("spurious energy ||A P_perp||_F^2", "spurious_energy", True),
+        ("stable rank of A", lambda ds: ds["srank"].sel(matrix="A"), False),
+        ("test accuracy", "test_acc", False),
+    ]
+    out = []
+    for title, var, log_y in quantities:
+        charts = []
+        for regime, group in regimes.items():
+            try:
+                df = _bands(group, {title: var}, max(1, len(group)), max_points)
+            except (FigureSkipped, KeyError):
+                continue  # no cell of this regime logs this quantity
+            df["label"] = df["cell_id"].map({c[0]: label(c[1]) for c in group})
+            chart = _band_chart(df, f"{regime}, L = {depth}", title, log_y, dash=None)
+            charts.append(chart.properties(width=WIDTH * 3 // 4, height=HEIGHT * 2 // 5))
+        if charts:
+            out.append(alt.hconcat(*charts))
+    return alt.vconcat(*out).properties(
+        title=f"Deep linear, lazy vs rich regime (L = {depth}): clocks on the spurious energy"
+    )
+
+
 def _depth(ds: xr.Dataset) -> int:
     params = cl._json(ds.attrs.get("cell"), {}) or {}
     return int(params.get("depth", sum(str(b).startswith("W") for b in ds["block"].values)))
@@ -660,6 +710,7 @@ def build_figures(
         "gates": lambda: fig_gates(study, max_points),
         "deep_singular_values": lambda: fig_singular_values(study, max_points=max_points),
         "deep_schatten": lambda: fig_schatten(study, max_points),
+        "deep_lazy": lambda: fig_deep_lazy(study, max_points=max_points),
     }
     charts, notes = {}, []
     for name, make in makers.items():

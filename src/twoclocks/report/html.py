@@ -239,8 +239,19 @@ def claim_rules(settings: Mapping[str, Any] | None = None) -> dict[str, str]:
         f"{s['late_fraction']:.0%} of steps <= {s['gate_flip_max']:g}",
         "fourier": f"PASS if in more than half of the runs the final Fourier gap "
         f"<= {s['fourier_gap_max']:g} and at most half its initial value",
-        "deep_linear": f"PASS if the median over deep linear cells of T_rep({s['rep_clock']}) / "
-        f"T_cls(eps={s['cls_eps']:g}) > {s['separation_min_ratio']:g}",
+        "deep_linear": "PASS if, over lazy deep linear cells (orthogonal init, n < d, weight "
+        "decay > 0), the median of each cell's median T_rep(rep_spurious, eta="
+        f"{s['dln_eta']:g}) / T_cls(eps_star) >= {s['dln_min_ratio']:g} (a cell where no run "
+        "fired counts as 0)",
+        "dln_rate_scaling": "PASS if in every lazy sweep with an ok scaling fit the interval of "
+        "the exponent of T_rep(rep_spurious) against weight decay (lr fixed) holds -1",
+        "dln_controls": "PASS if no weight-decay-0 or small-init cell has a median "
+        f"T_rep(rep_spurious, eta={s['dln_eta']:g}) / T_cls(eps_star) >= {s['dln_min_ratio']:g}",
+        "small_sv_shrink_faster": "PASS if the median over lazy runs of Spearman rho(rank from "
+        "the largest singular value of A, relative shrink rate over the last "
+        f"{s['late_fraction']:.0%} of steps) >= {s['dln_sv_min_rho']:g}",
+        "dln_rep_law": "PASS if the law selection chooses the log law for rep_spurious in more "
+        "than half of the lazy cells with an ok fit (exponential tail; docs/science.md 6)",
     }
 
 

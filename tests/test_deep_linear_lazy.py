@@ -1,0 +1,229 @@
+"""Deep linear networks in the lazy regime (issue 13): the n < d teacher task, orthogonal init with
+per-layer scales, the spurious energy ||A P_perp||_F^2 and its representation clock."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from twoclocks.analyze.clocks import extract_clocks, structural_gaps
+from twoclocks.config import ConfigError, load_config
+from twoclocks.data.io import build_dataset, data_params
+from twoclocks.train import metric_catalog as cat
+from twoclocks.train.engine import train_cell
+from twoclocks.train.models import DeepLinearSpec, init_params, model_spec
+from twoclocks.train.models.base import linear_bound, uniform
+from twoclocks.train.models.deep_linear import (
+    input_complement_projector,
+    orthogonal,
+    spurious_energy,
+)
+from twoclocks.train.store import open_trajectory
+
+
+def _config(**base) -> dict:
+    cell = dict(
+        task="teacher",
+        model="deep_linear",
+        input_dim=12,
+        num_classes=4,
+        teacher_rank=2,
+        train_size=8,
+        test_size=64,
+        width=12,
+        depth=2,
+        init_scheme="orthogonal",
+        balanced_init=False,
+        steps=10,
+    )
+    cell.update(base)
+    return dict(
+        study="t",
+        seeds=[0],
+        device="cpu",
+        logging=dict(log_dense_steps=5, log_every_steps=5, snapshot_count=2),
+        base=cell,
+        grids={"g": {"axes": {"weight_decay": [0.1]}}},
+    )
+
+
+def _spec(train_size: int = 5, input_dim: int = 9, **kw) -> DeepLinearSpec:
+    return DeepLinearSpec(
+        num_classes=3,
+        input_kind="dense",
+        input_dim=input_dim,
+        depth=kw.pop("depth", 3),
+        width=kw.pop("width", 7),
+        spurious_inputs=train_size < input_dim,
+        **kw,
+    )
+
+
+# --- config: n < d, init keys ------------------------------------------------------------------
+def test_teacher_task_allows_fewer_samples_than_dimensions():
+    study = load_config(_config())
+    (cell,) = study.cells
+    assert cell.params["train_size"] < cell.params["input_dim"]
+    assert cell.params["init_scheme"] == "orthogonal"
+    data = build_dataset(data_params(cell.params))
+    assert data.sizes["train"] == 8 and data.sizes["feature"] == 12
+
+
+def test_layer_init_scales_must_match_depth():
+    with pytest.raises(ConfigError) as err:
+        load_config(_config(layer_init_scales=[1.0, 2.0, 3.0]))
+    msg = str(err.value)
+    assert "layer_init_scales has 3 value(s) for depth = 2" in msg
+    assert "one scale per layer" in msg
+
+
+def test_unknown_init_scheme_names_the_key_and_the_allowed_values():
+    with pytest.raises(ConfigError) as err:
+        load_config(_config(init_scheme="xavier"))
+    assert "init_scheme = 'xavier' is not allowed" in str(err.value)
+    assert "orthogonal" in str(err.value)
+
+
+def test_init_keys_at_their_defaults_leave_the_cell_hash_unchanged():
+    """Existing studies keep their params and hash: the new keys are omitted at the default."""
+    plain = load_config(_config(init_scheme="uniform")).cells[0].params
+    base = _config()
+    del base["base"]["init_scheme"]
+    implicit = load_config(base).cells[0].params
+    assert "init_scheme" not in plain and "layer_init_scales" not in plain
+    assert plain["cell_hash"] == implicit["cell_hash"]
+    ortho = load_config(_config()).cells[0].params
+    assert ortho["cell_hash"] != plain["cell_hash"]
+
+
+# --- init ----------------------------------------------------------------------------------------
+def test_orthogonal_init_has_unit_singular_values_times_the_scales():
+    spec = _spec(init_scheme="orthogonal", layer_init_scales=(1.0, 0.5, 2.0))
+    p = init_params(spec, [0, 1], [1.0, 0.3], dtype=torch.float64)
+    for k, layer in enumerate((1.0, 0.5, 2.0), 1):
+        s = torch.linalg.svdvals(p[f"W{k}"])  # (M, min dims)
+        torch.testing.assert_close(s[0], torch.full_like(s[0], 1.0 * layer), rtol=1e-12, atol=0)
+        torch.testing.assert_close(s[1], torch.full_like(s[1], 0.3 * layer), rtol=1e-12, atol=0)
+    other = init_params(spec, [2], 1.0, dtype=torch.float64)
+    assert not torch.equal(other["W1"][0], p["W1"][0])
+
+
+def test_orthogonal_rectangular_shapes():
+    g = torch.Generator().manual_seed(0)
+    for shape in ((3, 7), (7, 3), (5, 5)):
+        q = orthogonal(g, shape)
+        assert q.shape == shape
+        eye = torch.eye(min(shape), dtype=torch.float64)
+        gram = q @ q.T if shape[0] <= shape[1] else q.T @ q
+        torch.testing.assert_close(gram, eye, rtol=0, atol=1e-14)
+
+
+def test_default_init_draws_what_it_drew_before_the_new_keys():
+    """uniform, no layer scales: nn.Linear's U(-1/sqrt(fan_in), ..) times init_scale, bitwise."""
+    spec = _spec()
+    got = spec.init_member(torch.Generator().manual_seed(3), 0.7)
+    g = torch.Generator().manual_seed(3)
+    dims = [9, 7, 7, 3]
+    for k in range(1, 4):
+        want = uniform(g, (dims[k], dims[k - 1]), linear_bound(dims[k - 1])) * 0.7
+        assert torch.equal(got[f"W{k}"], want)
+
+
+# --- spurious energy -----------------------------------------------------------------------------
+def test_projector_and_spurious_energy_match_numpy():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 9))
+    a = rng.standard_normal((2, 3, 9))
+    want_p = np.eye(9) - np.linalg.pinv(x) @ x
+    got_p = input_complement_projector(torch.as_tensor(x))
+    np.testing.assert_allclose(got_p.numpy(), want_p, rtol=0, atol=1e-13)
+    assert np.linalg.matrix_rank(want_p) == 5
+    want_e = np.array([np.linalg.norm(a[i] @ want_p, "fro") ** 2 for i in range(2)])
+    got_e = spurious_energy(torch.as_tensor(a), got_p)
+    np.testing.assert_allclose(got_e.numpy(), want_e, rtol=1e-12)
+    # computed once per inputs tensor
+    xt = torch.as_tensor(x)
+    assert input_complement_projector(xt) is input_complement_projector(xt)
+
+
+def test_projector_is_zero_when_the_inputs_span_the_space():
+    x = torch.as_tensor(np.random.default_rng(1).standard_normal((20, 6)))
+    torch.testing.assert_close(
+        input_complement_projector(x), torch.zeros(6, 6, dtype=torch.float64), rtol=0, atol=1e-14
+    )
+
+
+def test_spurious_energy_is_logged_only_for_dense_inputs_with_n_below_d():
+    assert "spurious_energy" in cat.names_for(_spec(train_size=5, input_dim=9))
+    assert "spurious_energy" not in cat.names_for(_spec(train_size=20, input_dim=9))
+    study = load_config(_config(train_size=30))
+    data = build_dataset(data_params(study.cells[0].params))
+    spec = model_spec(study.cells[0].params, dict(data.attrs), input_dim=12)
+    assert not spec.spurious_inputs
+
+
+def test_spurious_energy_stays_zero_under_gd_from_an_init_in_the_span_of_the_inputs():
+    """W1's rows in span(X): A P_perp = 0 at init, and GD with weight decay keeps it there (the
+    loss gradient of W1 is a combination of the inputs)."""
+    rng = np.random.default_rng(2)
+    x = torch.as_tensor(rng.standard_normal((5, 9)))
+    y = torch.as_tensor(rng.integers(0, 3, 5))
+    spec = _spec(init_scheme="orthogonal")
+    p = init_params(spec, [0, 1], 1.0, dtype=torch.float64)
+    proj = input_complement_projector(x)
+    assert (spurious_energy(spec.end_to_end(p), proj) > 0.1).all()  # a generic init has some
+    p["W1"] = torch.as_tensor(rng.standard_normal((2, 7, 5))) @ x / 3.0  # rows in span(X)
+    for _ in range(20):
+        p = {k: v.detach().requires_grad_(True) for k, v in p.items()}
+        logits = spec.forward(p, x).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 3), y.repeat(2))
+        loss.backward()
+        p = {k: v - 0.05 * (v.grad + 1e-2 * v) for k, v in p.items()}
+    energy = spurious_energy(spec.end_to_end(p), proj)
+    scale = spec.end_to_end(p).square().sum(dim=(1, 2))
+    assert (scale > 0.1).all()
+    assert (energy <= 1e-26 * scale).all(), energy
+
+
+# --- the clock on a tiny lazy run ----------------------------------------------------------------
+def test_rep_spurious_fires_after_the_classifier_clock(tmp_path):
+    """Tiny lazy run (orthogonal x1, n = 16 < d = 24, AdamW wd 0.3): train CE reaches 1e-3 within
+    a few hundred steps; the spurious energy then decays through weight decay, far later."""
+    cfg = _config(
+        input_dim=24,
+        num_classes=6,
+        train_size=16,
+        test_size=64,
+        width=24,
+        lr=0.01,
+        steps=3000,
+        dtype="float64",
+    )
+    cfg["seeds"] = [0, 1]
+    cfg["logging"] = dict(log_dense_steps=20, log_every_steps=25, snapshot_count=2)
+    cfg["grids"]["g"]["axes"]["weight_decay"] = [0.3]
+    (cell,) = load_config(cfg).cells
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = build_dataset(data_params(cell.params))
+        path = train_cell(cell.params, data, tmp_path / "t.zarr", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    ds = open_trajectory(path).load()
+    assert "rep_spurious" in structural_gaps(ds)
+    se = ds["spurious_energy"].values
+    assert (se[:, 0] > 1.0).all() and (se[:, -1] < 0.05 * se.max(axis=1)).all()
+    settings = dict(eps=[0.1, 1e-2, 1e-3], eps_star=1e-3, eta=[0.5, 0.2, 0.1])
+    table = extract_clocks(ds, settings, {})
+    rep = table[(table.clock == "rep_spurious") & ~table.pre_fit & (table.level == 0.1)]
+    cls = table[(table.clock == "cls") & (table.level == 1e-3)]
+    assert len(rep) == 2 and not rep.censored.any() and not rep.unresolved.any()
+    t_cls = cls.set_index("seed")["step"]
+    t_rep = rep.set_index("seed")["step"]
+    assert (t_cls < 500).all()
+    assert (t_rep > 5 * t_cls).all(), (t_rep, t_cls)
+    assert json.loads(ds.attrs["cell"])["init_scheme"] == "orthogonal"
