@@ -100,6 +100,11 @@ def relu_cell(wd: float, fourier: bool = True) -> xr.Dataset:
                 ("seed", "step", "matrix"),
                 np.stack([srank_uw * 0.5 + 1, srank_uw * 0.8, srank_uw * 0.7, srank_uw], axis=-1),
             ),
+            # the Fig. 3 candidates that are not weight matrices (the pre-registered `gated`
+            # falls from 36 to ~9 by T_gen, like the paper's reading 36 -> ~10-12)
+            "srank_gated": (dims, 36.0 - 30.0 * _sig((t - tg) / 100.0)),
+            "srank_hidden": (dims, 20.0 - 5.0 * _sig((t - tg) / 100.0)),
+            "srank_logits": (dims, 30.0 - 10.0 * _sig((t - tg) / 100.0)),
             "grad_norm": (("seed", "step", "block"), grad),
             "sqnorm": (("seed", "step", "block"), np.ones(train.shape + (4,))),
             "sqnorm_total": (dims, 4 * np.ones_like(train)),

@@ -230,8 +230,12 @@ def claim_rules(settings: Mapping[str, Any] | None = None) -> dict[str, str]:
         f"> {s['separation_min_ratio']:g} ({gen})",
         "wd_earlier": f"Spearman rho(weight decay, T_gen) <= {s['wd_rho_max']:g}: PASS, > 0: "
         f"FAIL; needs >= {s['wd_min_cells']} weight decays with a grokked cell ({gen})",
-        "srank_drop": "PASS if the stable rank falls by a median "
-        f">= {s['srank_min_drop']:.0%} between T_cls and T_gen",
+        "srank_drop": f"PASS if the stable rank of the pre-registered matrix "
+        f"{s['srank_claim_matrix']!r} falls by a median >= {s['srank_min_drop']:.0%} between "
+        "T_cls and T_gen (the paper's Fig. 3 read as ~36 -> ~10-12; it names no matrix and "
+        "disclaims rank collapse: a figure reproduction, not a test of the theory); the "
+        "evidence lists every candidate's drop on [T_cls, T_gen] and from its post-fit peak to "
+        "the end",
         "cls_log_law": "PASS if AIC prefers the log law T = a + b log(1/eps) in more than half "
         "of the cells with an ok law fit",
         "rep_power_law": f"PASS if, for {s['rep_clock']}, the power law with k's whole interval "

@@ -3,7 +3,9 @@
 Blocks ``E, W1..Wk, b1..bk (if bias), U``; logged matrices ``E, W1..Wk, U`` and the end-to-end
 map ``UW = U W_k ... W_1`` (gates ignored). Init follows ``nn.Embedding`` (N(0, 1)) and
 ``nn.Linear`` (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias), times ``init_scale``.
-Extra metrics: the Prop. 4.2 gradient-hierarchy terms and the App. F.3 gate statistics.
+Extra metrics: the Prop. 4.2 gradient-hierarchy terms, the App. F.3 gate statistics and the
+stable ranks of the Fig. 3 candidates that are not weight matrices (the training-set mean gated
+map, the hidden-activation matrix and the logit matrix).
 """
 
 from __future__ import annotations
@@ -173,6 +175,34 @@ class ReluEmbedSpec(ModelSpec):
         def spec_norm(block):
             return lambda c: c.spectra[block][:, 0]
 
+        def gram_srank(x, weight):
+            """Stable rank of the sample-by-feature matrix ``x`` (M, n, k), rows weighted by
+            multiplicity, from its float64 Gram matrix (per member: a member's value does not
+            depend on its stack; non-finite members give NaN)."""
+            x = x.double()
+            if weight is not None:
+                x = x * weight.to(x).sqrt()[None, :, None]
+            s = tm.singular_values_gram(x)
+            return s.square().sum(-1) / s[:, 0].square()
+
+        def gated_srank(c):
+            """Stable rank of ``J = mean_a U D_L(a) W_L ... D_1(a) W_1`` (multiplicity-weighted):
+            the Jacobian d logits / d z of the map acting on the combined embedding, averaged
+            over the training set (docs/science.md 8). One hidden layer: U diag(mean gate) W1."""
+            w = c.train.weight
+            gates = [(a > 0).double() for a in c.fwd.pre]  # each (M, n, H_k)
+            hidden = [n for n in c.spec.weight_blocks() if n.startswith("W")]
+            if len(gates) == 1:
+                mean_gate = tm.wmean(gates[0].transpose(1, 2), w)  # (M, H)
+                j = c.params["U"].double() @ (mean_gate[:, :, None] * c.params["W1"].double())
+            else:  # per-sample products, then the weighted mean
+                j = gates[0][..., None] * c.params[hidden[0]].double()[:, None]  # (M, n, H, d)
+                for g, name in zip(gates[1:], hidden[1:], strict=True):
+                    j = g[..., None] * (c.params[name].double()[:, None] @ j)
+                j = c.params["U"].double()[:, None] @ j  # (M, n, p, d)
+                j = tm.wmean(j.permute(0, 2, 3, 1), w)
+            return tm.stable_rank(j)
+
         return [
             Metric(
                 "delta_norm",
@@ -191,6 +221,21 @@ class ReluEmbedSpec(ModelSpec):
                 "gate_flip_fraction",
                 "fraction of train ReLU gates flipped since last log",
                 gate_flip,
+            ),
+            Metric(
+                "srank_gated",
+                "stable rank of the training-set mean gated map mean_a U D(a) W (d logits / d z)",
+                gated_srank,
+            ),
+            Metric(
+                "srank_hidden",
+                "stable rank of the hidden-activation matrix (train samples x last-layer units)",
+                lambda c: gram_srank(c.fwd.h, c.train.weight),
+            ),
+            Metric(
+                "srank_logits",
+                "stable rank of the train logit matrix (train samples x classes)",
+                lambda c: gram_srank(c.fwd.logits, c.train.weight),
             ),
             Metric(
                 "preact_min_abs",

@@ -1,4 +1,5 @@
-"""Gate drift from weight snapshots (analyze/gates.py) and the gates_stable precondition."""
+"""ReLU claims: gate drift from weight snapshots (analyze/gates.py) and gates_stable, the
+pre-registered srank_drop matrix, and the accuracy and loss generalisation clocks."""
 
 from __future__ import annotations
 
@@ -141,3 +142,22 @@ def test_separation_is_inconclusive_when_accuracy_and_loss_clocks_disagree():
     assert again["separation"]["verdict"] == "PASS"
     assert again["wd_earlier"]["verdict"] == "PASS"
     assert "[gen_loss: PASS]" in again["wd_earlier"]["evidence"]
+
+
+def test_srank_drop_judges_the_pre_registered_matrix_and_lists_every_candidate():
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    got = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["srank_drop"]
+    assert got["verdict"] == "PASS" and "'gated'" in got["evidence"]
+    cand = got["details"]["candidates"]
+    assert set(cand) == {"E", "W1", "U", "UW", "gated", "hidden", "logits"}
+    assert cand["gated"]["start"] == pytest.approx(36.0, rel=0.01)
+    # the hidden-activation matrix falls only ~25%: judged on it, the claim fails
+    hidden = {
+        c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {"srank_claim_matrix": "hidden"})
+    }
+    assert hidden["srank_drop"]["verdict"] == "FAIL"
+    # a store without the pre-registered matrix cannot be judged on another one
+    old = {k: v.drop_vars("srank_gated") for k, v in cells.items()}
+    none = {c["id"]: c for c in C.evaluate_claims(old, clocks, None, {})}["srank_drop"]
+    assert none["verdict"] == "INCONCLUSIVE" and "'gated'" in none["evidence"]
