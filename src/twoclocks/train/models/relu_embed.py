@@ -177,12 +177,14 @@ class ReluEmbedSpec(ModelSpec):
 
         def gram_srank(x, weight):
             """Stable rank of the sample-by-feature matrix ``x`` (M, n, k), rows weighted by
-            multiplicity, from its float64 Gram matrix (per member: a member's value does not
-            depend on its stack; non-finite members give NaN)."""
-            x = x.double()
+            multiplicity, from its float32 Gram matrix (largest singular value to ~1e-6
+            relative, enough for a stable rank; the n x k^2 Gram costs about one forward
+            pass); per member, so a member's value does not depend on its stack; non-finite
+            members give NaN."""
+            x = x.float()
             if weight is not None:
                 x = x * weight.to(x).sqrt()[None, :, None]
-            s = tm.singular_values_gram(x)
+            s = tm.singular_values_gram(x, dtype=torch.float32)
             return s.square().sum(-1) / s[:, 0].square()
 
         def gated_srank(c):
@@ -190,18 +192,22 @@ class ReluEmbedSpec(ModelSpec):
             the Jacobian d logits / d z of the map acting on the combined embedding, averaged
             over the training set (docs/science.md 8). One hidden layer: U diag(mean gate) W1."""
             w = c.train.weight
-            gates = [(a > 0).double() for a in c.fwd.pre]  # each (M, n, H_k)
+            gates = [(a > 0).to(a.dtype) for a in c.fwd.pre]  # each (M, n, H_k), exact 0/1
             hidden = [n for n in c.spec.weight_blocks() if n.startswith("W")]
             if len(gates) == 1:
-                mean_gate = tm.wmean(gates[0].transpose(1, 2), w)  # (M, H)
+                # weighted gate counts: 0/1 times integer multiplicities, exact in float32
+                wt = torch.ones_like(gates[0][0, :, 0]) if w is None else w.to(gates[0])
+                mean_gate = (wt @ gates[0]).double() / wt.sum().double()  # (M, H)
                 j = c.params["U"].double() @ (mean_gate[:, :, None] * c.params["W1"].double())
             else:  # per-sample products, then the weighted mean
-                j = gates[0][..., None] * c.params[hidden[0]].double()[:, None]  # (M, n, H, d)
-                for g, name in zip(gates[1:], hidden[1:], strict=True):
+                g64 = [g.double() for g in gates]
+                j = g64[0][..., None] * c.params[hidden[0]].double()[:, None]  # (M, n, H, d)
+                for g, name in zip(g64[1:], hidden[1:], strict=True):
                     j = g[..., None] * (c.params[name].double()[:, None] @ j)
                 j = c.params["U"].double()[:, None] @ j  # (M, n, p, d)
                 j = tm.wmean(j.permute(0, 2, 3, 1), w)
-            return tm.stable_rank(j)
+            s = tm.singular_values_gram(j)
+            return s.square().sum(-1) / s[:, 0].square()
 
         return [
             Metric(
