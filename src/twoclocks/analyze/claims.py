@@ -739,7 +739,7 @@ def _claim_gates(study, clocks, s) -> dict:
         b = np.array([t_gen.get((cid, x), np.nan) for x in seeds], dtype=float)
         try:
             recs = gate_drift(*snapshot_gates(ds), a, b)
-        except ValueError as err:
+        except (ValueError, RuntimeError) as err:  # a store this cell's params cannot rebuild
             skipped.append(f"{cid}: {err}")
             continue
         for seed, rec in zip(seeds, recs, strict=True):
