@@ -161,3 +161,41 @@ def test_srank_drop_judges_the_pre_registered_matrix_and_lists_every_candidate()
     old = {k: v.drop_vars("srank_gated") for k, v in cells.items()}
     none = {c["id"]: c for c in C.evaluate_claims(old, clocks, None, {})}["srank_drop"]
     assert none["verdict"] == "INCONCLUSIVE" and "'gated'" in none["evidence"]
+
+
+def test_relative_displacement_uses_the_last_snapshot_inside_the_window():
+    steps = np.array([0, 5, 20, 100])
+    snap = np.zeros((2, 4, 2, 2))
+    snap[:, 0] = 1.0  # ||X(0)|| = 2
+    snap[:, 1] = 1.5  # ||X(5) - X(0)|| = 1
+    snap[:, 2] = 3.0  # ||X(20) - X(0)|| = 4
+    snap[:, 3] = 100.0
+    ds = xr.Dataset(
+        {"snap_U": (("seed", "checkpoint", "r", "c"), snap)},
+        coords={"seed": [0, 1], "checkpoint_step": ("checkpoint", steps)},
+    )
+    got = C.relative_displacement(ds, "U", np.array([20.0, 19.0]))
+    assert got == pytest.approx([2.0, 0.5])
+    assert np.isnan(C.relative_displacement(ds, "U", np.array([np.nan, 3.0]))).all()
+
+
+def test_grad_hierarchy_window_ends_at_the_classifier_clock():
+    """The head's gradient dominates up to step 50 only: the verdict follows T_cls(eps)."""
+    cells = {}
+    for cid, ds in sr.study(deep=False).items():
+        ds = ds.copy(deep=True)
+        g = ds["grad_norm"].values  # (seed, step, block) E, W1, b1, U
+        late = ds["step"].values > 50
+        g[:, late, 3] = 0.2 * g[:, late, 0]
+        g[:, ~late, 3] = 3.0 * g[:, ~late, 0]
+        ds["grad_norm"] = (ds["grad_norm"].dims, g)
+        cells[cid] = ds
+    clocks = sr.clocks(cells)
+    wide = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["grad_hierarchy"]
+    assert wide["verdict"] == "FAIL", wide["evidence"]  # T_cls(0.01) ~ 390 steps
+    early = clocks.copy()
+    at = (early["clock"] == "cls") & np.isclose(early["level"], 1e-2)
+    early.loc[at, "step"] = 50.0
+    got = {c["id"]: c for c in C.evaluate_claims(cells, early, None, {})}["grad_hierarchy"]
+    assert got["verdict"] == "PASS", got["evidence"]
+    assert "[1, T_cls(eps=0.01)]" in got["evidence"]
