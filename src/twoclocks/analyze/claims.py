@@ -7,7 +7,8 @@ rejects unknown keys. Law claims read fits.json (`fits.fit_law` records) and nev
 whose fit is `insufficient` adds its reason, and no `ok` fit at all makes the claim INCONCLUSIVE.
 
 Clock levels follow design.md "Clocks table": `cls` levels are train-CE thresholds eps (eq. 2.1),
-`rep_*` levels are structural-gap thresholds eta (eq. 2.2), `gen_acc` levels are test accuracies.
+`rep_*` levels are structural-gap thresholds eta (eq. 2.2), `gen_acc` levels are test accuracies,
+`gen_loss` levels test CEs (separation and wd_earlier judge both; design.md "ReLU claims").
 Censored clocks (never fired) are counted and reported, never silently dropped.
 """
 
