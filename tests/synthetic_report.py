@@ -57,6 +57,13 @@ def relu_cell(wd: float, fourier: bool = True) -> xr.Dataset:
     if fourier:
         snap_e[:, -1] = e_last + 0.01 * snap_e[:, -1]
         snap_u[:, -1] = np.cos(2 * np.pi * a / MODULUS + rng.uniform(size=(1, hidden)))
+    # three more snapshots inside [T_cls, T_gen] (copies of the step-1000 one, drawn as before)
+    snap_e = np.concatenate([snap_e[:, :3], np.repeat(snap_e[:, 2:3], 3, axis=1), snap_e[:, 3:]], 1)
+    snap_u = np.concatenate([snap_u[:, :3], np.repeat(snap_u[:, 2:3], 3, axis=1), snap_u[:, 3:]], 1)
+    # gates fixed by the bias signs (|b1| >> |W1 z|): no gate drift anywhere
+    gate_rng = np.random.default_rng(1)
+    snap_w = 1e-3 * gate_rng.normal(size=(len(SEEDS), snap_e.shape[1], hidden, d))
+    snap_b = np.broadcast_to(np.where(np.arange(hidden) % 2 == 0, 10.0, -10.0), snap_w.shape[:3])
     sv = np.sort(rng.uniform(0.1, 5.0, size=8))[::-1]
     svals = sv[None, None, :] * np.exp(-t[..., None] / 3000.0 * (1 + np.arange(8)))
     cell = {
@@ -69,6 +76,11 @@ def relu_cell(wd: float, fourier: bool = True) -> xr.Dataset:
         "op": "add",
         "modulus": MODULUS,
         "train_fraction": 0.3,
+        "split": "unordered",
+        "split_seed": 0,
+        "combine": "sum",
+        "hidden_layers": 1,
+        "bias": True,
         "weight_decay": wd,
         "lr": 1e-3,
         "steps": int(STEPS[-1]),
@@ -88,6 +100,11 @@ def relu_cell(wd: float, fourier: bool = True) -> xr.Dataset:
                 ("seed", "step", "matrix"),
                 np.stack([srank_uw * 0.5 + 1, srank_uw * 0.8, srank_uw * 0.7, srank_uw], axis=-1),
             ),
+            # the Fig. 3 candidates that are not weight matrices (the pre-registered `gated`
+            # falls from 36 to ~9 by T_gen, like the paper's reading 36 -> ~10-12)
+            "srank_gated": (dims, 36.0 - 30.0 * _sig((t - tg) / 100.0)),
+            "srank_hidden": (dims, 20.0 - 5.0 * _sig((t - tg) / 100.0)),
+            "srank_logits": (dims, 30.0 - 10.0 * _sig((t - tg) / 100.0)),
             "grad_norm": (("seed", "step", "block"), grad),
             "sqnorm": (("seed", "step", "block"), np.ones(train.shape + (4,))),
             "sqnorm_total": (dims, 4 * np.ones_like(train)),
@@ -104,6 +121,8 @@ def relu_cell(wd: float, fourier: bool = True) -> xr.Dataset:
             "diverged_step": (("seed",), -np.ones(len(SEEDS), dtype=np.int64)),
             "snap_E": (("seed", "checkpoint", "E_row", "E_col"), snap_e),
             "snap_U": (("seed", "checkpoint", "U_row", "U_col"), snap_u),
+            "snap_W1": (("seed", "checkpoint", "W1_row", "W1_col"), snap_w),
+            "snap_b1": (("seed", "checkpoint", "b1_row"), snap_b.copy()),
         },
         coords={
             "seed": np.array(SEEDS, dtype=np.int64),
@@ -111,7 +130,10 @@ def relu_cell(wd: float, fourier: bool = True) -> xr.Dataset:
             "tau": (dims, 1e-3 * np.repeat(t, len(SEEDS), 0)),
             "block": blocks,
             "matrix": ["E", "W1", "U", "UW"],
-            "checkpoint_step": ("checkpoint", np.array([0, 100, 1000, int(STEPS[-1])])),
+            "checkpoint_step": (
+                "checkpoint",
+                np.array([0, 100, 1000, 1500, 2500, 3500, int(STEPS[-1])]),
+            ),
         },
         attrs={"cell": json.dumps(cell), "provenance": "{}", "dtype": "float64", "device": "cpu"},
     )

@@ -350,6 +350,13 @@ def _ref_metrics(net, logits, z, pre, h, y, test_logits, y_test, prev_gates, kee
     mbar = mu[present].mean(0)
     between = 2 * k * (mu[present] - mbar).pow(2).sum() / (k * (k - 1))
     row["separation_gap"] = (within / (between + 1e-12)).item()
+    for name, mat in (
+        ("srank_gated", u.double() @ (gates.double().mean(0)[:, None] * w1.double())),
+        ("srank_hidden", hd),
+        ("srank_logits", logits.detach().double()),
+    ):
+        s = torch.linalg.svdvals(mat)
+        row[name] = (s.pow(2).sum() / s[0] ** 2).item()
     return row, gates
 
 

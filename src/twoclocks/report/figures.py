@@ -673,8 +673,9 @@ def fig_deep_lazy(
             except (FigureSkipped, KeyError):
                 continue  # no cell of this regime logs this quantity
             df["label"] = df["cell_id"].map({c[0]: label(c[1]) for c in group})
-            chart = _band_chart(df, f"{regime}, L = {depth}", title, log_y, dash=None)
-            charts.append(chart.properties(width=WIDTH * 3 // 4, height=HEIGHT * 2 // 5))
+            head = f"{regime}, L = {depth}" if not out else ""  # regime named once, atop its column
+            chart = _band_chart(df, head, title, log_y, dash=None)
+            charts.append(chart.properties(width=WIDTH * 3 // 4, height=HEIGHT // 3))
         if charts:
             out.append(alt.hconcat(*charts))
     return alt.vconcat(*out).properties(

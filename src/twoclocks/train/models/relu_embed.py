@@ -3,7 +3,9 @@
 Blocks ``E, W1..Wk, b1..bk (if bias), U``; logged matrices ``E, W1..Wk, U`` and the end-to-end
 map ``UW = U W_k ... W_1`` (gates ignored). Init follows ``nn.Embedding`` (N(0, 1)) and
 ``nn.Linear`` (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias), times ``init_scale``.
-Extra metrics: the Prop. 4.2 gradient-hierarchy terms and the App. F.3 gate statistics.
+Extra metrics: the Prop. 4.2 gradient-hierarchy terms, the App. F.3 gate statistics and the
+stable ranks of the Fig. 3 candidates that are not weight matrices (the training-set mean gated
+map, the hidden-activation matrix and the logit matrix).
 """
 
 from __future__ import annotations
@@ -173,6 +175,40 @@ class ReluEmbedSpec(ModelSpec):
         def spec_norm(block):
             return lambda c: c.spectra[block][:, 0]
 
+        def gram_srank(x, weight):
+            """Stable rank of the sample-by-feature matrix ``x`` (M, n, k), rows weighted by
+            multiplicity, from its float32 Gram matrix (largest singular value to ~1e-6
+            relative, enough for a stable rank; the n x k^2 Gram costs about one forward
+            pass); per member, so a member's value does not depend on its stack; non-finite
+            members give NaN."""
+            x = x.float()
+            if weight is not None:
+                x = x * weight.to(x).sqrt()[None, :, None]
+            s = tm.singular_values_gram(x, dtype=torch.float32)
+            return s.square().sum(-1) / s[:, 0].square()
+
+        def gated_srank(c):
+            """Stable rank of ``J = mean_a U D_L(a) W_L ... D_1(a) W_1`` (multiplicity-weighted):
+            the Jacobian d logits / d z of the map acting on the combined embedding, averaged
+            over the training set (docs/science.md 8). One hidden layer: U diag(mean gate) W1."""
+            w = c.train.weight
+            gates = [(a > 0).to(a.dtype) for a in c.fwd.pre]  # each (M, n, H_k), exact 0/1
+            hidden = [n for n in c.spec.weight_blocks() if n.startswith("W")]
+            if len(gates) == 1:
+                # weighted gate counts: 0/1 times integer multiplicities, exact in float32
+                wt = torch.ones_like(gates[0][0, :, 0]) if w is None else w.to(gates[0])
+                mean_gate = (wt @ gates[0]).double() / wt.sum().double()  # (M, H)
+                j = c.params["U"].double() @ (mean_gate[:, :, None] * c.params["W1"].double())
+            else:  # per-sample products, then the weighted mean
+                g64 = [g.double() for g in gates]
+                j = g64[0][..., None] * c.params[hidden[0]].double()[:, None]  # (M, n, H, d)
+                for g, name in zip(g64[1:], hidden[1:], strict=True):
+                    j = g[..., None] * (c.params[name].double()[:, None] @ j)
+                j = c.params["U"].double()[:, None] @ j  # (M, n, p, d)
+                j = tm.wmean(j.permute(0, 2, 3, 1), w)
+            s = tm.singular_values_gram(j)
+            return s.square().sum(-1) / s[:, 0].square()
+
         return [
             Metric(
                 "delta_norm",
@@ -191,6 +227,21 @@ class ReluEmbedSpec(ModelSpec):
                 "gate_flip_fraction",
                 "fraction of train ReLU gates flipped since last log",
                 gate_flip,
+            ),
+            Metric(
+                "srank_gated",
+                "stable rank of the training-set mean gated map mean_a U D(a) W (d logits / d z)",
+                gated_srank,
+            ),
+            Metric(
+                "srank_hidden",
+                "stable rank of the hidden-activation matrix (train samples x last-layer units)",
+                lambda c: gram_srank(c.fwd.h, c.train.weight),
+            ),
+            Metric(
+                "srank_logits",
+                "stable rank of the train logit matrix (train samples x classes)",
+                lambda c: gram_srank(c.fwd.logits, c.train.weight),
             ),
             Metric(
                 "preact_min_abs",

@@ -1,0 +1,201 @@
+"""ReLU claims: gate drift from weight snapshots (analyze/gates.py) and gates_stable, the
+pre-registered srank_drop matrix, and the accuracy and loss generalisation clocks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import synthetic_report as sr
+import torch
+import xarray as xr
+
+from twoclocks.analyze import claims as C
+from twoclocks.analyze.gates import gate_drift, snapshot_gates
+from twoclocks.data.io import build_dataset, data_params
+from twoclocks.train.models import init_params, model_spec
+
+CELL = {
+    "model": "relu_embed",
+    "task": "modular",
+    "op": "add",
+    "modulus": 7,
+    "train_fraction": 0.5,
+    "split": "unordered",
+    "split_seed": 0,
+    "embed_dim": 4,
+    "combine": "sum",
+    "hidden_width": 5,
+    "hidden_layers": 1,
+    "bias": True,
+}
+
+
+def test_drift_counts_gates_changed_since_the_reference_and_weights_them_by_logit_share():
+    steps = np.array([0, 10, 20, 30, 40])
+    g = np.zeros((1, 5, 2, 2), dtype=bool)  # (member, snapshot, sample, unit)
+    g[0, 3, 0, 0] = True  # one of 4 gates differs at step 30
+    g[0, 4, :, 1] = True  # unit 1 flipped on both samples at step 40 (unit 0 back)
+    share = np.zeros((1, 5, 2))
+    share[0, :, 0], share[0, :, 1] = 0.9, 0.1
+    rec = gate_drift(steps, g, share, np.array([15.0]), np.array([40.0]))[0]
+    assert rec["ref_step"] == 20 and rec["end_step"] == 40 and rec["steps"] == [20, 30, 40]
+    assert rec["drift"] == pytest.approx([0.0, 0.25, 0.5])
+    # unit 0: half its samples at step 30 (share 0.9); unit 1: all samples at 40 (share 0.1)
+    assert rec["weighted"] == pytest.approx([0.0, 0.45, 0.1])
+    assert rec["max_drift"] == pytest.approx(0.5) and rec["max_weighted"] == pytest.approx(0.45)
+    short = gate_drift(steps, g, share, np.array([31.0]), np.array([39.0]))[0]
+    assert short["n_snapshots"] == 0 and np.isnan(short["max_drift"])
+    censored = gate_drift(steps, g, share, np.array([np.nan]), np.array([40.0]))[0]
+    assert np.isnan(censored["max_drift"])
+
+
+def test_snapshot_gates_match_the_reference_network():
+    data = build_dataset(data_params(CELL))
+    spec = model_spec(CELL, dict(data.attrs))
+    p0 = init_params(spec, [0, 1], dtype=torch.float32)
+    p1 = init_params(spec, [5, 6], dtype=torch.float32)
+    blocks = spec.blocks()
+    ds = xr.Dataset(
+        {
+            f"snap_{b}": (
+                ("seed", "checkpoint", *[f"{b}_{i}" for i in range(p0[b].dim() - 1)]),
+                torch.stack([p0[b], p1[b]], dim=1).numpy(),
+            )
+            for b in blocks
+        },
+        coords={"seed": [0, 1], "checkpoint_step": ("checkpoint", [0, 100])},
+        attrs={"cell": json.dumps(CELL)},
+    )
+    steps, gates, share = snapshot_gates(ds)
+    x = torch.as_tensor(data["x_train"].values)
+    assert steps.tolist() == [0, 100] and gates.shape == (2, 2, x.shape[0], 5)
+    for k, p in enumerate((p0, p1)):
+        for i in range(2):
+            net = spec.reference_of_member(p, i)
+            with torch.no_grad():
+                z = net.embed(x[:, 0]) + net.embed(x[:, 1])
+                pre = net.hidden[0](z)
+                h = torch.relu(pre)
+            np.testing.assert_array_equal(gates[i, k], (pre > 0).numpy())
+            contrib = net.head.weight.detach().double().norm(dim=0) * h.double().mean(0)
+            np.testing.assert_allclose(share[i, k], (contrib / contrib.sum()).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="no weight snapshots"):
+        snapshot_gates(ds.drop_vars("snap_W1"))
+
+
+def _flip_gates_inside_window(cells):
+    """Flip the bias sign of half the units in every snapshot after step 1000 (in [T_cls,
+    T_gen] of the synthetic cells), so half of the gates change there."""
+    out = {}
+    for cid, ds in cells.items():
+        ds = ds.copy(deep=True)
+        if "snap_b1" in ds:
+            b = ds["snap_b1"].values
+            late = ds["checkpoint_step"].values > 1500
+            b[:, late, ::2] *= -1
+            ds["snap_b1"] = (ds["snap_b1"].dims, b)
+        out[cid] = ds
+    return out
+
+
+def test_gates_stable_fails_when_the_pattern_drifts_on_the_plateau():
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    ok = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["gates_stable"]
+    assert ok["verdict"] == "PASS" and "assumption" in ok["claim"]
+    bad = _flip_gates_inside_window(cells)
+    got = {c["id"]: c for c in C.evaluate_claims(bad, clocks, None, {})}["gates_stable"]
+    assert got["verdict"] == "FAIL", got["evidence"]
+    assert max(r["max_drift"] for r in got["details"]["runs"].values()) == pytest.approx(0.5)
+
+
+def test_gates_stable_is_inconclusive_without_snapshots_in_the_window():
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    thin = {k: v.isel(checkpoint=[0, 1, 2, 6]) for k, v in cells.items()}
+    got = {c["id"]: c for c in C.evaluate_claims(thin, clocks, None, {})}["gates_stable"]
+    assert got["verdict"] == "INCONCLUSIVE" and "snapshot_count" in got["evidence"]
+
+
+def test_separation_is_inconclusive_when_accuracy_and_loss_clocks_disagree():
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    acc = clocks[clocks["clock"] == "gen_acc"].copy()
+    t_cls = C.clock_times(clocks, "cls", 1e-6).set_index(["cell_id", "seed"])["step"]
+    keys = list(zip(acc["cell_id"], acc["seed"], strict=True))
+    loss = acc.assign(clock="gen_loss", level=1e-2)
+    loss["step"] = [1.2 * t_cls[k] for k in keys]  # the loss clock fires early: FAIL on loss
+    got = {
+        c["id"]: c
+        for c in C.evaluate_claims(cells, pd.concat([clocks, loss], ignore_index=True), None, {})
+    }
+    sep = got["separation"]
+    assert sep["verdict"] == "INCONCLUSIVE", sep["evidence"]
+    assert "[gen_acc: PASS]" in sep["evidence"] and "[gen_loss: FAIL]" in sep["evidence"]
+    assert sep["details"]["per_clock"]["gen_loss"]["relu/wd=0.6"] == pytest.approx(1.2)
+    # both clocks agree when the loss clock fires with the accuracy clock
+    both = pd.concat([clocks, acc.assign(clock="gen_loss", level=1e-2)], ignore_index=True)
+    again = {c["id"]: c for c in C.evaluate_claims(cells, both, None, {})}
+    assert again["separation"]["verdict"] == "PASS"
+    assert again["wd_earlier"]["verdict"] == "PASS"
+    assert "[gen_loss: PASS]" in again["wd_earlier"]["evidence"]
+
+
+def test_srank_drop_judges_the_pre_registered_matrix_and_lists_every_candidate():
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    got = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["srank_drop"]
+    assert got["verdict"] == "PASS" and "'gated'" in got["evidence"]
+    cand = got["details"]["candidates"]
+    assert set(cand) == {"E", "W1", "U", "UW", "gated", "hidden", "logits"}
+    assert cand["gated"]["start"] == pytest.approx(36.0, rel=0.01)
+    # the hidden-activation matrix falls only ~25%: judged on it, the claim fails
+    hidden = {
+        c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {"srank_claim_matrix": "hidden"})
+    }
+    assert hidden["srank_drop"]["verdict"] == "FAIL"
+    # a store without the pre-registered matrix cannot be judged on another one
+    old = {k: v.drop_vars("srank_gated") for k, v in cells.items()}
+    none = {c["id"]: c for c in C.evaluate_claims(old, clocks, None, {})}["srank_drop"]
+    assert none["verdict"] == "INCONCLUSIVE" and "'gated'" in none["evidence"]
+
+
+def test_relative_displacement_uses_the_last_snapshot_inside_the_window():
+    steps = np.array([0, 5, 20, 100])
+    snap = np.zeros((2, 4, 2, 2))
+    snap[:, 0] = 1.0  # ||X(0)|| = 2
+    snap[:, 1] = 1.5  # ||X(5) - X(0)|| = 1
+    snap[:, 2] = 3.0  # ||X(20) - X(0)|| = 4
+    snap[:, 3] = 100.0
+    ds = xr.Dataset(
+        {"snap_U": (("seed", "checkpoint", "r", "c"), snap)},
+        coords={"seed": [0, 1], "checkpoint_step": ("checkpoint", steps)},
+    )
+    got = C.relative_displacement(ds, "U", np.array([20.0, 19.0]))
+    assert got == pytest.approx([2.0, 0.5])
+    assert np.isnan(C.relative_displacement(ds, "U", np.array([np.nan, 3.0]))).all()
+
+
+def test_grad_hierarchy_window_ends_at_the_classifier_clock():
+    """The head's gradient dominates up to step 50 only: the verdict follows T_cls(eps)."""
+    cells = {}
+    for cid, ds in sr.study(deep=False).items():
+        ds = ds.copy(deep=True)
+        g = ds["grad_norm"].values  # (seed, step, block) E, W1, b1, U
+        late = ds["step"].values > 50
+        g[:, late, 3] = 0.2 * g[:, late, 0]
+        g[:, ~late, 3] = 3.0 * g[:, ~late, 0]
+        ds["grad_norm"] = (ds["grad_norm"].dims, g)
+        cells[cid] = ds
+    clocks = sr.clocks(cells)
+    wide = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["grad_hierarchy"]
+    assert wide["verdict"] == "FAIL", wide["evidence"]  # T_cls(0.01) ~ 390 steps
+    early = clocks.copy()
+    at = (early["clock"] == "cls") & np.isclose(early["level"], 1e-2)
+    early.loc[at, "step"] = 50.0
+    got = {c["id"]: c for c in C.evaluate_claims(cells, early, None, {})}["grad_hierarchy"]
+    assert got["verdict"] == "PASS", got["evidence"]
+    assert "[1, T_cls(eps=0.01)]" in got["evidence"]
