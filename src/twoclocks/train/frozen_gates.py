@@ -193,7 +193,11 @@ def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds)
         real.opt.step()
         for run in frozen:
             run.opt.step()
-    coords = {"anchor": np.array(ANCHORS, dtype=object), "seed": seeds, "step": np.asarray(log_at, np.int64)}
+    coords = {
+        "anchor": np.array(ANCHORS, dtype=object),
+        "seed": seeds,
+        "step": np.asarray(log_at, np.int64),
+    }
     data = {n: (("seed", "step"), v) for n, v in out.items() if n.startswith("real_")}
     data.update({n: (("anchor", "seed", "step"), v) for n, v in out.items() if n[:5] != "real_"})
     data["t0"] = (("anchor", "seed"), t0)
