@@ -8,13 +8,14 @@ import pytest
 import torch
 from conftest import TINY_RELU_CELL
 
+from twoclocks.analyze import claims as C
 from twoclocks.data.modular import make_modular
 from twoclocks.train import store as ts
 from twoclocks.train.engine import member_losses, train_cell
 from twoclocks.train.frozen_gates import anchor_steps, clock_times, reduce_cell
 from twoclocks.train.models import init_params, model_spec
 
-CELL = dict(TINY_RELU_CELL)
+CELL = dict(TINY_RELU_CELL, snapshot_count=30)  # several snapshots on the plateau
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +116,40 @@ def test_reduction_replays_the_run_bitwise_and_forks_at_t0(modular, trained, tmp
         out["frozen_train_loss_real"].values[0, 0, late],
     )
     out.to_zarr(tmp_path / "reduce.zarr")
+
+
+@pytest.fixture(scope="module")
+def reduced(modular, trained):
+    return reduce_cell(CELL, modular, trained, np.array([20.0, 30.0, 25.0]), np.full(3, 90.0))
+
+
+def test_relu_reduction_claim_scores_only_where_the_gate_precondition_holds(trained, reduced):
+    cid = CELL["cell_id"]
+    study, reductions = {cid: trained}, {cid: reduced}
+    loose = {"gate_drift_max": 1.0}  # every measured drift passes: the verdict follows the runs
+    runs = C.reduction_runs(reductions, study, C.resolve_claim_settings(loose))
+    assert len(runs) == 6 and all(r["precondition"] is True for r in runs.values())
+    r = runs[f"{cid}/seed=0/cls"]
+    steps = reduced["step"].values
+    win = (steps > 20) & (steps <= 90)
+    assert r["max_divergence"] == pytest.approx(np.nanmax(reduced["divergence"][0, 0, win]))
+    # the verdict follows the measured numbers against the stated tolerance
+    div = max(x["max_divergence"] for x in runs.values())
+    for tol, want in ((div * 0.5, None), (1e3, C.PASS)):
+        claims = C.evaluate_claims(study, None, None, dict(loose, reduction_tol=tol), reductions)
+        claim = claims[-1]
+        assert claim["id"] == "relu_reduction" and "max relative divergence" in claim["evidence"]
+        tracked = [
+            x["max_divergence"] <= tol and x["max_test_ce_gap"] <= tol for x in runs.values()
+        ]
+        assert claim["verdict"] == (want or (C.PASS if np.mean(tracked) > 0.5 else C.FAIL))
+    # the precondition cannot be measured without weight snapshots: nothing is scored
+    bare = trained.drop_vars([v for v in trained.variables if str(v).startswith("snap_")])
+    bare = bare.drop_vars("checkpoint_step")
+    claim = C.evaluate_claims({cid: bare}, None, None, loose, reductions)[-1]
+    assert claim["verdict"] == C.INCONCLUSIVE and "6 reported but not scored" in claim["evidence"]
+    # without the stage the claim is not listed
+    assert all(c["id"] != "relu_reduction" for c in C.evaluate_claims(study, None, None))
 
 
 def test_replay_that_misses_a_snapshot_stops_with_the_step_and_block(modular, trained):
