@@ -163,3 +163,28 @@ def test_replay_that_misses_a_snapshot_stops_with_the_step_and_block(modular, tr
 def test_no_usable_clock_is_a_clear_error(modular, trained):
     with pytest.raises(ValueError, match="nothing to reduce"):
         reduce_cell(CELL, modular, trained, np.full(3, np.nan), np.full(3, 80.0))
+
+
+def test_stage_writes_both_trajectories_from_the_clocks_table(modular, trained, tmp_path):
+    import xarray as xr
+
+    from twoclocks.train.frozen_gates import run_stage
+
+    store = tmp_path / "trajectory.zarr"
+    trained.to_zarr(store)
+    rows = [(s, "cls", 1e-3, 20.0 + 5 * s, False) for s in range(3)]
+    rows += [(s, "gen_acc", 0.99, 60.0, s == 2) for s in range(3)]  # seed 2 never generalised
+    clocks = pd.DataFrame(rows, columns=["seed", "clock", "level", "step", "censored"])
+    clocks.to_parquet(tmp_path / "clocks.parquet")
+    out_path = tmp_path / "reduce.zarr"
+    run_stage(store, tmp_path / "clocks.parquet", out_path, {"reduction": True}, None)
+    out = xr.open_zarr(out_path).load()
+    assert out["t0"].values.tolist() == [[20, 25, -1], [40, 42, -1]]  # 42.5 rounds to even
+    assert np.isfinite(out["divergence"].values[:, :2, -1]).all()
+    assert np.isnan(out["divergence"].values[:, 2]).all()
+    claim = C.evaluate_claims({CELL["cell_id"]: trained}, None, None, None, {"c": out})[-1]
+    assert claim["id"] == "relu_reduction" and claim["verdict"] == C.INCONCLUSIVE
+    # a cell where no member has both clocks: a store with the reason, no trajectories
+    clocks.assign(censored=True).to_parquet(tmp_path / "none.parquet")
+    empty = run_stage(store, tmp_path / "none.parquet", tmp_path / "none.zarr")
+    assert "nothing to reduce" in empty.attrs["note"] and "divergence" not in empty

@@ -1052,6 +1052,8 @@ def reduction_runs(reductions: Mapping[str, xr.Dataset], study, s: dict) -> dict
     trajectories = {cid: ds for cid, ds in _relu_runs(study)} if study is not None else {}
     out: dict[str, dict] = {}
     for cid, red in sorted(reductions.items()):
+        if "divergence" not in red:  # no member had both clocks (the store's note says why)
+            continue
         seeds = [int(x) for x in red["seed"].to_numpy()]
         t_cls, t_gen = red["t_cls"].to_numpy(), red["t_gen"].to_numpy()
         held: list[bool | None] = [None] * len(seeds)

@@ -35,7 +35,7 @@ from twoclocks.train import metrics as tm
 from twoclocks.train.models import forward
 from twoclocks.train.optim import make_optimizer
 
-__all__ = ["ANCHORS", "anchor_steps", "clock_times", "reduce_cell"]
+__all__ = ["ANCHORS", "anchor_steps", "clock_times", "reduce_cell", "run_stage"]
 
 ANCHORS = ("cls", "mid")
 
@@ -277,3 +277,57 @@ def _check_store(real, store: xr.Dataset, k: int, t: int) -> None:
                 f"{bad:.3g}): the replay is not bitwise the original (different device, torch "
                 "build or params?); the reduction needs the exact state"
             )
+
+
+def run_stage(
+    store_path, clocks_path, out_path, analysis: dict | None = None, claims: dict | None = None
+) -> xr.Dataset:
+    """The DAG stage ``reduce`` of one ReLU cell: read its trajectory store and clocks table,
+    run `reduce_cell` on the CPU (the replay must be bitwise the stored run) and write the
+    result to ``out_path`` (zarr). T_cls at the analysis ``eps_star``, T_gen the ``gen_acc``
+    clock at the claims ``gen_acc_level``. A cell where no member has both clocks gets a store
+    with its clock times, ``t0`` = -1 and the reason in ``attrs["note"]`` (no trajectories), so
+    a cell that did not grok does not stop the pipeline."""
+    import json
+
+    from twoclocks.analyze.claims import resolve_claim_settings
+    from twoclocks.analyze.clocks import resolve_settings
+    from twoclocks.data.io import build_dataset, data_params
+    from twoclocks.train import store as ts
+
+    a, c = resolve_settings(analysis), resolve_claim_settings(claims)
+    store = ts.open_trajectory(store_path).load()
+    params = json.loads(store.attrs["cell"])
+    if params.get("model") != "relu_embed":
+        raise ValueError(f"the reduction needs a relu_embed cell, not {params.get('model')!r}")
+    seeds = [int(s) for s in store["seed"].values]
+    t_cls, t_gen = clock_times(
+        pd.read_parquet(clocks_path), seeds, a["eps_star"], c["gen_acc_level"]
+    )
+    params = dict(params, device="cpu")
+    try:
+        out = reduce_cell(
+            params,
+            build_dataset(data_params(params)),
+            store,
+            t_cls,
+            t_gen,
+            margin=float(a["reduction_margin"]),
+        )
+    except ValueError as err:
+        if "nothing to reduce" not in str(err):
+            raise
+        t0, horizon = anchor_steps(t_cls, t_gen, int(params["steps"]))
+        out = xr.Dataset(
+            {
+                "t0": (("anchor", "seed"), t0),
+                "horizon": (("seed",), horizon),
+                "t_cls": (("seed",), t_cls),
+                "t_gen": (("seed",), t_gen),
+            },
+            coords={"anchor": np.array(ANCHORS, dtype=object), "seed": seeds},
+            attrs={"cell_id": str(params.get("cell_id", "?")), "note": str(err)},
+        )
+    out.attrs.update(eps_star=float(a["eps_star"]), gen_acc_level=float(c["gen_acc_level"]))
+    out.to_zarr(out_path, mode="w")
+    return out
