@@ -19,5 +19,10 @@ build_report(
     index_path=sm.output.index,
     figures_dir=sm.output.figures,
     benchmarks_dir=sm.params.benchmarks_dir,
+    reductions=(
+        dict(zip(sm.params.reduce_ids, sm.input.reductions, strict=True))
+        if sm.params.config["analysis"].get("reduction", False)
+        else None
+    ),
 )
 log.info("report written to %s", sm.output.index)

@@ -7,6 +7,7 @@ rule report:
         fits_json=f"{RESULTS}/fits.json",
         stores=trajectories("store"),
         manifests=trajectories("manifest"),
+        reductions=[f"{RESULTS}/runs/{cid}/reduce.zarr" for cid in REDUCE_IDS],
     output:
         claims=f"{RESULTS}/claims.json",
         index=report(
@@ -28,6 +29,7 @@ rule report:
     params:
         config=STUDY.config,
         cell_ids=CELL_IDS,
+        reduce_ids=REDUCE_IDS,
         benchmarks_dir=f"{RESULTS}/benchmarks",
     script:
         "../../scripts/make_report.py"

@@ -59,6 +59,12 @@ DEFAULTS: dict[str, Any] = {
     "dln_min_ratio": 5.0,  # median T_rep(dln_eta) / T_cls(eps_star) at or above -> slow clock
     "dln_sv_min_rho": 0.8,  # Spearman rho(sv rank, late shrink rate) at or above -> ordered
     "late_fraction": 0.25,  # small_sv_shrink_faster: "late" = the last 25 % of logged steps
+    # relu_reduction (issue 14, docs/science.md 3): over [t0, T_gen] the frozen-gate run's
+    # weights stay within 10 % of how far the real run moved them since t0
+    # (||theta_b - theta_a|| / ||theta_a - theta(t0)||) and its test CE (its parameters in the
+    # real network) within 10 % of the real one: the linear model then describes the plateau
+    # to one significant figure, the precision of every other reading of the paper here
+    "reduction_tol": 0.1,
 }
 # module names the figures use
 CLS_EPS = DEFAULTS["cls_eps"]
@@ -1037,17 +1043,117 @@ def _claim_dln_rep_law(fits, clocks, cells, s) -> dict:
     return _claim("dln_rep_law", text, verdict, ev, fits=details)
 
 
+def reduction_runs(reductions: Mapping[str, xr.Dataset], study, s: dict) -> dict[str, dict]:
+    """Per (cell, seed, anchor) of the frozen-gate stage (`train.frozen_gates.reduce_cell`):
+    the maxima over the plateau (t0, T_gen] of the relative divergence and of the relative
+    test- and train-CE gaps |CE_frozen - CE_real| / CE_real, and whether the gate
+    precondition held there (`gate_drift` on the weight snapshots of [T_cls, T_gen], both
+    drifts <= ``gate_drift_max``; ``precondition`` None when it cannot be measured)."""
+    trajectories = {cid: ds for cid, ds in _relu_runs(study)} if study is not None else {}
+    out: dict[str, dict] = {}
+    for cid, red in sorted(reductions.items()):
+        if "divergence" not in red:  # no member had both clocks (the store's note says why)
+            continue
+        seeds = [int(x) for x in red["seed"].to_numpy()]
+        t_cls, t_gen = red["t_cls"].to_numpy(), red["t_gen"].to_numpy()
+        held: list[bool | None] = [None] * len(seeds)
+        ds = trajectories.get(cid)
+        if ds is not None and "checkpoint_step" in ds:
+            try:
+                recs = gate_drift(*snapshot_gates(ds), t_cls, t_gen)
+                for i, rec in enumerate(recs):
+                    if rec["n_snapshots"] >= 2:
+                        held[i] = bool(
+                            max(rec["max_drift"], rec["max_weighted"]) <= s["gate_drift_max"]
+                        )
+            except (ValueError, RuntimeError):
+                pass
+        steps = red["step"].to_numpy()
+        real_test = red["real_test_loss"].to_numpy()
+        real_train = red["real_train_loss"].to_numpy()
+        for k, anchor in enumerate(red["anchor"].to_numpy()):
+            for i, seed in enumerate(seeds):
+                t0 = int(red["t0"].to_numpy()[k, i])
+                if t0 < 0:
+                    continue
+                win = (steps > t0) & (steps <= t_gen[i])
+                if not win.any():
+                    continue
+                out[f"{cid}/seed={seed}/{anchor}"] = {
+                    "t0": t0,
+                    "t_gen": float(t_gen[i]),
+                    "max_divergence": float(np.nanmax(red["divergence"].to_numpy()[k, i, win])),
+                    "max_test_ce_gap": _max_rel_gap(
+                        red["frozen_test_loss"].to_numpy()[k, i, win], real_test[i, win]
+                    ),
+                    "max_train_ce_gap": _max_rel_gap(
+                        red["frozen_train_loss"].to_numpy()[k, i, win], real_train[i, win]
+                    ),
+                    "precondition": held[i],
+                }
+    return out
+
+
+def _max_rel_gap(frozen: np.ndarray, real: np.ndarray) -> float:
+    return float(np.nanmax(np.abs(frozen - real) / real))
+
+
+def _claim_reduction(reductions, study, s) -> dict:
+    text = (
+        "Where the training-set gates stay fixed, the ReLU network reduces to a linear model in "
+        "the active coordinates (Prop. 4.1): trained from the same state at t0 in {T_cls, "
+        "mid-plateau} with its gates frozen, it tracks the real network through the plateau."
+    )
+    runs = reduction_runs(reductions, study, s)
+    tol = s["reduction_tol"]
+    for r in runs.values():
+        r["tracks"] = bool(r["max_divergence"] <= tol and r["max_test_ce_gap"] <= tol)
+    scored = {k: r for k, r in runs.items() if r["precondition"]}
+    unscored = len(runs) - len(scored)
+    if len(scored) < s["min_runs"]:
+        why = (
+            f"{len(scored)} (run, t0) pairs where the gate precondition held on [T_cls, T_gen] "
+            f"(gate drift <= {s['gate_drift_max']:g} with >= 2 weight snapshots); {unscored} "
+            "reported but not scored"
+        )
+        if runs:
+            why += "; " + _reduction_summary(runs, "all pairs")
+        return _claim("relu_reduction", text, INCONCLUSIVE, why, runs=runs)
+    tracked = np.array([r["tracks"] for r in scored.values()])
+    verdict = PASS if tracked.mean() > 0.5 else FAIL
+    ev = (
+        f"tracked (divergence and test-CE gap <= {tol:g} up to T_gen) in "
+        f"{int(tracked.sum())}/{tracked.size} scored (run, t0) pairs; "
+        + _reduction_summary(scored, "scored")
+        + f"; {unscored} pairs without the gate precondition not scored"
+    )
+    return _claim("relu_reduction", text, verdict, ev, runs=runs)
+
+
+def _reduction_summary(runs: Mapping[str, dict], what: str) -> str:
+    div = np.array([r["max_divergence"] for r in runs.values()])
+    te = np.array([r["max_test_ce_gap"] for r in runs.values()])
+    tr = np.array([r["max_train_ce_gap"] for r in runs.values()])
+    return (
+        f"{what}: max relative divergence ||theta_frozen - theta_real|| / ||theta_real - "
+        f"theta(t0)|| median {np.median(div):.3g} (range {div.min():.3g}-{div.max():.3g}), max "
+        f"relative test-CE gap median {np.median(te):.3g}, train-CE gap median {np.median(tr):.3g}"
+    )
+
+
 def evaluate_claims(
     study_ds_or_trajectories: Any,
     clocks: pd.DataFrame,
     fits: dict | None,
     settings: dict | None = None,
+    reductions: Mapping[str, xr.Dataset] | None = None,
 ) -> list[dict]:
     """Evaluate the paper's checkable claims; each {id, claim, verdict, evidence, details}.
 
     `study_ds_or_trajectories`: anything `cell_datasets` accepts. `fits`: fits.json content
     (the only source of law fits). `settings`: the config's `claims:` section (DEFAULTS fill
-    missing keys; unknown keys raise).
+    missing keys; unknown keys raise). `reductions`: cell_id -> the frozen-gate stage's
+    output (`analysis.reduction` on); given, the `relu_reduction` claim is added.
     """
     s = resolve_claim_settings(settings)
     study = study_ds_or_trajectories
@@ -1055,7 +1161,7 @@ def evaluate_claims(
     cells = cell_table(study, clocks)
     if "model" not in cells:
         cells["model"] = "relu_embed"
-    return [
+    out = [
         _claim_separation(clocks, cells, s),
         _claim_weight_decay(clocks, cells, s),
         _claim_srank(study, clocks, cells, s),
@@ -1070,6 +1176,9 @@ def evaluate_claims(
         _claim_small_sv_shrink_faster(study, clocks, cells, s),
         _claim_dln_rep_law(fits, clocks, cells, s),
     ]
+    if reductions is not None:
+        out.append(_claim_reduction(reductions, study, s))
+    return out
 
 
 def claims_to_json(claims: list[dict] | dict) -> str:

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pandas as pd
+import xarray as xr
 
 from twoclocks import provenance
 from twoclocks.analyze.claims import claims_to_json, evaluate_claims
@@ -75,12 +76,14 @@ def build_report(
     index_path: str | Path,
     figures_dir: str | Path,
     benchmarks_dir: str | Path | None = None,
+    reductions: dict[str, str | Path] | None = None,
 ) -> Path:
     """Evaluate claims, render figures and write `index_path` (self-contained, offline).
 
     Reads only what it is given: the validated study `config` (defaults filled), the stores and
     manifests by cell id (in study order), the study's clocks table and fits summary, and the
-    folder of the jobs' Snakemake benchmark files.
+    folder of the jobs' Snakemake benchmark files. ``reductions`` (cell id -> the frozen-gate
+    stage's zarr, `analysis.reduction` on) adds the ``relu_reduction`` claim; None leaves it out.
     """
     figures_dir = Path(figures_dir)
     for cid, path in stores.items():  # before any work: a damaged store stops here, named
@@ -88,7 +91,10 @@ def build_report(
     trajectories = {cid: open_trajectory(path) for cid, path in stores.items()}
     clocks = read_table(clocks_path)
     fits = read_json(fits_path)
-    claims = evaluate_claims(trajectories, clocks, fits, config.get("claims"))
+    reduced = None
+    if reductions is not None:
+        reduced = {cid: xr.open_zarr(path).load() for cid, path in reductions.items()}
+    claims = evaluate_claims(trajectories, clocks, fits, config.get("claims"), reduced)
     record = {
         "study": config["study"],
         "provenance": provenance.collect(),

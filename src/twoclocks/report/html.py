@@ -264,6 +264,14 @@ def claim_rules(settings: Mapping[str, Any] | None = None) -> dict[str, str]:
         f"{s['late_fraction']:.0%} of steps) >= {s['dln_sv_min_rho']:g}",
         "dln_rep_law": "PASS if the law selection chooses the log law for rep_spurious in more "
         "than half of the lazy cells with an ok fit (exponential tail; docs/science.md 6)",
+        "relu_reduction": "Only with analysis.reduction on. From the exact training state at "
+        "t0 in {T_cls(eps_star), mid-plateau} the network is trained on with its training-set "
+        "gates frozen (the linear model in the active coordinates, Prop. 4.1). A (run, t0) "
+        f"pair tracks when over (t0, T_gen] the relative divergence ||theta_frozen - "
+        f"theta_real|| / ||theta_real - theta(t0)|| and the relative test-CE gap stay <= "
+        f"{s['reduction_tol']:g}; only pairs whose gates drift by at most "
+        f"{s['gate_drift_max']:g} on [T_cls, T_gen] are scored; PASS if more than half of them "
+        "track, else FAIL",
     }
 
 

@@ -10,6 +10,7 @@ map, the hidden-activation matrix and the logit matrix).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,9 @@ from twoclocks.train.models.base import (
     uniform,
 )
 
-__all__ = ["ReluEmbedNet", "ReluEmbedSpec"]
+__all__ = ["GateFn", "ReluEmbedNet", "ReluEmbedSpec"]
+
+GateFn = Callable[[int, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,12 @@ class ReluEmbedSpec(ModelSpec):
         out["U"] = uniform(gen, (self.num_classes, d_in), linear_bound(d_in))
         return {k: v * scale for k, v in out.items()}
 
-    def forward(self, params: dict[str, Tensor], x: Tensor) -> Forward:
-        """``x``: int64 (n, 2) token pairs."""
+    def forward(self, params: dict[str, Tensor], x: Tensor, gate: GateFn | None = None) -> Forward:
+        """``x``: int64 (n, 2) token pairs. ``gate(k, pre)``, if given, returns the 0/1 mask (same
+        shape and dtype as ``pre``) that replaces ReLU's indicator ``pre > 0`` in hidden layer
+        ``k``: ``h = pre * mask`` (the frozen-gate reduction, `train.frozen_gates`). Without it
+        the forward is ``torch.relu`` as always; with ``mask = (pre > 0)`` both are bitwise
+        equal, gradients included."""
         e, w1 = params["E"], params["W1"]
         m, p = e.shape[0], e.shape[1]
         ia, ib = x[:, 0], x[:, 1]
@@ -131,7 +138,7 @@ class ReluEmbedSpec(ModelSpec):
             if self.bias:
                 a = a + params[f"b{k}"][:, None, :]
             pre.append(a)
-            h = torch.relu(a)
+            h = torch.relu(a) if gate is None else a * gate(k, a)
         return Forward(logits=member_linear(h, params["U"]), z_fn=z_fn, pre=pre, h=h)
 
     def end_to_end_factors(self, params: dict[str, Tensor]) -> list[Tensor]:

@@ -1,0 +1,190 @@
+"""Frozen-gate reduction (train/frozen_gates.py): the masked forward, the exact replay, the fork."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY_RELU_CELL
+
+from twoclocks.analyze import claims as C
+from twoclocks.data.modular import make_modular
+from twoclocks.train import store as ts
+from twoclocks.train.engine import member_losses, train_cell
+from twoclocks.train.frozen_gates import anchor_steps, clock_times, reduce_cell
+from twoclocks.train.models import init_params, model_spec
+
+CELL = dict(TINY_RELU_CELL, snapshot_count=30)  # several snapshots on the plateau
+
+
+@pytest.fixture(scope="module")
+def modular():
+    return make_modular(op="add", modulus=13, train_fraction=0.5, split="unordered", split_seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(modular, tmp_path_factory):
+    path = tmp_path_factory.mktemp("run") / "trajectory.zarr"
+    return ts.open_trajectory(train_cell(CELL, modular, path)).load()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_mask_equal_to_the_live_pattern_gives_the_real_forward_and_gradients(modular, layers):
+    cell = dict(CELL, hidden_layers=layers)
+    spec = model_spec(cell, dict(modular.attrs))
+    x = torch.as_tensor(modular["x_train"].values)
+    y = torch.as_tensor(modular["y_train"].values)
+    outs = []
+    for gate in (None, lambda k, pre: (pre > 0).to(pre.dtype)):
+        p = {k: v.requires_grad_(True) for k, v in init_params(spec, [0, 1]).items()}
+        fwd = spec.forward(p, x, gate=gate)
+        member_losses(fwd.logits, y).sum().backward()
+        outs.append((fwd.logits.detach(), {k: v.grad for k, v in p.items()}))
+    assert torch.equal(outs[0][0], outs[1][0])
+    for k, g in outs[0][1].items():
+        assert torch.equal(g, outs[1][1][k]), k
+
+
+def test_frozen_mask_makes_the_layer_linear_in_the_active_coordinates(modular):
+    spec = model_spec(CELL, dict(modular.attrs))
+    x = torch.as_tensor(modular["x_train"].values)
+    p = init_params(spec, [0])
+    mask = (
+        torch.rand(1, x.shape[0], spec.hidden_width, generator=torch.Generator().manual_seed(0))
+        > 0.5
+    ).float()
+    fwd = spec.forward(p, x, gate=lambda k, pre: mask)
+    z = p["E"][0][x[:, 0]] + p["E"][0][x[:, 1]]
+    pre = z @ p["W1"][0].T + p["b1"][0]
+    want = (pre * mask[0]) @ p["U"][0].T
+    torch.testing.assert_close(fwd.logits[0], want, rtol=1e-5, atol=1e-5)
+    # some masked-on units have negative pre-activations: the map is not the ReLU network
+    assert bool(((pre < 0) & (mask[0] > 0)).any())
+
+
+def test_anchor_steps_and_clock_times():
+    t0, hz = anchor_steps(np.array([10.2, np.nan, 50.0]), np.array([30.0, 40.0, 40.0]), 100)
+    assert t0.tolist() == [[11, -1, -1], [20, -1, -1]]
+    assert hz.tolist() == [35, -1, -1]
+    assert anchor_steps(np.array([10.0]), np.array([95.0]), 100)[1].tolist() == [100]
+    clocks = pd.DataFrame(
+        {
+            "seed": [0, 1, 0, 1, 0],
+            "clock": ["cls", "cls", "gen_acc", "gen_acc", "cls"],
+            "level": [1e-3, 1e-3, 0.99, 0.99, 1e-2],
+            "step": [12.5, 14.0, 40.0, 200.0, 5.0],
+            "censored": [False, False, False, True, False],
+        }
+    )
+    t_cls, t_gen = clock_times(clocks, [0, 1], 1e-3, 0.99)
+    assert t_cls.tolist() == [12.5, 14.0]
+    assert t_gen[0] == 40.0 and np.isnan(t_gen[1])
+
+
+def test_reduction_replays_the_run_bitwise_and_forks_at_t0(modular, trained, tmp_path):
+    t_cls, t_gen = np.array([20.0, 30.0, np.nan]), np.array([80.0, 90.0, 100.0])
+    out = reduce_cell(CELL, modular, trained, t_cls, t_gen)
+    steps = out["step"].values
+    assert steps[-1] == out["horizon"].max() == 105
+    # (a) the real branch is the original run, bitwise (metrics as the engine logs them)
+    logged = np.isin(steps, trained["step"].values)
+    assert logged[:-1].all() and not logged[-1]  # the store's log steps, then the horizon
+    store = trained.sel(step=steps[logged])
+    for name in ("train_loss", "test_loss", "train_acc", "test_acc"):
+        np.testing.assert_array_equal(out[f"real_{name}"].values[:, logged], store[name].values)
+    t0 = out["t0"].values
+    assert t0.tolist() == [[20, 30, -1], [50, 60, -1]]
+    for k in range(2):
+        for i in range(2):
+            before, at = steps < t0[k, i], steps == t0[k, i]
+            assert np.isnan(out["frozen_test_loss"].values[k, i, before]).all()
+            # at t0 the fork has the real state: same numbers
+            for name in ("train_loss", "test_loss", "train_acc", "test_acc"):
+                np.testing.assert_array_equal(
+                    out[f"frozen_{name}"].values[k, i, at], out[f"real_{name}"].values[i, at]
+                )
+            div = out["divergence"].values[k, i, steps > t0[k, i]]
+            assert np.isfinite(div).all() and (div > 0).all()
+        # a member without anchors is never frozen and gets no frozen numbers
+        assert np.isnan(out["frozen_train_loss"].values[k, 2]).all()
+    # the frozen model's training loss is the linear model's: after t0 it differs from the
+    # same parameters in the real network
+    late = steps > t0[0, 0]
+    assert not np.array_equal(
+        out["frozen_train_loss"].values[0, 0, late],
+        out["frozen_train_loss_real"].values[0, 0, late],
+    )
+    out.to_zarr(tmp_path / "reduce.zarr")
+
+
+@pytest.fixture(scope="module")
+def reduced(modular, trained):
+    return reduce_cell(CELL, modular, trained, np.array([20.0, 30.0, 25.0]), np.full(3, 90.0))
+
+
+def test_relu_reduction_claim_scores_only_where_the_gate_precondition_holds(trained, reduced):
+    cid = CELL["cell_id"]
+    study, reductions = {cid: trained}, {cid: reduced}
+    loose = {"gate_drift_max": 1.0}  # every measured drift passes: the verdict follows the runs
+    runs = C.reduction_runs(reductions, study, C.resolve_claim_settings(loose))
+    assert len(runs) == 6 and all(r["precondition"] is True for r in runs.values())
+    r = runs[f"{cid}/seed=0/cls"]
+    steps = reduced["step"].values
+    win = (steps > 20) & (steps <= 90)
+    assert r["max_divergence"] == pytest.approx(np.nanmax(reduced["divergence"][0, 0, win]))
+    # the verdict follows the measured numbers against the stated tolerance
+    div = max(x["max_divergence"] for x in runs.values())
+    for tol, want in ((div * 0.5, None), (1e3, C.PASS)):
+        claims = C.evaluate_claims(study, None, None, dict(loose, reduction_tol=tol), reductions)
+        claim = claims[-1]
+        assert claim["id"] == "relu_reduction" and "max relative divergence" in claim["evidence"]
+        tracked = [
+            x["max_divergence"] <= tol and x["max_test_ce_gap"] <= tol for x in runs.values()
+        ]
+        assert claim["verdict"] == (want or (C.PASS if np.mean(tracked) > 0.5 else C.FAIL))
+    # the precondition cannot be measured without weight snapshots: nothing is scored
+    bare = trained.drop_vars([v for v in trained.variables if str(v).startswith("snap_")])
+    bare = bare.drop_vars("checkpoint_step")
+    claim = C.evaluate_claims({cid: bare}, None, None, loose, reductions)[-1]
+    assert claim["verdict"] == C.INCONCLUSIVE and "6 reported but not scored" in claim["evidence"]
+    # without the stage the claim is not listed
+    assert all(c["id"] != "relu_reduction" for c in C.evaluate_claims(study, None, None))
+
+
+def test_replay_that_misses_a_snapshot_stops_with_the_step_and_block(modular, trained):
+    bad = trained.copy(deep=True)
+    bad["snap_W1"][dict(checkpoint=2)] = bad["snap_W1"][dict(checkpoint=2)] + 1e-7
+    step = int(bad["checkpoint_step"].values[2])
+    with pytest.raises(RuntimeError, match=f"step {step}, block W1"):
+        reduce_cell(CELL, modular, bad, np.array([20.0] * 3), np.array([80.0] * 3))
+
+
+def test_no_usable_clock_is_a_clear_error(modular, trained):
+    with pytest.raises(ValueError, match="nothing to reduce"):
+        reduce_cell(CELL, modular, trained, np.full(3, np.nan), np.full(3, 80.0))
+
+
+def test_stage_writes_both_trajectories_from_the_clocks_table(modular, trained, tmp_path):
+    import xarray as xr
+
+    from twoclocks.train.frozen_gates import run_stage
+
+    store = tmp_path / "trajectory.zarr"
+    trained.to_zarr(store)
+    rows = [(s, "cls", 1e-3, 20.0 + 5 * s, False) for s in range(3)]
+    rows += [(s, "gen_acc", 0.99, 60.0, s == 2) for s in range(3)]  # seed 2 never generalised
+    clocks = pd.DataFrame(rows, columns=["seed", "clock", "level", "step", "censored"])
+    clocks.to_parquet(tmp_path / "clocks.parquet")
+    out_path = tmp_path / "reduce.zarr"
+    run_stage(store, tmp_path / "clocks.parquet", out_path, {"reduction": True}, None)
+    out = xr.open_zarr(out_path).load()
+    assert out["t0"].values.tolist() == [[20, 25, -1], [40, 42, -1]]  # 42.5 rounds to even
+    assert np.isfinite(out["divergence"].values[:, :2, -1]).all()
+    assert np.isnan(out["divergence"].values[:, 2]).all()
+    claim = C.evaluate_claims({CELL["cell_id"]: trained}, None, None, None, {"c": out})[-1]
+    assert claim["id"] == "relu_reduction" and claim["verdict"] == C.INCONCLUSIVE
+    # a cell where no member has both clocks: a store with the reason, no trajectories
+    clocks.assign(censored=True).to_parquet(tmp_path / "none.parquet")
+    empty = run_stage(store, tmp_path / "none.parquet", tmp_path / "none.zarr")
+    assert "nothing to reduce" in empty.attrs["note"] and "divergence" not in empty
