@@ -22,15 +22,13 @@ import jsonschema
 import yaml
 
 from twoclocks.data.modular import is_prime
+from twoclocks.data.tasks import TASKS
 from twoclocks.provenance import digest
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
-# Which cell keys apply to which task / model; everything else is common.
-TASK_KEYS = {
-    "modular": ("op", "modulus", "train_fraction", "split", "split_seed"),
-    "teacher": ("input_dim", "num_classes", "teacher_rank", "train_size", "test_size", "data_seed"),
-}
+# Which cell keys apply to which task / model; everything else is common. The tasks own theirs
+# (`data.tasks.TASKS`: the keys that make the dataset, then task-only keys such as fourier_keep).
 # Per model: its cell keys, and the models that need token inputs. The model classes own these
 # (`train.models`, `config_keys`, `token_inputs_only`); config stays torch-free, so they are
 # repeated here and tests/test_registry.py checks both against the registry.
@@ -44,7 +42,6 @@ OMITTED_AT_DEFAULT = {"init_scheme": "uniform", "layer_init_scales": None}
 TOKEN_ONLY_MODELS = ("relu_embed",)
 OPTIMIZER_KEYS = {"adamw": ("betas", "adam_eps"), "sgd": ("momentum",)}
 COMMON_KEYS = ("task", "model", "optimizer", "lr", "weight_decay", "steps", "init_scale", "dtype")
-MODULAR_ONLY_KEYS = ("fourier_keep",)
 
 # Short names used in readable cell ids.
 ABBREVIATIONS = {
@@ -452,24 +449,14 @@ def _format_value(v: Any) -> str:
 
 
 def _relevant_keys(p: dict) -> tuple[str, ...]:
-    keys = COMMON_KEYS + TASK_KEYS[p["task"]] + MODEL_KEYS[p["model"]]
-    keys += OPTIMIZER_KEYS[p["optimizer"]]
-    if p["task"] == "modular":
-        keys += MODULAR_ONLY_KEYS
-    return keys
+    t = TASKS[p["task"]]
+    keys = COMMON_KEYS + t.config_keys + MODEL_KEYS[p["model"]]
+    return keys + OPTIMIZER_KEYS[p["optimizer"]] + t.extra_keys
 
 
 def dataset_id(p: dict) -> str:
-    """A readable, unique name for the dataset a cell trains on."""
-    if p["task"] == "modular":
-        return (
-            f"modular_{p['op']}_p{p['modulus']}_frac{_format_value(p['train_fraction'])}"
-            f"_{p['split']}_s{p['split_seed']}"
-        )
-    return (
-        f"teacher_d{p['input_dim']}_c{p['num_classes']}_r{p['teacher_rank']}"
-        f"_n{p['train_size']}-{p['test_size']}_s{p['data_seed']}"
-    )
+    """A readable, unique name for the dataset a cell trains on (its task's ``dataset_id``)."""
+    return TASKS[p["task"]].dataset_id(p)
 
 
 def cell_hash(params: dict) -> str:

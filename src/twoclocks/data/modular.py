@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from twoclocks.data.tasks import Task, register
+
 OPS = ("add", "sub", "mul", "div")
 
 
@@ -99,3 +101,27 @@ def make_modular(
             "transpose_leak_fraction": transpose_leak_fraction(x_train, x_test),
         },
     )
+
+
+def _format_fraction(v: float) -> str:
+    return repr(float(v)) if isinstance(v, float) else str(v)
+
+
+def modular_dataset_id(p: dict) -> str:
+    """Readable dataset id of a modular cell, e.g. ``modular_add_p97_frac0.3_ordered_s0``."""
+    return (
+        f"modular_{p['op']}_p{p['modulus']}_frac{_format_fraction(p['train_fraction'])}"
+        f"_{p['split']}_s{p['split_seed']}"
+    )
+
+
+TASK = register(
+    Task(
+        name="modular",
+        config_keys=("op", "modulus", "train_fraction", "split", "split_seed"),
+        input_kind="tokens",
+        make=make_modular,
+        dataset_id=modular_dataset_id,
+        extra_keys=("fourier_keep",),
+    )
+)
