@@ -24,9 +24,10 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS, is_deep_linear
+from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS, is_deep_linear, model_kind
 from twoclocks.analyze.gates import gate_drift, snapshot_gates
 from twoclocks.config import ABBREVIATIONS
+from twoclocks.train.store import end_to_end_matrix
 
 # --- thresholds: defaults of the config's `claims:` section (workflow/schemas, same values) ------
 DEFAULTS: dict[str, Any] = {
@@ -99,6 +100,7 @@ def cell_datasets(study: Any) -> list[tuple[str, dict, xr.Dataset]]:
             items = [study]
         else:
             cells_attr = _json(study.attrs.get("cells"), {})
+            e2e = _json(study.attrs.get("end_to_end_matrices"), {})
             items = []
             for i in range(study.sizes[dim]):
                 ds = study.isel({dim: i})
@@ -111,6 +113,8 @@ def cell_datasets(study: Any) -> list[tuple[str, dict, xr.Dataset]]:
                 if params is None and "cell" in ds.coords:
                     params = _json(ds["cell"].values.item(), None)
                 ds.attrs = dict(ds.attrs, cell=json.dumps(params or {"cell_id": cid}))
+                if cid in e2e:  # the union matrix axis of a stacked study does not say
+                    ds.attrs["end_to_end_matrix"] = e2e[cid]
                 items.append(ds)
     elif isinstance(study, Mapping):
         items = []
@@ -144,10 +148,10 @@ def _json(value: Any, default: Any) -> Any:
 def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per cell: cell_id, model, weight_decay, depth, label (varying params, short)."""
     rows = {}
-    for cid, params, _ds in cell_datasets(study):
+    for cid, params, ds in cell_datasets(study):
         rows[cid] = {
             "cell_id": cid,
-            "model": "deep_linear" if is_deep_linear(params) else "relu_embed",
+            "model": model_kind(ds),
             **{k: v for k, v in params.items() if k not in _IDENTITY and _scalar(v)},
         }
     if clocks is not None and len(clocks):
@@ -158,7 +162,7 @@ def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
                 if c not in row and g[c].notna().any():
                     row[c] = g[c].dropna().iloc[0]
             if "model" not in row:
-                row["model"] = "deep_linear" if is_deep_linear(row) else "relu_embed"
+                row["model"] = model_kind(row)
     table = pd.DataFrame(list(rows.values()))
     if table.empty:
         return pd.DataFrame(columns=["cell_id", "model", "label"])
@@ -337,11 +341,10 @@ def _nanmedian(x: Any) -> float:
 
 
 def srank_matrix(ds: xr.Dataset) -> str | None:
-    """Matrix whose stable rank tracks the representation: UW (relu), A (deep linear), else E."""
-    if "srank" not in ds or "matrix" not in ds["srank"].dims:
+    """Matrix whose stable rank tracks the representation: the store's end-to-end map."""
+    if "srank" not in ds or "matrix" not in ds["srank"].dims or not ds.sizes["matrix"]:
         return None
-    names = [str(m) for m in ds["matrix"].values]
-    return next((m for m in ("UW", "A", "E") if m in names), names[0] if names else None)
+    return end_to_end_matrix(ds)
 
 
 def fourier_concentration(snap: np.ndarray, modulus: int, keep: int = FOURIER_KEEP) -> float:
