@@ -27,6 +27,7 @@ from scipy import stats
 from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS, is_deep_linear, model_kind
 from twoclocks.analyze.gates import gate_drift, snapshot_gates
 from twoclocks.config import ABBREVIATIONS
+from twoclocks.provenance import json_safe
 from twoclocks.train.store import end_to_end_matrix
 
 # --- thresholds: defaults of the config's `claims:` section (workflow/schemas, same values) ------
@@ -1077,18 +1078,4 @@ def evaluate_claims(
 
 def claims_to_json(claims: list[dict] | dict) -> str:
     """Deterministic JSON for claims.json (NaN/inf written as null); a list or a record."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, Mapping):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, (np.floating, float)):
-            return float(v) if np.isfinite(v) else None
-        if isinstance(v, np.integer):
-            return int(v)
-        if isinstance(v, np.bool_):
-            return bool(v)
-        return v
-
-    return json.dumps(clean(claims), indent=2, sort_keys=False) + "\n"
+    return json.dumps(json_safe(claims), indent=2, sort_keys=False, allow_nan=False) + "\n"
