@@ -203,6 +203,29 @@ def test_model_kind_and_end_to_end_matrix_come_from_the_store():
     np.testing.assert_allclose(structural_gaps(named, {})["rep_srank"][0], ds["srank"][..., 0])
 
 
+def test_claims_and_figures_select_cells_by_the_stores_model():
+    """A third model is named as itself in the cell table and is not counted as a relu cell."""
+    from twoclocks.analyze import claims
+    from twoclocks.report import figures
+
+    steps = np.arange(0, 101, 10)
+    loss = np.linspace(1, 0.1, len(steps))[None]
+
+    def named(ds: xr.Dataset, cid: str) -> xr.Dataset:
+        return ds.assign_attrs(cell=json.dumps(dict(json.loads(ds.attrs["cell"]), cell_id=cid)))
+
+    relu = named(synthetic_trajectory(loss, steps), "a")
+    toy = named(synthetic_trajectory(loss, steps, model="toy_tanh"), "b")
+    toy.attrs["model"] = "toy_tanh"
+    deep = named(synthetic_trajectory(loss, steps, model="deep_linear"), "c")
+    study = {"a": relu, "b": toy, "c": deep}
+    table = claims.cell_table(study).set_index("cell_id")["model"].to_dict()
+    assert table == {"a": "relu_embed", "b": "toy_tanh", "c": "deep_linear"}
+    assert [cid for cid, _ in claims._relu_runs(study)] == ["a"]
+    assert [c[0] for c in figures._relu(study)] == ["a"]
+    assert [c[0] for c in figures._deep(study)] == ["c"]
+
+
 def test_deep_linear_energy_uses_schatten():
     steps = np.arange(0, 101, 10)
     loss = np.linspace(1, 0.1, len(steps))[None]

@@ -24,7 +24,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS, is_deep_linear, model_kind
+from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS, model_kind
 from twoclocks.analyze.gates import gate_drift, snapshot_gates
 from twoclocks.config import ABBREVIATIONS
 from twoclocks.provenance import json_safe
@@ -152,9 +152,10 @@ def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
     for cid, params, ds in cell_datasets(study):
         rows[cid] = {
             "cell_id": cid,
-            "model": model_kind(ds),
+            "model": None,  # first column; the store's model, not a guess from params
             **{k: v for k, v in params.items() if k not in _IDENTITY and _scalar(v)},
         }
+        rows[cid]["model"] = model_kind(ds)
     if clocks is not None and len(clocks):
         axes = [c for c in clocks.columns if c not in _CLOCK_COLS]
         for cid, g in clocks.groupby("cell_id", sort=True):
@@ -385,7 +386,7 @@ def _combine(parts: list[tuple[str, str, str]]) -> tuple[str, str]:
 
 def _claim_separation(clocks, cells, s) -> dict:
     text = "Train CE reaches ~1e-6 long before the test loss drops (T_gen / T_cls > 2)."
-    relu = set(cells.loc[cells["model"] != "deep_linear", "cell_id"])
+    relu = set(cells.loc[cells["model"] == "relu_embed", "cell_id"])
     parts, details = [], {}
     for gclock, glevel in _gen_levels(s):
         df = separation_ratios(clocks, gclock, s["cls_eps"], glevel)
@@ -452,7 +453,7 @@ def _claim_weight_decay(clocks, cells, s) -> dict:
 def _wd_rank(clocks, cells, s, gclock: str, glevel: float | None):
     """Spearman rho(weight decay, median T_gen) per group of cells that differ only in weight
     decay, for one generalisation clock: (verdict, evidence, rhos, cell -> T_gen)."""
-    relu = cells[cells["model"] != "deep_linear"]
+    relu = cells[cells["model"] == "relu_embed"]
     t = clock_times(clocks, gclock, glevel)
     if t.empty:
         return INCONCLUSIVE, f"no {gclock} clock", [], {}
@@ -531,8 +532,8 @@ def _claim_srank(study, clocks, cells, s) -> dict:
     t_cls = clock_times(clocks, "cls", cls_level).set_index(["cell_id", "seed"])["step"]
     t_gen = clock_times(clocks, gclock, glevel).set_index(["cell_id", "seed"])["step"]
     drops, n_missing, cand = {}, 0, {}
-    for cid, params, ds in cell_datasets(study):
-        if is_deep_linear(params):
+    for cid, _params, ds in cell_datasets(study):
+        if model_kind(ds) != "relu_embed":
             continue
         series = srank_candidates(ds)
         for seed in ds["seed"].to_numpy():
@@ -657,8 +658,8 @@ def _claim_rep_law(fits, s) -> dict:
 
 
 def _relu_runs(study):
-    for cid, params, ds in cell_datasets(study):
-        if not is_deep_linear(params):
+    for cid, _params, ds in cell_datasets(study):
+        if model_kind(ds) == "relu_embed":
             yield cid, ds
 
 
