@@ -21,7 +21,6 @@ from typing import Any
 import jsonschema
 import yaml
 
-from twoclocks.data.modular import is_prime
 from twoclocks.data.tasks import TASKS
 from twoclocks.provenance import digest
 
@@ -58,7 +57,6 @@ ABBREVIATIONS = {
 # Axes that may be folded into one stacked job (per-member hyperparameters).
 STACKABLE = ("lr", "weight_decay", "init_scale")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._=/+-]+$")
-NON_COMMUTATIVE = ("sub", "div")
 
 
 class ConfigError(ValueError):
@@ -388,18 +386,6 @@ def _normalise_numbers(config: dict, schema: dict) -> dict:
     return config
 
 
-def split_sizes(p: dict) -> tuple[int, int]:
-    """(train, test) pair counts of a modular cell, without generating the data."""
-    n = p["modulus"] ** 2 if p["op"] in ("add", "sub") else (p["modulus"] - 1) ** 2
-    if p["split"] == "ordered":
-        train = round(p["train_fraction"] * n)
-        return train, n - train
-    r = p["modulus"] if p["op"] in ("add", "sub") else p["modulus"] - 1
-    groups = r * (r + 1) // 2
-    chosen = round(p["train_fraction"] * groups)
-    return (0, n) if chosen == 0 else ((n, 0) if chosen == groups else (chosen, n - chosen))
-
-
 def _value_errors(config: dict, schema: dict) -> list[str]:
     """Type/range-check every axis value against the cell schema; check level grids."""
     cell_props = schema["$defs"]["cell"]["properties"]
@@ -566,41 +552,12 @@ def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
                 f"remove one"
             )
         seen_hash[p["cell_hash"]] = c
-        if p["task"] == "modular":
-            n_train, n_test = split_sizes(p)
-            if min(n_train, n_test) == 0:
-                side = "train" if n_train == 0 else "test"
-                errors.append(
-                    f"cell {cid}: train_fraction = {p['train_fraction']} of the "
-                    f"{n_train + n_test} pairs of modulus {p['modulus']} leaves the {side} split "
-                    f"empty; use a larger modulus or a train_fraction further from 0 and 1"
-                )
-            if p["op"] in ("mul", "div") and not is_prime(p["modulus"]):
-                errors.append(
-                    f"cell {cid}: op {p['op']!r} with modulus = {p['modulus']} is not allowed; "
-                    f"mul/div need a prime modulus (e.g. 97, 113)"
-                )
-            if p.get("combine") == "sum" and p["op"] in NON_COMMUTATIVE:
-                errors.append(
-                    f"cell {cid}: combine = 'sum' makes (a, b) and (b, a) the same input but op "
-                    f"{p['op']!r} is not commutative; use combine: concat"
-                )
-            if p["model"] == "relu_embed" and p["fourier_keep"] > p["modulus"] // 2:
-                errors.append(
-                    f"cell {cid}: fourier_keep = {p['fourier_keep']} exceeds the "
-                    f"{p['modulus'] // 2} distinct frequencies of modulus {p['modulus']}"
-                )
-        else:
-            if p["teacher_rank"] > min(p["input_dim"], p["num_classes"]):
-                errors.append(
-                    f"cell {cid}: teacher_rank = {p['teacher_rank']} exceeds "
-                    f"min(input_dim, num_classes) = {min(p['input_dim'], p['num_classes'])}"
-                )
-            if p["model"] in TOKEN_ONLY_MODELS:
-                errors.append(
-                    f"cell {cid}: model {p['model']!r} needs token inputs (task: modular); "
-                    f"use model: deep_linear for the teacher task"
-                )
+        errors += [f"cell {cid}: {msg}" for msg in TASKS[p["task"]].check(p)]
+        if TASKS[p["task"]].input_kind != "tokens" and p["model"] in TOKEN_ONLY_MODELS:
+            errors.append(
+                f"cell {cid}: model {p['model']!r} needs token inputs (task: modular); "
+                f"use model: deep_linear for the teacher task"
+            )
         scales = p.get("layer_init_scales")
         if scales is not None and len(scales) != p["depth"]:
             errors.append(

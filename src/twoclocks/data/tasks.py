@@ -25,7 +25,8 @@ class Task:
     dataset's cache identity), ``extra_keys`` cell keys that apply only to this task but not to
     its data (e.g. the Fourier gap's ``fourier_keep``), ``input_kind`` ``"tokens"`` (x holds
     integer token pairs, the dataset has a ``vocab_size`` attr) or ``"dense"`` (x holds feature
-    vectors), ``dataset_id`` a readable unique name for the dataset of a resolved cell.
+    vectors), ``dataset_id`` a readable unique name for the dataset of a resolved cell,
+    ``check`` the problems of a resolved cell (messages without the cell id; config errors).
     """
 
     name: str
@@ -34,6 +35,7 @@ class Task:
     make: Callable[..., xr.Dataset]
     dataset_id: Callable[[dict], str]
     extra_keys: tuple[str, ...] = ()
+    check: Callable[[dict], list[str]] = lambda p: []
 
     def __post_init__(self):
         if self.input_kind not in ("tokens", "dense"):

@@ -56,6 +56,16 @@ def teacher_dataset_id(p: dict) -> str:
     )
 
 
+def check_teacher(p: dict) -> list[str]:
+    """What is wrong with a resolved teacher cell, before any data is made (config errors)."""
+    if p["teacher_rank"] > min(p["input_dim"], p["num_classes"]):
+        return [
+            f"teacher_rank = {p['teacher_rank']} exceeds "
+            f"min(input_dim, num_classes) = {min(p['input_dim'], p['num_classes'])}"
+        ]
+    return []
+
+
 TASK = register(
     Task(
         name="teacher",
@@ -70,5 +80,6 @@ TASK = register(
         input_kind="dense",
         make=make_teacher,
         dataset_id=teacher_dataset_id,
+        check=check_teacher,
     )
 )
