@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from twoclocks.analyze.clocks import (
     ce_floor,
     extract_clocks,
+    is_deep_linear,
+    model_kind,
     stable_crossing,
     structural_gaps,
 )
@@ -181,6 +183,47 @@ def test_gap_normalised_at_t_cls_against_its_asymptote():
     for eta in (0.5, 0.1, 0.01):
         assert rep.loc[eta, "step"] == pytest.approx(t_cls + 300 * np.log(1 / eta), rel=1e-3)
     assert not rep["pre_fit"].any() and rep["tail_law"].iloc[0] == "exp"
+
+
+def test_model_kind_and_end_to_end_matrix_come_from_the_store():
+    """The store's `model` / `end_to_end_matrix` attrs decide; params (and, for stores of other
+    code, `depth` without `embed_dim`) only when the store names neither."""
+    steps = np.arange(0, 101, 10)
+    loss = np.linspace(1, 0.1, len(steps))[None]
+    ds = synthetic_trajectory(loss, steps, srank=np.linspace(9, 2, len(steps))[None])
+    assert model_kind(ds) == "relu_embed" and not is_deep_linear(ds)
+    assert model_kind(ds.assign_attrs(model="toy_tanh")) == "toy_tanh"
+    assert model_kind({"depth": 2, "width": 4}) == "deep_linear"
+    assert model_kind({"depth": 2, "embed_dim": 4}) == "relu_embed"
+    # srank's default matrix is the store's end-to-end map, whatever its name.
+    two = xr.concat([ds["srank"], 2 * ds["srank"]], dim="matrix").assign_coords(matrix=["M", "W"])
+    ds2 = ds.drop_vars(["srank", "matrix"]).assign(srank=two)
+    np.testing.assert_allclose(structural_gaps(ds2, {})["rep_srank"][0], 2 * ds["srank"][..., 0])
+    named = ds2.assign_attrs(end_to_end_matrix="M")
+    np.testing.assert_allclose(structural_gaps(named, {})["rep_srank"][0], ds["srank"][..., 0])
+
+
+def test_claims_and_figures_select_cells_by_the_stores_model():
+    """A third model is named as itself in the cell table and is not counted as a relu cell."""
+    from twoclocks.analyze import claims
+    from twoclocks.report import figures
+
+    steps = np.arange(0, 101, 10)
+    loss = np.linspace(1, 0.1, len(steps))[None]
+
+    def named(ds: xr.Dataset, cid: str) -> xr.Dataset:
+        return ds.assign_attrs(cell=json.dumps(dict(json.loads(ds.attrs["cell"]), cell_id=cid)))
+
+    relu = named(synthetic_trajectory(loss, steps), "a")
+    toy = named(synthetic_trajectory(loss, steps, model="toy_tanh"), "b")
+    toy.attrs["model"] = "toy_tanh"
+    deep = named(synthetic_trajectory(loss, steps, model="deep_linear"), "c")
+    study = {"a": relu, "b": toy, "c": deep}
+    table = claims.cell_table(study).set_index("cell_id")["model"].to_dict()
+    assert table == {"a": "relu_embed", "b": "toy_tanh", "c": "deep_linear"}
+    assert [cid for cid, _ in claims._relu_runs(study)] == ["a"]
+    assert [c[0] for c in figures._relu(study)] == ["a"]
+    assert [c[0] for c in figures._deep(study)] == ["c"]
 
 
 def test_deep_linear_energy_uses_schatten():

@@ -80,6 +80,9 @@ def test_split_stores_record_axes_and_nested_ids_without_parsing(tmp_path, data)
     study = load_study(tmp_path / "study")
     assert json.loads(study.attrs["grid_axes"]) == ["weight_decay"]
     assert study.weight_decay.sel(cell="g/b/nested").item() == 1.0
+    e2e = {c: open_trajectory(p).attrs["end_to_end_matrix"] for c, p in paths.items()}
+    assert json.loads(study.attrs["end_to_end_matrices"]) == e2e
+    assert e2e == {"g/a": "UW", "g/b/nested": "UW"}
 
 
 def test_seed_status_names_the_divergence_step():

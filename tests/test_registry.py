@@ -230,3 +230,25 @@ def _layout_of(ds):
         metrics=metrics,
         snapshots=snaps,
     )
+
+
+def test_task_registry_matches_the_schema_and_owns_dataset_generation():
+    from twoclocks.data.io import build_dataset, data_params
+    from twoclocks.data.tasks import TASKS, task
+
+    assert set(TASKS) == set(_schema_enum("task"))
+    schema = config.load_schema()["$defs"]
+    props, axes = set(schema["cell"]["properties"]), set(schema["cell_key"]["enum"])
+    for t in TASKS.values():
+        assert set(t.config_keys + t.extra_keys) <= props & axes, t.name
+    with pytest.raises(ValueError, match=r"unknown task 'parity'.*modular, teacher"):
+        task("parity")
+    with pytest.raises(ValueError, match="registered tasks"):
+        build_dataset({"task": "parity"})
+    # Dispatch goes through the registry: the dataset of a cell is its task's generator output.
+    cell = config.load_config(REPO / "config" / "test.yaml").cells[0].params
+    spec = data_params(cell)
+    assert tuple(spec) == ("task", *task(cell["task"]).config_keys)
+    made = task(cell["task"]).make(**{k: v for k, v in spec.items() if k != "task"})
+    assert build_dataset(spec).identical(made)
+    assert cell["dataset_id"] == task(cell["task"]).dataset_id(cell)

@@ -21,16 +21,13 @@ from typing import Any
 import jsonschema
 import yaml
 
-from twoclocks.data.modular import is_prime
+from twoclocks.data.tasks import TASKS
 from twoclocks.provenance import digest
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
-# Which cell keys apply to which task / model; everything else is common.
-TASK_KEYS = {
-    "modular": ("op", "modulus", "train_fraction", "split", "split_seed"),
-    "teacher": ("input_dim", "num_classes", "teacher_rank", "train_size", "test_size", "data_seed"),
-}
+# Which cell keys apply to which task / model; everything else is common. The tasks own theirs
+# (`data.tasks.TASKS`: the keys that make the dataset, then task-only keys such as fourier_keep).
 # Per model: its cell keys, and the models that need token inputs. The model classes own these
 # (`train.models`, `config_keys`, `token_inputs_only`); config stays torch-free, so they are
 # repeated here and tests/test_registry.py checks both against the registry.
@@ -44,7 +41,6 @@ OMITTED_AT_DEFAULT = {"init_scheme": "uniform", "layer_init_scales": None}
 TOKEN_ONLY_MODELS = ("relu_embed",)
 OPTIMIZER_KEYS = {"adamw": ("betas", "adam_eps"), "sgd": ("momentum",)}
 COMMON_KEYS = ("task", "model", "optimizer", "lr", "weight_decay", "steps", "init_scale", "dtype")
-MODULAR_ONLY_KEYS = ("fourier_keep",)
 
 # Short names used in readable cell ids.
 ABBREVIATIONS = {
@@ -61,7 +57,6 @@ ABBREVIATIONS = {
 # Axes that may be folded into one stacked job (per-member hyperparameters).
 STACKABLE = ("lr", "weight_decay", "init_scale")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._=/+-]+$")
-NON_COMMUTATIVE = ("sub", "div")
 
 
 class ConfigError(ValueError):
@@ -391,18 +386,6 @@ def _normalise_numbers(config: dict, schema: dict) -> dict:
     return config
 
 
-def split_sizes(p: dict) -> tuple[int, int]:
-    """(train, test) pair counts of a modular cell, without generating the data."""
-    n = p["modulus"] ** 2 if p["op"] in ("add", "sub") else (p["modulus"] - 1) ** 2
-    if p["split"] == "ordered":
-        train = round(p["train_fraction"] * n)
-        return train, n - train
-    r = p["modulus"] if p["op"] in ("add", "sub") else p["modulus"] - 1
-    groups = r * (r + 1) // 2
-    chosen = round(p["train_fraction"] * groups)
-    return (0, n) if chosen == 0 else ((n, 0) if chosen == groups else (chosen, n - chosen))
-
-
 def _value_errors(config: dict, schema: dict) -> list[str]:
     """Type/range-check every axis value against the cell schema; check level grids."""
     cell_props = schema["$defs"]["cell"]["properties"]
@@ -452,24 +435,14 @@ def _format_value(v: Any) -> str:
 
 
 def _relevant_keys(p: dict) -> tuple[str, ...]:
-    keys = COMMON_KEYS + TASK_KEYS[p["task"]] + MODEL_KEYS[p["model"]]
-    keys += OPTIMIZER_KEYS[p["optimizer"]]
-    if p["task"] == "modular":
-        keys += MODULAR_ONLY_KEYS
-    return keys
+    t = TASKS[p["task"]]
+    keys = COMMON_KEYS + t.config_keys + MODEL_KEYS[p["model"]]
+    return keys + OPTIMIZER_KEYS[p["optimizer"]] + t.extra_keys
 
 
 def dataset_id(p: dict) -> str:
-    """A readable, unique name for the dataset a cell trains on."""
-    if p["task"] == "modular":
-        return (
-            f"modular_{p['op']}_p{p['modulus']}_frac{_format_value(p['train_fraction'])}"
-            f"_{p['split']}_s{p['split_seed']}"
-        )
-    return (
-        f"teacher_d{p['input_dim']}_c{p['num_classes']}_r{p['teacher_rank']}"
-        f"_n{p['train_size']}-{p['test_size']}_s{p['data_seed']}"
-    )
+    """A readable, unique name for the dataset a cell trains on (its task's ``dataset_id``)."""
+    return TASKS[p["task"]].dataset_id(p)
 
 
 def cell_hash(params: dict) -> str:
@@ -579,41 +552,12 @@ def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
                 f"remove one"
             )
         seen_hash[p["cell_hash"]] = c
-        if p["task"] == "modular":
-            n_train, n_test = split_sizes(p)
-            if min(n_train, n_test) == 0:
-                side = "train" if n_train == 0 else "test"
-                errors.append(
-                    f"cell {cid}: train_fraction = {p['train_fraction']} of the "
-                    f"{n_train + n_test} pairs of modulus {p['modulus']} leaves the {side} split "
-                    f"empty; use a larger modulus or a train_fraction further from 0 and 1"
-                )
-            if p["op"] in ("mul", "div") and not is_prime(p["modulus"]):
-                errors.append(
-                    f"cell {cid}: op {p['op']!r} with modulus = {p['modulus']} is not allowed; "
-                    f"mul/div need a prime modulus (e.g. 97, 113)"
-                )
-            if p.get("combine") == "sum" and p["op"] in NON_COMMUTATIVE:
-                errors.append(
-                    f"cell {cid}: combine = 'sum' makes (a, b) and (b, a) the same input but op "
-                    f"{p['op']!r} is not commutative; use combine: concat"
-                )
-            if p["model"] == "relu_embed" and p["fourier_keep"] > p["modulus"] // 2:
-                errors.append(
-                    f"cell {cid}: fourier_keep = {p['fourier_keep']} exceeds the "
-                    f"{p['modulus'] // 2} distinct frequencies of modulus {p['modulus']}"
-                )
-        else:
-            if p["teacher_rank"] > min(p["input_dim"], p["num_classes"]):
-                errors.append(
-                    f"cell {cid}: teacher_rank = {p['teacher_rank']} exceeds "
-                    f"min(input_dim, num_classes) = {min(p['input_dim'], p['num_classes'])}"
-                )
-            if p["model"] in TOKEN_ONLY_MODELS:
-                errors.append(
-                    f"cell {cid}: model {p['model']!r} needs token inputs (task: modular); "
-                    f"use model: deep_linear for the teacher task"
-                )
+        errors += [f"cell {cid}: {msg}" for msg in TASKS[p["task"]].check(p)]
+        if TASKS[p["task"]].input_kind != "tokens" and p["model"] in TOKEN_ONLY_MODELS:
+            errors.append(
+                f"cell {cid}: model {p['model']!r} needs token inputs (task: modular); "
+                f"use model: deep_linear for the teacher task"
+            )
         scales = p.get("layer_init_scales")
         if scales is not None and len(scales) != p["depth"]:
             errors.append(

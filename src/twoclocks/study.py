@@ -149,6 +149,7 @@ def load_study(
     are dropped unless ``snapshots=True``; then every weight axis is an integer index, NaN where
     a cell's block is smaller or absent (cells of different models combine).
     """
+    from twoclocks.train.store import end_to_end_matrix
     from twoclocks.verify import load_store, verify_store
 
     study_dir = Path(study_dir)
@@ -181,7 +182,7 @@ def load_study(
             f"no runs/**/trajectory.zarr under {study_dir}"
             + (f" for the cells of {source}" if wanted is not None else "")
         )
-    datasets, cells, recorded = [], [], []
+    datasets, cells, recorded, e2e = [], [], [], {}
     for key, path in zip(keys, runs, strict=True):
         if verify and (path.parent / "manifest.json").exists():
             verify_store(path, path.parent / "manifest.json")
@@ -194,6 +195,8 @@ def load_study(
             stale.append(key)
         cells.append(cell)
         recorded.append(ds.attrs.get("axes"))
+        if "matrix" in ds.dims:
+            e2e[cell.get("cell_id", str(path.parent))] = end_to_end_matrix(ds)
         datasets.append(ds)
     if snapshots:
         datasets = _index_weight_axes(datasets)
@@ -231,6 +234,8 @@ def load_study(
         "grid_axes": json.dumps(axes),
         "cells": json.dumps({cid: c for cid, c in zip(ids, cells, strict=True)}, sort_keys=True),
         "cells_from": source,
+        # The end-to-end matrix of each cell (the matrix axis is the union over cells).
+        "end_to_end_matrices": json.dumps(e2e, sort_keys=True),
         "other_cells_on_disk": json.dumps(other),
         "missing_cells": json.dumps(missing),
         "stale_cells": json.dumps(stale),

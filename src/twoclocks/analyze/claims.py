@@ -24,9 +24,11 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
-from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS, is_deep_linear
+from twoclocks.analyze.clocks import CLOCK_COLUMNS, IDENTITY_COLUMNS, model_kind
 from twoclocks.analyze.gates import gate_drift, snapshot_gates
 from twoclocks.config import ABBREVIATIONS
+from twoclocks.provenance import json_safe
+from twoclocks.train.store import end_to_end_matrix
 
 # --- thresholds: defaults of the config's `claims:` section (workflow/schemas, same values) ------
 DEFAULTS: dict[str, Any] = {
@@ -105,6 +107,7 @@ def cell_datasets(study: Any) -> list[tuple[str, dict, xr.Dataset]]:
             items = [study]
         else:
             cells_attr = _json(study.attrs.get("cells"), {})
+            e2e = _json(study.attrs.get("end_to_end_matrices"), {})
             items = []
             for i in range(study.sizes[dim]):
                 ds = study.isel({dim: i})
@@ -117,6 +120,8 @@ def cell_datasets(study: Any) -> list[tuple[str, dict, xr.Dataset]]:
                 if params is None and "cell" in ds.coords:
                     params = _json(ds["cell"].values.item(), None)
                 ds.attrs = dict(ds.attrs, cell=json.dumps(params or {"cell_id": cid}))
+                if cid in e2e:  # the union matrix axis of a stacked study does not say
+                    ds.attrs["end_to_end_matrix"] = e2e[cid]
                 items.append(ds)
     elif isinstance(study, Mapping):
         items = []
@@ -150,12 +155,13 @@ def _json(value: Any, default: Any) -> Any:
 def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per cell: cell_id, model, weight_decay, depth, label (varying params, short)."""
     rows = {}
-    for cid, params, _ds in cell_datasets(study):
+    for cid, params, ds in cell_datasets(study):
         rows[cid] = {
             "cell_id": cid,
-            "model": "deep_linear" if is_deep_linear(params) else "relu_embed",
+            "model": None,  # first column; the store's model, not a guess from params
             **{k: v for k, v in params.items() if k not in _IDENTITY and _scalar(v)},
         }
+        rows[cid]["model"] = model_kind(ds)
     if clocks is not None and len(clocks):
         axes = [c for c in clocks.columns if c not in _CLOCK_COLS]
         for cid, g in clocks.groupby("cell_id", sort=True):
@@ -164,7 +170,7 @@ def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
                 if c not in row and g[c].notna().any():
                     row[c] = g[c].dropna().iloc[0]
             if "model" not in row:
-                row["model"] = "deep_linear" if is_deep_linear(row) else "relu_embed"
+                row["model"] = model_kind(row)
     table = pd.DataFrame(list(rows.values()))
     if table.empty:
         return pd.DataFrame(columns=["cell_id", "model", "label"])
@@ -343,11 +349,10 @@ def _nanmedian(x: Any) -> float:
 
 
 def srank_matrix(ds: xr.Dataset) -> str | None:
-    """Matrix whose stable rank tracks the representation: UW (relu), A (deep linear), else E."""
-    if "srank" not in ds or "matrix" not in ds["srank"].dims:
+    """Matrix whose stable rank tracks the representation: the store's end-to-end map."""
+    if "srank" not in ds or "matrix" not in ds["srank"].dims or not ds.sizes["matrix"]:
         return None
-    names = [str(m) for m in ds["matrix"].values]
-    return next((m for m in ("UW", "A", "E") if m in names), names[0] if names else None)
+    return end_to_end_matrix(ds)
 
 
 def fourier_concentration(snap: np.ndarray, modulus: int, keep: int = FOURIER_KEEP) -> float:
@@ -387,7 +392,7 @@ def _combine(parts: list[tuple[str, str, str]]) -> tuple[str, str]:
 
 def _claim_separation(clocks, cells, s) -> dict:
     text = "Train CE reaches ~1e-6 long before the test loss drops (T_gen / T_cls > 2)."
-    relu = set(cells.loc[cells["model"] != "deep_linear", "cell_id"])
+    relu = set(cells.loc[cells["model"] == "relu_embed", "cell_id"])
     parts, details = [], {}
     for gclock, glevel in _gen_levels(s):
         df = separation_ratios(clocks, gclock, s["cls_eps"], glevel)
@@ -454,7 +459,7 @@ def _claim_weight_decay(clocks, cells, s) -> dict:
 def _wd_rank(clocks, cells, s, gclock: str, glevel: float | None):
     """Spearman rho(weight decay, median T_gen) per group of cells that differ only in weight
     decay, for one generalisation clock: (verdict, evidence, rhos, cell -> T_gen)."""
-    relu = cells[cells["model"] != "deep_linear"]
+    relu = cells[cells["model"] == "relu_embed"]
     t = clock_times(clocks, gclock, glevel)
     if t.empty:
         return INCONCLUSIVE, f"no {gclock} clock", [], {}
@@ -533,8 +538,8 @@ def _claim_srank(study, clocks, cells, s) -> dict:
     t_cls = clock_times(clocks, "cls", cls_level).set_index(["cell_id", "seed"])["step"]
     t_gen = clock_times(clocks, gclock, glevel).set_index(["cell_id", "seed"])["step"]
     drops, n_missing, cand = {}, 0, {}
-    for cid, params, ds in cell_datasets(study):
-        if is_deep_linear(params):
+    for cid, _params, ds in cell_datasets(study):
+        if model_kind(ds) != "relu_embed":
             continue
         series = srank_candidates(ds)
         for seed in ds["seed"].to_numpy():
@@ -659,8 +664,8 @@ def _claim_rep_law(fits, s) -> dict:
 
 
 def _relu_runs(study):
-    for cid, params, ds in cell_datasets(study):
-        if not is_deep_linear(params):
+    for cid, _params, ds in cell_datasets(study):
+        if model_kind(ds) == "relu_embed":
             yield cid, ds
 
 
@@ -1183,18 +1188,4 @@ def evaluate_claims(
 
 def claims_to_json(claims: list[dict] | dict) -> str:
     """Deterministic JSON for claims.json (NaN/inf written as null); a list or a record."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, Mapping):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, (np.floating, float)):
-            return float(v) if np.isfinite(v) else None
-        if isinstance(v, np.integer):
-            return int(v)
-        if isinstance(v, np.bool_):
-            return bool(v)
-        return v
-
-    return json.dumps(clean(claims), indent=2, sort_keys=False) + "\n"
+    return json.dumps(json_safe(claims), indent=2, sort_keys=False, allow_nan=False) + "\n"

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from twoclocks.train.store import end_to_end_matrix
+
 DEFAULT_SETTINGS: dict = {
     # train-CE levels for the classifier clock (eq. 2.1), descending, log-spaced over 5 decades;
     # levels under the training dtype's resolution are flagged below_floor
@@ -37,7 +39,8 @@ DEFAULT_SETTINGS: dict = {
     "acc_threshold": 0.99,
     "test_loss_level": [1e-1, 1e-2],
     "gate_flip_threshold": 1e-3,
-    # matrix of `srank` for the stable-rank gap; None = end-to-end map ("UW" relu, "A" linear)
+    # matrix of `srank` for the stable-rank gap; None = the store's end-to-end map
+    # (`end_to_end_matrix` attr: "UW" relu, "A" deep linear)
     "srank_matrix": None,
     "bootstrap_samples": 1000,
     "bootstrap_seed": 0,
@@ -219,16 +222,27 @@ def _cell_params(ds: xr.Dataset) -> dict:
     return json.loads(cell) if isinstance(cell, str) else dict(cell)
 
 
-def is_deep_linear(cell: dict) -> bool:
-    """The one place the analysis asks for the model kind (clocks, claims, figures).
+def model_kind(cell: dict | xr.Dataset) -> str:
+    """The model a cell (its params) or trajectory store was trained with: the one place the
+    analysis and report ask (clocks, claims, figures, study_dir).
 
-    `model == "deep_linear"` when the cell names its model (Cell.params); a cell without one
-    (a store from other code) counts as deep linear when it has a `depth` and no `embed_dim`.
+    A store's ``model`` attr (written by the engine), else the params' ``model`` (Cell.params, a
+    store's ``cell`` attr). Stores from older or other training code may name neither: they
+    count as ``deep_linear`` when the params have a ``depth`` and no ``embed_dim``, else
+    ``relu_embed``.
     """
-    model = str(cell.get("model", ""))
-    if model:
-        return model == "deep_linear"
-    return "depth" in cell and "embed_dim" not in cell
+    if isinstance(cell, xr.Dataset):
+        if cell.attrs.get("model"):
+            return str(cell.attrs["model"])
+        cell = _cell_params(cell)
+    if cell.get("model"):
+        return str(cell["model"])
+    return "deep_linear" if "depth" in cell and "embed_dim" not in cell else "relu_embed"
+
+
+def is_deep_linear(cell: dict | xr.Dataset) -> bool:
+    """Whether :func:`model_kind` is ``deep_linear`` (its energy and claims differ)."""
+    return model_kind(cell) == "deep_linear"
 
 
 def regularised_energy(ds: xr.Dataset, cell: dict) -> xr.DataArray | None:
@@ -272,7 +286,7 @@ def regularised_grad_norm(ds: xr.Dataset, cell: dict) -> tuple[xr.DataArray | No
 def structural_gaps(ds: xr.Dataset, settings: dict | None = None) -> dict[str, tuple]:
     """Raw structural gaps G (seed, step) and their structural lower bounds, by clock name.
 
-    rep_srank: srank of `srank_matrix` (default the end-to-end map: `A` deep linear, `UW` relu),
+    rep_srank: srank of `srank_matrix` (default the store's end-to-end map, `end_to_end_matrix`),
         srank = ||M||_F^2 / ||M||_2^2 (eq. 2.3), bound 1.
     rep_energy: `regularised_energy`, bound 0.
     rep_fourier: `fourier_gap` (App. F.5 S_rule), bound 0. rep_sep: `separation_gap` (S_sep), 0.
@@ -284,7 +298,7 @@ def structural_gaps(ds: xr.Dataset, settings: dict | None = None) -> dict[str, t
     cell = _cell_params(ds)
     gaps: dict[str, tuple] = {}
     if "srank" in ds:
-        matrix = s["srank_matrix"] or ("A" if is_deep_linear(cell) else "UW")
+        matrix = s["srank_matrix"] or end_to_end_matrix(ds)
         names = [str(m) for m in ds["srank"].coords["matrix"].values]
         if matrix not in names:
             raise ValueError(f"srank_matrix {matrix!r} not in the store's matrices {names}")

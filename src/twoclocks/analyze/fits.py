@@ -37,6 +37,7 @@ from twoclocks.analyze.clocks import (
     RESOLVE_SE,
     resolve_settings,
 )
+from twoclocks.provenance import json_safe
 
 FIT_COLUMNS = (
     "study",
@@ -686,7 +687,7 @@ def fit_scaling(clocks: pd.DataFrame, s: dict) -> list[dict]:
             groups = rows.groupby(others, dropna=False) if others else [((), rows)]
             for key, g in groups:
                 key = key if isinstance(key, tuple) else (key,)
-                gdesc = json.dumps({o: _jsonable(v) for o, v in zip(others, key, strict=True)})
+                gdesc = json.dumps({o: json_safe(v) for o, v in zip(others, key, strict=True)})
                 counts = _counts(g)
                 pts = _uncensored(g, tc)
                 av = pd.to_numeric(pts[axis], errors="coerce").to_numpy(float)
@@ -717,18 +718,6 @@ def fit_scaling(clocks: pd.DataFrame, s: dict) -> list[dict]:
 
 
 # ---------------------------------------------------------------- entry point
-
-
-def _jsonable(v):
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def _flatten(rec: dict, study: str, cell_id: str) -> list[dict]:
@@ -776,9 +765,9 @@ def fit_clocks(clocks: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict
         for r in recs:
             rows_out += _flatten(r, study, str(cell_id))
         cells_json[str(cell_id)] = {
-            "axes": {a: _jsonable(cell[a].iloc[0]) for a in axes},
+            "axes": {a: json_safe(cell[a].iloc[0]) for a in axes},
             "counts": {c: _counts(r) for c, r in by_clock.items()},
-            "fits": [_jsonable(r) for r in recs],
+            "fits": [json_safe(r) for r in recs],
         }
     scaling = fit_scaling(clocks, s)
     study = str(clocks["study"].iloc[0]) if len(clocks) and "study" in clocks else ""
@@ -786,9 +775,9 @@ def fit_clocks(clocks: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict
         rows_out += _flatten(r, study, "*")
     table = pd.DataFrame(rows_out, columns=list(FIT_COLUMNS))
     summary = {
-        "settings": _jsonable(s),
+        "settings": json_safe(s),
         "n_cells": len(cells_json),
         "cells": cells_json,
-        "scaling": [_jsonable(r) for r in scaling],
+        "scaling": [json_safe(r) for r in scaling],
     }
     return table, summary

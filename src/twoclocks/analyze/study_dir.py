@@ -85,7 +85,7 @@ def check_store(path: Path, ds: xr.Dataset) -> list[str]:
         if not all(v in ds for v in needs):
             notes.append(f"{clock} skipped: the store has no {what}")
     params = _params(ds, "")
-    energy_var = "schatten_energy" if is_deep_linear(params) else "sqnorm_total"
+    energy_var = "schatten_energy" if is_deep_linear(ds) else "sqnorm_total"
     if energy_var not in ds:
         notes.append(f"rep_energy skipped: the store has no `{energy_var}`")
     if "tau" not in ds.coords and "tau" not in ds and "lr" not in params:

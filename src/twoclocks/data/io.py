@@ -9,28 +9,20 @@ from pathlib import Path
 import xarray as xr
 
 from twoclocks import provenance
-from twoclocks.data.modular import make_modular
-from twoclocks.data.teacher import make_teacher
+from twoclocks.data.tasks import task
 from twoclocks.publish import write_zarr
-
-MODULAR_KEYS = ("op", "modulus", "train_fraction", "split", "split_seed")
-TEACHER_KEYS = ("input_dim", "num_classes", "teacher_rank", "train_size", "test_size", "data_seed")
 
 
 def data_params(params: dict) -> dict:
-    """The subset of a resolved cell's params that determines its dataset."""
-    keys = MODULAR_KEYS if params["task"] == "modular" else TEACHER_KEYS
+    """The subset of a resolved cell's params that determines its dataset (its task's keys)."""
+    keys = task(params["task"]).config_keys
     return {"task": params["task"], **{k: params[k] for k in keys}}
 
 
 def build_dataset(spec: dict) -> xr.Dataset:
-    """Generate the dataset described by `data_params(...)`."""
+    """Generate the dataset described by `data_params(...)` with its registered task."""
     kwargs = {k: v for k, v in spec.items() if k != "task"}
-    if spec["task"] == "modular":
-        return make_modular(**kwargs)
-    if spec["task"] == "teacher":
-        return make_teacher(**kwargs)
-    raise ValueError(f"unknown task {spec['task']!r}; allowed: modular, teacher")
+    return task(spec["task"]).make(**kwargs)
 
 
 def save_dataset(ds: xr.Dataset, path: str | os.PathLike) -> Path:

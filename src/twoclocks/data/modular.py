@@ -10,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from twoclocks.data.tasks import Task, register
+
 OPS = ("add", "sub", "mul", "div")
+NON_COMMUTATIVE = ("sub", "div")
 
 
 def is_prime(n: int) -> bool:
@@ -99,3 +102,70 @@ def make_modular(
             "transpose_leak_fraction": transpose_leak_fraction(x_train, x_test),
         },
     )
+
+
+def _format_fraction(v: float) -> str:
+    return repr(float(v)) if isinstance(v, float) else str(v)
+
+
+def modular_dataset_id(p: dict) -> str:
+    """Readable dataset id of a modular cell, e.g. ``modular_add_p97_frac0.3_ordered_s0``."""
+    return (
+        f"modular_{p['op']}_p{p['modulus']}_frac{_format_fraction(p['train_fraction'])}"
+        f"_{p['split']}_s{p['split_seed']}"
+    )
+
+
+def split_sizes(p: dict) -> tuple[int, int]:
+    """(train, test) pair counts of a modular cell, without generating the data."""
+    n = p["modulus"] ** 2 if p["op"] in ("add", "sub") else (p["modulus"] - 1) ** 2
+    if p["split"] == "ordered":
+        train = round(p["train_fraction"] * n)
+        return train, n - train
+    r = p["modulus"] if p["op"] in ("add", "sub") else p["modulus"] - 1
+    groups = r * (r + 1) // 2
+    chosen = round(p["train_fraction"] * groups)
+    return (0, n) if chosen == 0 else ((n, 0) if chosen == groups else (chosen, n - chosen))
+
+
+def check_modular(p: dict) -> list[str]:
+    """What is wrong with a resolved modular cell, before any data is made (config errors)."""
+    errors = []
+    n_train, n_test = split_sizes(p)
+    if min(n_train, n_test) == 0:
+        side = "train" if n_train == 0 else "test"
+        errors.append(
+            f"train_fraction = {p['train_fraction']} of the {n_train + n_test} pairs of modulus "
+            f"{p['modulus']} leaves the {side} split empty; use a larger modulus or a "
+            f"train_fraction further from 0 and 1"
+        )
+    if p["op"] in ("mul", "div") and not is_prime(p["modulus"]):
+        errors.append(
+            f"op {p['op']!r} with modulus = {p['modulus']} is not allowed; "
+            f"mul/div need a prime modulus (e.g. 97, 113)"
+        )
+    if p.get("combine") == "sum" and p["op"] in NON_COMMUTATIVE:
+        errors.append(
+            f"combine = 'sum' makes (a, b) and (b, a) the same input but op {p['op']!r} is not "
+            f"commutative; use combine: concat"
+        )
+    # only the relu model logs the Fourier gap (its residue embedding)
+    if p["model"] == "relu_embed" and p["fourier_keep"] > p["modulus"] // 2:
+        errors.append(
+            f"fourier_keep = {p['fourier_keep']} exceeds the {p['modulus'] // 2} distinct "
+            f"frequencies of modulus {p['modulus']}"
+        )
+    return errors
+
+
+TASK = register(
+    Task(
+        name="modular",
+        config_keys=("op", "modulus", "train_fraction", "split", "split_seed"),
+        input_kind="tokens",
+        make=make_modular,
+        dataset_id=modular_dataset_id,
+        extra_keys=("fourier_keep",),
+        check=check_modular,
+    )
+)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from twoclocks.data.tasks import Task, register
+
 
 def make_teacher(
     input_dim: int,
@@ -44,3 +46,40 @@ def make_teacher(
             "classes_present_train": int(np.unique(y[:train_size]).size),
         },
     )
+
+
+def teacher_dataset_id(p: dict) -> str:
+    """Readable dataset id of a resolved teacher cell, e.g. ``teacher_d20_c5_r2_n200-200_s0``."""
+    return (
+        f"teacher_d{p['input_dim']}_c{p['num_classes']}_r{p['teacher_rank']}"
+        f"_n{p['train_size']}-{p['test_size']}_s{p['data_seed']}"
+    )
+
+
+def check_teacher(p: dict) -> list[str]:
+    """What is wrong with a resolved teacher cell, before any data is made (config errors)."""
+    if p["teacher_rank"] > min(p["input_dim"], p["num_classes"]):
+        return [
+            f"teacher_rank = {p['teacher_rank']} exceeds "
+            f"min(input_dim, num_classes) = {min(p['input_dim'], p['num_classes'])}"
+        ]
+    return []
+
+
+TASK = register(
+    Task(
+        name="teacher",
+        config_keys=(
+            "input_dim",
+            "num_classes",
+            "teacher_rank",
+            "train_size",
+            "test_size",
+            "data_seed",
+        ),
+        input_kind="dense",
+        make=make_teacher,
+        dataset_id=teacher_dataset_id,
+        check=check_teacher,
+    )
+)

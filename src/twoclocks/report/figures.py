@@ -23,6 +23,7 @@ import vl_convert as vlc
 import xarray as xr
 
 from twoclocks.analyze import claims as cl
+from twoclocks.analyze.clocks import model_kind
 from twoclocks.config import cell_default, section_default
 
 # log points per line after thinning: the schema default of report.max_points_per_line
@@ -92,11 +93,11 @@ def _bands(
 
 
 def _relu(study: Any) -> list[tuple[str, dict, xr.Dataset]]:
-    return [c for c in cl.cell_datasets(study) if not cl.is_deep_linear(c[1])]
+    return [c for c in cl.cell_datasets(study) if model_kind(c[2]) == "relu_embed"]
 
 
 def _deep(study: Any) -> list[tuple[str, dict, xr.Dataset]]:
-    return [c for c in cl.cell_datasets(study) if cl.is_deep_linear(c[1])]
+    return [c for c in cl.cell_datasets(study) if model_kind(c[2]) == "deep_linear"]
 
 
 def _band_chart(

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 
+from twoclocks.data.tasks import task
 from twoclocks.provenance import digest
 from twoclocks.train import metric_catalog as cat
 from twoclocks.train import store as ts
@@ -309,7 +310,8 @@ def set_up(params: dict, dataset: xr.Dataset, device: torch.device) -> Run:
     seeds = [int(s) for s in params["seeds"]]
     steps = int(params["steps"])
     attrs = dict(dataset.attrs)
-    input_dim = int(dataset.sizes["feature"]) if attrs.get("task") == "teacher" else None
+    dense = task(attrs["task"]).input_kind == "dense"
+    input_dim = int(dataset.sizes["feature"]) if dense else None
     spec = model_spec(params, attrs, input_dim=input_dim)
 
     def split(name: str) -> Samples:

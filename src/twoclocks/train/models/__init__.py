@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from twoclocks.data.tasks import task
 from twoclocks.train.models.base import Forward, ModelSpec, per_member
 
 __all__ = [
@@ -61,8 +62,7 @@ def model_class(name: str) -> type[ModelSpec]:
 def model_spec(params: dict, dataset_attrs: dict, input_dim: int | None = None) -> ModelSpec:
     """Build the spec of a resolved cell dict on a dataset (its attrs; ``input_dim`` for dense
     inputs)."""
-    task = dataset_attrs.get("task", params.get("task"))
-    input_kind = "tokens" if task == "modular" else "dense"
+    input_kind = task(dataset_attrs.get("task", params.get("task"))).input_kind
     common = dict(
         num_classes=int(dataset_attrs["num_classes"]),
         input_kind=input_kind,
