@@ -5,16 +5,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+from conftest import snakemake_cmd
+
 from twoclocks.report.build import benchmark_rows, runtime_summary
-from twoclocks.report.html import _runtime
+from twoclocks.report.html import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_train_and_analysis_jobs_write_benchmarks(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n"]
-        + ["--configfile", str(REPO / "config" / "test.yaml"), "--directory", str(tmp_path)],
+        snakemake_cmd(tmp_path, "-n"),
         capture_output=True,
         text=True,
         timeout=300,
@@ -53,7 +54,17 @@ def test_benchmark_figures_reach_the_runtime_table(tmp_path):
     assert row["max_rss_mb"] >= 70  # the 80 MB buffer (Snakemake reports MB)
     runtime = runtime_summary({}, study / "benchmarks")
     assert runtime["benchmarks"] == [row]
-    page = _runtime(runtime)
+    report = write_report(
+        tmp_path / "report",
+        config={"study": "s"},
+        provenance={},
+        runtime=runtime,
+        clocks=None,
+        fits={},
+        claims=[],
+        figures={},
+    )
+    page = report.read_text()
     assert "benchmark:" in page and "max_rss_mb" in page and "relu/wd=1.0" in page
 
 
