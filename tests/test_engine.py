@@ -224,6 +224,8 @@ def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig):
     second = _run(script, cell, path, 0, "SIGKILL")
     assert second.returncode == 0, second.stderr
     assert f"resuming cell at step {int(saved['step'])}" in second.stderr
+    # progress: counted from the resumed step (no rate over steps this run did not take)
+    assert f"step {int(saved['step'])}/{cell['steps']} resuming, 2 members; @80 " in second.stderr
     ref = train_cell(cell, modular, tmp_path / "ref" / "trajectory.zarr")
     _assert_identical(_arrays(path), _arrays(ref))
 
