@@ -5,6 +5,9 @@ Test tiers: `python -m pytest` runs everything (the README's command, CI); `pyth
 "not slow"` is the fast inner-loop tier (no full DAG, bench subprocess, kill-and-resume or SLURM).
 """
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +17,19 @@ from hypothesis import settings
 # no example database, so a stored failure of one run cannot change the next.
 settings.register_profile("twoclocks", derandomize=True, database=None, print_blob=True)
 settings.load_profile("twoclocks")
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / "config" / "test.yaml"
+
+
+def snakemake_cmd(workdir: Path, *args: str, config: Path | None = TEST_CONFIG) -> list[str]:
+    """``python -m snakemake`` on the repo's Snakefile for a study (default: the tiny one;
+    ``config=None``: the Snakefile's own default), run in ``workdir`` (nothing copied there)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+    if config is not None:
+        cmd += ["--configfile", str(config)]
+    return [*cmd, "--directory", str(workdir), *args]
+
 
 TINY_RELU_CELL = dict(
     study="t",

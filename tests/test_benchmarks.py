@@ -5,6 +5,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from conftest import snakemake_cmd
+
 from twoclocks.report.build import benchmark_rows, runtime_summary
 from twoclocks.report.html import write_report
 
@@ -13,8 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_train_and_analysis_jobs_write_benchmarks(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n"]
-        + ["--configfile", str(REPO / "config" / "test.yaml"), "--directory", str(tmp_path)],
+        snakemake_cmd(tmp_path, "-n"),
         capture_output=True,
         text=True,
         timeout=300,

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
+from conftest import snakemake_cmd as _snakemake
 
 pytestmark = [
     pytest.mark.cluster,
@@ -82,23 +83,6 @@ def cluster() -> None:
 
 def _profile(path: Path) -> dict:
     return yaml.safe_load((path / "profile.yaml").read_text())
-
-
-def _snakemake(workdir: Path, *args: str, config: Path = TEST_CONFIG) -> list[str]:
-    """The snakemake command for a study (default: the tiny one), run in `workdir` (nothing
-    copied there)."""
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(SNAKEFILE),
-        "--configfile",
-        str(config),
-        "--directory",
-        str(workdir),
-        *args,
-    ]
 
 
 def _launch(command: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:

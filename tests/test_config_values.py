@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import snakemake_cmd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -228,8 +229,7 @@ def test_overrides_merge_into_the_default_config(tmp_path):
 
 def _snakemake(tmp_path, *args):
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1"]
-        + ["--directory", str(tmp_path), *args],
+        snakemake_cmd(tmp_path, "--cores", "1", *args, config=None),
         capture_output=True,
         text=True,
         timeout=300,

@@ -224,6 +224,8 @@ def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig):
     second = _run(script, cell, path, 0, "SIGKILL")
     assert second.returncode == 0, second.stderr
     assert f"resuming cell at step {int(saved['step'])}" in second.stderr
+    # progress: counted from the resumed step (no rate over steps this run did not take)
+    assert f"step {int(saved['step'])}/{cell['steps']} resuming, 2 members; @80 " in second.stderr
     ref = train_cell(cell, modular, tmp_path / "ref" / "trajectory.zarr")
     _assert_identical(_arrays(path), _arrays(ref))
 
@@ -267,5 +269,54 @@ def test_bar_goes_to_the_terminal_not_the_log(modular, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stderr", log_file)
     cell = dict(CELL, seeds=[0], steps=30, snapshot_count=2)
     train_cell(cell, modular, tmp_path / "trajectory.zarr")
-    assert "30/30" in terminal.getvalue() and cell["cell_id"] in terminal.getvalue()
+    drawn = terminal.getvalue()
+    assert "30/30" in drawn and cell["cell_id"] in drawn
     assert "30/30" not in log_file.getvalue()
+    # the bar's text: train CE and test accuracy of the last log row, never NaN
+    assert "@30 train_ce " in drawn and "test_acc " in drawn
+    assert "nan" not in drawn.lower()
+
+
+def _progress_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+
+
+def test_progress_lines_in_a_log(modular, tmp_path, monkeypatch, caplog):
+    """No terminal: periodic log lines with step, steps/s, ETA and the members' CE and test
+    accuracy (median [min, max]); step 0 has no rate, so no NaN ETA."""
+    import twoclocks.train.engine as engine
+
+    monkeypatch.setattr(engine, "PROGRESS_MIN_INTERVAL_S", 0.0)
+    caplog.set_level("INFO", logger="twoclocks.train")
+    cell = dict(CELL, steps=40, snapshot_count=2, log_dense_steps=3, log_every_steps=10)
+    out = train_cell(cell, modular, tmp_path / "trajectory.zarr", progress=False)
+    lines = _progress_lines(caplog)
+    assert lines[0].startswith("step 0/40 starting, 3 members; @0 train_ce ")
+    assert "steps/s" not in lines[0] and "ETA" not in lines[0]
+    # every 5% of 40 steps = 2 steps, then the end
+    assert [int(m.split()[1].split("/")[0]) for m in lines] == list(range(0, 41, 2))
+    assert all("steps/s ETA " in m for m in lines[1:-1]) and "done" in lines[-1]
+    assert not any("nan" in m.lower() for m in lines)
+    # the summary is the store's last row: median [min, max] over the 3 members
+    traj = ts.open_trajectory(out).load()
+    ce = traj["train_loss"].isel(step=-1).values
+    acc = traj["test_acc"].isel(step=-1).values
+    want = (
+        f"@40 train_ce {np.median(ce):.4g} [{ce.min():.4g}, {ce.max():.4g}] "
+        f"test_acc {np.median(acc):.3f} [{acc.min():.3f}, {acc.max():.3f}]"
+    )
+    assert lines[-1].endswith(want)
+    # between log rows (10, 20, ...) a line shows the latest row at or before its step
+    assert "; @10 train_ce " in next(m for m in lines if m.startswith("step 12/40"))
+
+
+def test_progress_lines_are_rare_in_a_fast_run(modular, tmp_path, caplog):
+    """The 30 s floor: a run that takes a second logs its start and its end only."""
+    caplog.set_level("INFO", logger="twoclocks.train")
+    cell = dict(CELL, seeds=[0], steps=40, snapshot_count=2)
+    train_cell(cell, modular, tmp_path / "trajectory.zarr", progress=False)
+    lines = _progress_lines(caplog)
+    assert len(lines) == 2 and lines[0].startswith("step 0/40 starting, 1 member;")
+    assert lines[1].startswith("step 40/40 ") and "done" in lines[1]
+    # one member: its value, no range
+    assert "[" not in lines[1]

@@ -3,12 +3,12 @@
 import errno
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from conftest import snakemake_cmd
 
 from twoclocks.fsutil import link_tree, prune_empty_dirs
 
@@ -81,9 +81,7 @@ def test_pipeline_keeps_one_copy_and_no_empty_state_dirs(tmp_path):
     """Train and unstack the tiny relu group (two stacked cells) through Snakemake."""
     targets = [f"results/test/runs/relu/wd={wd}/manifest.json" for wd in ("0.5", "1.0")]
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
-        + ["--configfile", str(REPO / "config" / "test.yaml"), "--directory", str(tmp_path)]
-        + targets,
+        snakemake_cmd(tmp_path, "--cores", "2", *targets),
         capture_output=True,
         text=True,
         timeout=600,

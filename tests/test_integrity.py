@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import snakemake_cmd
 
 from twoclocks import logs
 from twoclocks.analyze.study_dir import analyse
@@ -309,8 +310,7 @@ def test_snakemake_stops_on_a_deleted_chunk(built, tmp_path):
     head process compares files and sizes with the manifests and stops with the fix."""
     results = tmp_path / "results" / "test"
     shutil.copytree(built[0], results)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n"]
-    cmd += ["--configfile", str(REPO / "config" / "test.yaml"), "--directory", str(tmp_path)]
+    cmd = snakemake_cmd(tmp_path, "-n")
     intact = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert intact.returncode == 0, intact.stderr[-3000:]
     (results / CHUNK).unlink()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from browser import assert_page_renders, needs_chromium
+from conftest import snakemake_cmd
 
 import twoclocks
 from twoclocks.provenance import read_parquet_record
@@ -23,18 +23,7 @@ pytestmark = pytest.mark.slow  # the full DAG: about 30 s
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--configfile",
-            str(CONFIG),
-            "--directory",
-            str(workdir),
-            *args,
-        ],
+        snakemake_cmd(workdir, *args, config=CONFIG),
         capture_output=True,
         text=True,
         timeout=900,

@@ -295,7 +295,6 @@ class Run:
     pending_snaps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     start: int = 0
     t: int = 0
-    last_test: float = math.nan
     on_step: StepHook | None = None
     clock: dict[str, float] = field(default_factory=lambda: {"metrics_s": 0.0, "writes_s": 0.0})
 
@@ -465,9 +464,6 @@ def _log(run: Run, fwd) -> None:
             mask = (~run.diverged).view(-1, *([1] * (val.ndim - 1)))
             val = torch.where(mask, val, torch.full_like(val, math.nan))
         run.buffers[name][:, i] = val.cpu().numpy()
-    test_loss = run.buffers["test_loss"][:, i]
-    finite = test_loss[~np.isnan(test_loss)]
-    run.last_test = float(finite.mean()) if finite.size else math.nan
     run.clock["metrics_s"] += time.perf_counter() - tm0
 
 
@@ -504,8 +500,34 @@ def _checkpoint(run: Run) -> None:
     run.writer.submit(ts.save_state, run.state_dir, arrays)
 
 
+PROGRESS_EVERY_FRACTION = 0.05  # a log line at most every 5% of the steps ...
+PROGRESS_MIN_INTERVAL_S = 30.0  # ... and at most every 30 s (whichever is rarer)
+_BAR_REFRESH_S = 0.5  # the bar's metric text changes at most this often
+
+
+def _spread(v: np.ndarray, fmt: str) -> str:
+    """Median over the finite members, with ``[min, max]`` when there are several."""
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return "n/a"
+    med = format(float(np.median(v)), fmt)
+    return med if v.size == 1 else f"{med} [{v.min():{fmt}}, {v.max():{fmt}}]"
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
 class _Progress:
-    """The progress bar (if any) and the periodic log line."""
+    """The progress bar on a terminal (tqdm, in place) and the periodic lines in the log.
+
+    Both show step, steps/s, ETA and, summarised over members (median [min, max]), the train CE
+    and test accuracy of the latest log row. They only read rows `_log` already wrote to the
+    host buffers: no extra forward pass and no device sync. Log lines come at step ``start``, at
+    the end and in between at most every ``PROGRESS_EVERY_FRACTION`` of the steps and
+    ``PROGRESS_MIN_INTERVAL_S`` seconds (whichever is rarer).
+    """
 
     def __init__(self, run: Run, progress: bool | None):
         self.run, self.bar = run, None
@@ -514,26 +536,49 @@ class _Progress:
             from tqdm import tqdm
 
             name = str(run.params.get("cell_id", "train"))
-            self.bar = tqdm(total=run.steps, initial=run.start, desc=name, file=stream)
-        self.every = max(1, run.steps // 20)
-        self.t0, self.start = time.perf_counter(), run.start
+            self.bar = tqdm(total=run.steps, initial=run.start, desc=name, unit="step", file=stream)
+        self.every = max(1, math.ceil(run.steps * PROGRESS_EVERY_FRACTION))
+        self.t0 = self.last_s = self.bar_s = time.perf_counter()
+        self.start = self.last_t = run.start
 
-    def report(self, loss_m: torch.Tensor) -> None:
-        run, t = self.run, self.run.t
-        if t % self.every and t != run.steps:
-            return
-        rate = (t - self.start) / max(time.perf_counter() - self.t0, 1e-9)
-        eta = (run.steps - t) / rate if rate > 0 else float("nan")
-        lm = loss_m.detach().double().cpu().numpy()
-        log.info(
-            "step %d/%d train_loss %s test_loss %.4g %.1f steps/s ETA %.0fs",
-            t,
-            run.steps,
-            np.array2string(lm, precision=3),
-            run.last_test,
-            rate,
-            eta,
+    def metrics(self) -> str:
+        """Train CE and test accuracy of the latest log row at or before the current step."""
+        run = self.run
+        i = int(np.searchsorted(run.layout.steps, run.t, side="right")) - 1
+        if i < 0:
+            return ""
+        ce, acc = run.buffers["train_loss"][:, i], run.buffers["test_acc"][:, i]
+        out = (
+            f"@{int(run.layout.steps[i])} train_ce {_spread(ce, '.4g')} "
+            f"test_acc {_spread(acc, '.3f')}"
         )
+        n_div = int(np.count_nonzero(run.buffers["diverged_step"] >= 0))
+        return out + (f" diverged {n_div}/{len(run.seeds)}" if n_div else "")
+
+    def report(self) -> None:
+        """Called once per step after the log row (if any) is written."""
+        run, t = self.run, self.run.t
+        if self.bar is not None and t in run.log_index:
+            now = time.perf_counter()
+            if now - self.bar_s >= _BAR_REFRESH_S or t == run.steps:
+                self.bar.set_postfix_str(self.metrics(), refresh=False)
+                self.bar_s = now
+        if t == self.start:
+            what = "resuming" if t else "starting"
+            n = len(run.seeds)
+            members = f"{n} member" + ("s" if n != 1 else "")
+            log.info("step %d/%d %s, %s; %s", t, run.steps, what, members, self.metrics())
+            return
+        if t != run.steps and t - self.last_t < self.every:
+            return
+        now = time.perf_counter()
+        if t != run.steps and now - self.last_s < PROGRESS_MIN_INTERVAL_S:
+            return
+        rate = (t - self.start) / max(now - self.t0, 1e-9)
+        tail = f"ETA {_duration((run.steps - t) / rate)}" if t < run.steps else "done"
+        tail += f" (elapsed {_duration(now - self.t0)})"
+        log.info("step %d/%d %.1f steps/s %s; %s", t, run.steps, rate, tail, self.metrics())
+        self.last_t, self.last_s = t, now
 
     def close(self) -> None:
         if self.bar is not None:
@@ -558,7 +603,7 @@ def _loop(run: Run, progress: bool | None) -> None:
                 _log(run, fwd)
             if run.t in run.snap_index:
                 _snapshot(run)
-            bar.report(loss_m)
+            bar.report()
             if run.t == run.steps:
                 break
             run.opt.step()
