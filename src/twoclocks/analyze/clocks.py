@@ -85,6 +85,19 @@ CLOCKS = (
 REP_CLOCKS = ("rep_srank", "rep_energy", "rep_fourier", "rep_sep", "rep_spurious")
 LAW_CLOCKS = ("cls", *REP_CLOCKS)
 IDENTITY_COLUMNS = ("study", "grid", "cell_id", "cell_hash")
+# per-member tail fit of a gap (fits.fit_tail): asymptote and tail law, columns of the clocks table
+TAIL_FIELDS = (
+    "g_inf",
+    "g_inf_se",
+    "g_inf_source",
+    "tail_law",
+    "tail_delta_aic",
+    "tail_timescale",
+    "tail_exponent",
+    "tail_t0",
+    "tail_n",
+)
+
 CLOCK_COLUMNS = (
     "seed",
     "clock",
@@ -101,15 +114,7 @@ CLOCK_COLUMNS = (
     "t_cls_ref",
     "raw_level",
     "g_ref",
-    "g_inf",
-    "g_inf_se",
-    "g_inf_source",
-    "tail_law",
-    "tail_delta_aic",
-    "tail_timescale",
-    "tail_exponent",
-    "tail_t0",
-    "tail_n",
+    *TAIL_FIELDS,
     "kl_theta",
     "kl_theta_se",
     "kl_n",
@@ -337,7 +342,7 @@ def _rep_gap_rows(
 ) -> list[pd.DataFrame]:
     """Rows of one representation clock: per member tail fit, normalisation, crossings, and for
     the energy gap the Kurdyka-Lojasiewicz exponent where ||grad E|| is known (`grad`)."""
-    from twoclocks.analyze.fits import KL_FIELDS, TAIL_FIELDS, fit_kl, fit_tail
+    from twoclocks.analyze.fits import KL_FIELDS, fit_kl, fit_tail
 
     n_seeds = g_raw.shape[0]
     tails = []

@@ -35,6 +35,7 @@ from twoclocks.analyze.clocks import (
     LAW_CLOCKS,
     REP_CLOCKS,
     RESOLVE_SE,
+    TAIL_FIELDS,
     resolve_settings,
 )
 from twoclocks.provenance import json_safe
@@ -381,18 +382,6 @@ def fit_law(rows: pd.DataFrame, clock: str, s: dict) -> dict:
 
 
 # ---------------------------------------------------------------- tail shape and asymptote
-
-TAIL_FIELDS = (
-    "g_inf",
-    "g_inf_se",
-    "g_inf_source",
-    "tail_law",
-    "tail_delta_aic",
-    "tail_timescale",
-    "tail_exponent",
-    "tail_t0",
-    "tail_n",
-)
 
 
 def _tail_models(u: np.ndarray, lower: float, upper: float) -> dict[str, tuple]:

@@ -113,7 +113,8 @@ def reduce_cell(
     ||theta_b - theta_a|| / ||theta_a - theta(t0)|| (all blocks, float64), NaN at and before t0;
     ``t0`` (anchor, seed), ``horizon`` (seed), ``t_cls``, ``t_gen``.
     """
-    device = engine.resolve_device(str(params.get("device", "cpu")))
+    # the replay runs on the CPU, where training is bitwise reproducible (the snapshot control)
+    device = engine.resolve_device("cpu")
     seeds = [int(s) for s in params["seeds"]]
     if len(t_cls) != len(seeds) or len(t_gen) != len(seeds):
         raise ValueError(f"t_cls/t_gen need one value per seed ({len(seeds)})")
