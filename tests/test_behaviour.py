@@ -13,6 +13,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 DATA = Path(__file__).resolve().parent / "data"
 
 
@@ -23,6 +25,7 @@ def _maker():
     return mod
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_trajectories_and_clocks_match_recorded_checksums(tmp_path):
     maker = _maker()
     fixture = json.loads(maker.FIXTURE.read_text())

@@ -5,6 +5,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from conftest import snakemake_cmd
 
 from twoclocks.report.build import benchmark_rows, runtime_summary
@@ -13,6 +14,7 @@ from twoclocks.report.html import write_report
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_train_and_analysis_jobs_write_benchmarks(tmp_path):
     out = subprocess.run(
         snakemake_cmd(tmp_path, "-n"),
@@ -26,6 +28,7 @@ def test_train_and_analysis_jobs_write_benchmarks(tmp_path):
     assert {"train", "clocks", "fits"} <= rules, out.stdout
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_benchmark_figures_reach_the_runtime_table(tmp_path):
     """A real Snakemake benchmark file (a job holding ~80 MB for ~1 s) shows in the report."""
     study = tmp_path / "results" / "s"

@@ -120,6 +120,7 @@ VALUES = st.one_of(
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(path=st.sampled_from(PATHS), value=VALUES)
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_any_mutation_is_valid_or_a_config_error_naming_the_key(path, value, tmp_path_factory):
     cfg = _set(TEST_CONFIG, path, value)
     workdir = tmp_path_factory.getbasetemp()
@@ -236,6 +237,7 @@ def _snakemake(tmp_path, *args):
     )
 
 
+@pytest.mark.slow  # > 1.5 s: full suite only (fast tier < 90 s)
 def test_config_override_without_configfile_keeps_the_default_study(tmp_path):
     out = _snakemake(tmp_path, "-n", "--config", "study=override_check")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -251,6 +253,7 @@ def test_config_override_without_configfile_keeps_the_default_study(tmp_path):
     ],
     ids=["nan-lr", "cuda-without-cuda"],
 )
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_rejected_before_any_job_and_nothing_written(tmp_path, change, fragment):
     if "device" in change:
         import torch

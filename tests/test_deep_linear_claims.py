@@ -160,6 +160,7 @@ def test_small_singular_values_shrink_faster_from_the_late_rates():
     assert _by_id(clocks)["small_sv_shrink_faster"]["verdict"] == "INCONCLUSIVE"
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_deep_lazy_figure_puts_lazy_next_to_rich_and_saves_identically(tmp_path):
     from twoclocks.report import figures as F
 

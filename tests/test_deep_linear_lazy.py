@@ -189,6 +189,7 @@ def test_spurious_energy_stays_zero_under_gd_from_an_init_in_the_span_of_the_inp
 
 
 # --- the clock on a tiny lazy run ----------------------------------------------------------------
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_rep_spurious_fires_after_the_classifier_clock(tmp_path):
     """Tiny lazy run (orthogonal x1, n = 16 < d = 24, AdamW wd 0.3): train CE reaches 1e-3 within
     a few hundred steps; the spurious energy then decays through weight decay, far later."""

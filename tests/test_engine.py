@@ -48,6 +48,7 @@ def test_schedules():
     assert np.all(np.diff(snaps) > 0) and np.all(np.diff(np.log(snaps[1:])) > 0.5)
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_engine_matches_torch_adamw_reference(modular, tmp_path):
     cell = dict(CELL, dtype="float64", steps=200, snapshot_count=2, lr=[1e-2, 3e-3, 2e-2])
     out = train_cell(cell, modular, tmp_path / "run" / "trajectory.zarr")
@@ -76,6 +77,7 @@ def test_engine_matches_torch_adamw_reference(modular, tmp_path):
     np.testing.assert_allclose(traj.tau.values[:, -1], np.array(cell["lr"]) * 200)
 
 
+@pytest.mark.slow  # > 1.5 s: full suite only (fast tier < 90 s)
 def test_member_independent_of_stack(modular, tmp_path):
     a = dict(CELL, seeds=[0, 1, 2], lr=[1e-2, 3e-3, 5e-3], weight_decay=[1.0, 0.5, 0.1])
     b = dict(CELL, seeds=[2, 5], lr=[5e-3, 1e-2], weight_decay=[0.1, 2.0])
@@ -95,6 +97,7 @@ def test_same_config_bitwise_identical_store(modular, tmp_path):
     assert ts.open_trajectory(a).attrs == ts.open_trajectory(b).attrs
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_divergent_member_frozen_others_unchanged(modular, tmp_path):
     bad = dict(CELL, seeds=[0, 1, 2], lr=[1e-2, 1e30, 1e-2])
     ok = dict(CELL, seeds=[0, 2], lr=[1e-2, 1e-2])

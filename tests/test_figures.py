@@ -112,6 +112,7 @@ def test_missing_inputs_are_skipped_with_notes():
     assert "clock_cls" not in charts and "fig2_embedding" in charts
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_save_chart_is_deterministic_and_offline(built, tmp_path):
     _cells, (charts, _notes) = built
     for name in ("fig1_loss", "fig2_embedding", "clock_rep", "separation_ratio", "gates"):

@@ -82,6 +82,7 @@ def test_anchor_steps_and_clock_times():
     assert t_gen[0] == 40.0 and np.isnan(t_gen[1])
 
 
+@pytest.mark.slow  # > 1.5 s: full suite only (fast tier < 90 s)
 def test_reduction_replays_the_run_bitwise_and_forks_at_t0(modular, trained, tmp_path):
     t_cls, t_gen = np.array([20.0, 30.0, np.nan]), np.array([80.0, 90.0, 100.0])
     out = reduce_cell(CELL, modular, trained, t_cls, t_gen)

@@ -77,6 +77,7 @@ def test_prune_empty_dirs_stops_at_content_and_at_the_stop(tmp_path):
         prune_empty_dirs(tmp_path / "elsewhere", stop)
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_pipeline_keeps_one_copy_and_no_empty_state_dirs(tmp_path):
     """Train and unstack the tiny relu group (two stacked cells) through Snakemake."""
     targets = [f"results/test/runs/relu/wd={wd}/manifest.json" for wd in ("0.5", "1.0")]

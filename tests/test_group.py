@@ -40,6 +40,7 @@ def test_stacked_params_fold_hyperparameters_per_member():
         stacked_params([cell(0.5), cell(1.0, hidden_width=32)])
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_stacked_sweep_equals_cells_trained_alone(tmp_path, data):
     cells = [cell(0.5), cell(1.0, lr=3e-3)]
     stacked = train_group(cells, data, tmp_path / "stacked", state_dir=tmp_path / "s1")

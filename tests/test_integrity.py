@@ -91,6 +91,7 @@ def _verify_cli(study_dir: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_manifest_checksums_describe_the_final_linked_store(built):
     root, trained = built
     run = root / "runs" / CELL
@@ -305,6 +306,7 @@ def test_load_study_with_snapshots_combines_every_model(built):
             assert np.isnan(got).sum() == got.size - mine.size, (cid, name)
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_snakemake_stops_on_a_deleted_chunk(built, tmp_path):
     """Snakemake tracks the store's directory only and would say "Nothing to be done"; the
     head process compares files and sizes with the manifests and stops with the fix."""

@@ -46,6 +46,7 @@ def _key_in_subprocess(env_extra: dict) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_cache_key_changes_with_the_cpu_capability():
     """ATEN_CPU_CAPABILITY=default stands in for a node type without AVX2/AVX512."""
     native_key, native = _key_in_subprocess({})

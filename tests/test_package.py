@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -52,6 +54,7 @@ def test_unknown_attribute_is_an_attribute_error():
         twoclocks.nope  # noqa: B018
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_cli_help_speaks_to_users_not_to_the_tracker():
     out = subprocess.run(
         [sys.executable, "-m", "twoclocks.bench", "--help"],

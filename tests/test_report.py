@@ -180,6 +180,7 @@ def test_tables():
 
 
 @needs_chromium
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_chromium_renders_the_page(report, tmp_path):
     path, figures, _claims = report
     assert len(figures) == 14  # every figure of the synthetic study, under the height budget
@@ -212,6 +213,7 @@ def test_insufficient_reasons_are_grouped_by_kind():
 
 
 @needs_chromium
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_a_cell_link_opens_its_collapsed_section(report, tmp_path):
     path, _figures, _claims = report
     anchor = H.cell_anchor("relu/wd=0.8")

@@ -72,6 +72,7 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
         return {k: ds[k].values.copy() for k in ds.variables}
 
 
+@pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_watching_a_growing_store_never_corrupts_it_nor_crashes(tmp_path):
     study = tmp_path / "study"
     running = study / "state" / "relu" / "work" / "stacked.zarr.partial"
@@ -110,6 +111,7 @@ def test_watching_a_growing_store_never_corrupts_it_nor_crashes(tmp_path):
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
+@pytest.mark.slow  # > 1.5 s: full suite only (fast tier < 90 s)
 def test_discover_prefers_finished_stores_and_splits_stacked_members(tmp_path):
     study = tmp_path / "study"
     partial = study / "state" / "relu" / "work" / "stacked.zarr.partial"

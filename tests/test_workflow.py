@@ -30,6 +30,7 @@ def test_every_config_dry_runs(config, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow  # > 1.5 s: full suite only (fast tier < 90 s)
 def test_default_config_is_used_without_configfile(tmp_path):
     out = snakemake("-n", "--directory", str(tmp_path))
     import yaml
@@ -97,6 +98,7 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     assert test in (REPO / ".ci" / "run").read_text().splitlines()
 
 
+@pytest.mark.slow  # > 1.5 s: full suite only (fast tier < 90 s)
 def test_cell_ids_nested_in_other_cell_ids_dry_run(tmp_path):
     """`g/init=1.0` and `g/init=1.0/split=ordered` must not give nested directory outputs."""
     cfg = tmp_path / "nested.yaml"
