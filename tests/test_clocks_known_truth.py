@@ -274,3 +274,9 @@ def test_kl_theta_from_gradient_norms_where_logged(family, par):
     energy = rows[rows["clock"] == "rep_energy"]
     assert energy["kl_theta"].isna().all()
     assert energy["kl_note"].str.contains("grad_norm_energy").all()
+    # with the regularised gradient logged, weight decay no longer hides theta
+    ds["grad_norm_energy"] = ds["grad_norm"]
+    _, summary = fit_clocks(extract_clocks(ds, SETTINGS, {}), SETTINGS)
+    tail = next(r for r in summary["cells"]["kl"]["fits"] if r["fit"] == "tail"
+                and r["clock"] == "rep_energy")  # fmt: skip
+    assert est(tail, "kl_theta") == pytest.approx(truth, rel=0.05)

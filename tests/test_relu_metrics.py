@@ -67,8 +67,29 @@ def test_candidate_stable_ranks_match_explicit_matrices(combine, layers):
                     j = (pre > 0).to(z.dtype)[:, None] * (w @ j)
                     act = torch.relu(pre)
                 jac.append(net.head.weight @ j)
-        # float32 Gram matrices: ~1e-6 relative (docstring of singular_values_gram)
+        # float32 Gram matrices: ~1e-6 relative (docstring of singular_values_gram); the logit
+        # matrix's Gram comes from the hidden one (U (h^T h) U^T), the reference's from the logits
         assert got["srank_hidden"][i] == pytest.approx(_srank(h.numpy()), rel=1e-5)
         assert got["srank_logits"][i] == pytest.approx(_srank(logits.numpy()), rel=1e-5)
         mean_j = torch.stack(jac).mean(0).numpy()
-        assert got["srank_gated"][i] == pytest.approx(_srank(mean_j), rel=1e-9)
+        assert got["srank_gated"][i] == pytest.approx(_srank(mean_j), rel=1e-5)
+
+
+def test_fig3_candidates_are_logged_on_every_fourth_row(tmp_path):
+    """`every_rows`: the engine fills rows 0, 4, 8, ... and leaves NaN between."""
+    from conftest import TINY_RELU_CELL
+
+    from twoclocks.data.modular import make_modular
+    from twoclocks.train import store as ts
+    from twoclocks.train.engine import train_cell
+    from twoclocks.train.models.relu_embed import FIG3_EVERY_ROWS
+
+    data = make_modular(op="add", modulus=13, train_fraction=0.5, split="unordered", split_seed=0)
+    cell = dict(TINY_RELU_CELL, steps=10, log_dense_steps=10, snapshot_count=2)
+    traj = ts.open_trajectory(train_cell(cell, data, tmp_path / "t" / "trajectory.zarr")).load()
+    rows = np.arange(traj.sizes["step"])
+    due = rows % FIG3_EVERY_ROWS == 0
+    for name in ("srank_gated", "srank_hidden", "srank_logits"):
+        v = traj[name].values
+        assert np.isfinite(v[:, due]).all() and np.isnan(v[:, ~due]).all(), name
+    assert np.isfinite(traj["srank"].values).all()  # the clocks' stable ranks: every row

@@ -302,8 +302,12 @@ def _ref_forward(net: ReluEmbedNet, x: torch.Tensor):
     return net.head(h), z, torch.cat(pres, dim=1), h
 
 
-def _ref_metrics(net, logits, z, pre, h, y, test_logits, y_test, prev_gates, keep) -> tuple:
-    """The engine's metric set for one model, with plain per-model code; values as floats."""
+def _ref_metrics(
+    net, logits, z, pre, h, y, test_logits, y_test, prev_gates, keep, wd, skip=()
+) -> tuple:
+    """The engine's metric set for one model, with plain per-model code; values as floats
+    (``update_ratio`` is a placeholder here: :func:`_ref_update_ratio` fills it after the step);
+    metrics in ``skip`` (not logged on this row, ``Metric.every_rows``) are NaN."""
     row = {}
     for split, lg, yy in (("train", logits, y), ("test", test_logits, y_test)):
         lg = lg.detach().double()
@@ -321,6 +325,10 @@ def _ref_metrics(net, logits, z, pre, h, y, test_logits, y_test, prev_gates, kee
     row["sqnorm"] = [w.detach().double().pow(2).sum().item() for w in blocks.values()]
     row["sqnorm_total"] = sum(row["sqnorm"])
     row["grad_norm"] = [w.grad.double().norm().item() for w in blocks.values()]
+    row["grad_norm_energy"] = [
+        (w.grad.double() + wd * w.detach().double()).norm().item() for w in blocks.values()
+    ]
+    row["update_ratio"] = [math.nan] * len(blocks)
     w1, u, e = blocks["W1"].detach(), blocks["U"].detach(), blocks["E"].detach()
     mats = {"E": e, "W1": w1, "U": u, "UW": tm.end_to_end([w1[None], u[None]])[0]}
     sv = {k: torch.linalg.svdvals(v.double()) for k, v in mats.items()}
@@ -355,9 +363,20 @@ def _ref_metrics(net, logits, z, pre, h, y, test_logits, y_test, prev_gates, kee
         ("srank_hidden", hd),
         ("srank_logits", logits.detach().double()),
     ):
+        if name in skip:
+            row[name] = math.nan
+            continue
         s = torch.linalg.svdvals(mat)
         row[name] = (s.pow(2).sum() / s[0] ** 2).item()
     return row, gates
+
+
+def _ref_update_ratio(net, before: dict) -> list[float]:
+    """``||theta_b(t+1) - theta_b(t)|| / ||theta_b(t)||`` per block, after ``opt.step()``."""
+    return [
+        ((w.detach().double() - before[k]).norm() / before[k].norm()).item()
+        for k, w in net.block_params().items()
+    ]
 
 
 def _check_metric_set(row: dict, spec) -> None:
@@ -387,6 +406,8 @@ def reference_train(params: dict, dataset, device: torch.device, dtype: torch.dt
     xt = torch.as_tensor(dataset["x_test"].values, device=device)
     yt = torch.as_tensor(dataset["y_test"].values, device=device)
     stacked = init_params(spec, params["seeds"], dtype=dtype, device=device)
+    wd = float(params["weight_decay"])
+    thinned = [m for m in cat.metrics_for(spec) if m.every_rows > 1]
     metrics_s = 0.0
     outdir = Path(tempfile.mkdtemp(prefix="twoclocks-ref-"))
     _sync(device)
@@ -411,8 +432,9 @@ def reference_train(params: dict, dataset, device: torch.device, dtype: torch.dt
                 tm0 = time.perf_counter()
                 with torch.no_grad():
                     test_logits = net(xt)
+                skip = {m.name for m in thinned if not m.logged_at(len(history.get("step", [])))}
                 row, prev_gates = _ref_metrics(
-                    net, logits, z, pre, h, y, test_logits, yt, prev_gates, keep
+                    net, logits, z, pre, h, y, test_logits, yt, prev_gates, keep, wd, skip
                 )
                 if not history:
                     _check_metric_set(row, spec)
@@ -427,7 +449,14 @@ def reference_train(params: dict, dataset, device: torch.device, dtype: torch.dt
                 metrics_s += time.perf_counter() - tm0
             if t == steps:
                 break
+            before = None
+            if t in log_at:
+                before = {k: w.detach().double().clone() for k, w in net.block_params().items()}
             opt.step()
+            if before is not None:
+                tm0 = time.perf_counter()
+                history["update_ratio"][-1] = _ref_update_ratio(net, before)
+                metrics_s += time.perf_counter() - tm0
         tm0 = time.perf_counter()
         np.savez(outdir / f"metrics_{seed}.npz", **{k: np.asarray(v) for k, v in history.items()})
         metrics_s += time.perf_counter() - tm0

@@ -14,10 +14,14 @@ Regenerate only when a change of behaviour is intended (say so in the commit mes
 
     PYTHONPATH=$PWD/src python tests/data/make_checksums.py --check          # compare only
     PYTHONPATH=$PWD/src python tests/data/make_checksums.py --update-clocks  # new clock rules
+    PYTHONPATH=$PWD/src python tests/data/make_checksums.py --accept srank_logits update_ratio
     PYTHONPATH=$PWD/src python tests/data/make_checksums.py                  # rewrite all
 
 ``--update-clocks`` rewrites only the clock checksums, and refuses if any trajectory checksum
 changed: a change of clock definitions must not hide a change of what training writes.
+``--accept NAME ...`` rewrites only the named store variables (new or intentionally changed
+metrics; the variable-attribute digest moves with them), and refuses if any other variable or
+any clock changed.
 """
 
 from __future__ import annotations
@@ -188,6 +192,35 @@ def diff(expected: dict, got: dict) -> list[str]:
     return problems
 
 
+def accept_variables(names: set[str]) -> int:
+    """Rewrite the checksums of the store variables ``names`` (and the attribute digest); refuse
+    if anything else differs."""
+    fixture = json.loads(FIXTURE.read_text())
+    with tempfile.TemporaryDirectory(prefix="twoclocks-behaviour-") as tmp:
+        got = compute(fixture["inputs"], Path(tmp))
+    allowed = names | {"__var_attrs__"}
+    # a difference reads "/<group id>/store/<variable>: changed" (group ids contain "/")
+    other = [
+        p
+        for p in diff(fixture["checksums"], got)
+        if "/store/" not in p or p.split("/store/", 1)[1].split(":")[0] not in allowed
+    ]
+    if other:
+        print("other checksums changed, nothing written:\n" + "\n".join(other))
+        return 1
+    for gid, value in got.items():
+        store = fixture["checksums"][gid]["store"]
+        for name in sorted(set(value["store"]) | set(store)):
+            if name in allowed:
+                if name in value["store"]:
+                    store[name] = value["store"][name]
+                else:
+                    store.pop(name, None)
+    FIXTURE.write_text(json.dumps(fixture, indent=1, sort_keys=True) + "\n")
+    print(f"accepted {sorted(names)} in {FIXTURE}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true", help="compare with the fixture, write nothing")
@@ -196,7 +229,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rewrite only the clock checksums (trajectories must be unchanged)",
     )
+    ap.add_argument(
+        "--accept",
+        nargs="+",
+        metavar="NAME",
+        help="rewrite only these store variables (new or changed); everything else must match",
+    )
     args = ap.parse_args(argv)
+    if args.accept:
+        return accept_variables(set(args.accept))
     if args.update_clocks:
         fixture = json.loads(FIXTURE.read_text())
         with tempfile.TemporaryDirectory(prefix="twoclocks-behaviour-") as tmp:

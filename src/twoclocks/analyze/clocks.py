@@ -273,17 +273,21 @@ def regularised_energy(ds: xr.Dataset, cell: dict) -> xr.DataArray | None:
 def regularised_grad_norm(ds: xr.Dataset, cell: dict) -> tuple[xr.DataArray | None, str]:
     """||grad E|| (seed, step) of the regularised objective where the store gives it, else why not.
 
-    The store's `grad_norm` (seed, step, block) is the loss gradient without weight decay, so
-    ||grad E|| = sqrt(sum_blocks grad_norm^2) only when weight_decay == 0 (E = train CE). With
-    weight decay, ||grad E||^2 = ||grad L||^2 + 2 wd <grad L, W> + wd^2 ||W||^2 needs the inner
-    products <grad L, W_l>, which are not logged.
+    Stores with `grad_norm_energy` (seed, step, block) = ||grad_b L + wd theta_b|| give
+    ||grad E|| = sqrt(sum_blocks grad_norm_energy^2), the gradient of E = L + wd/2 ||theta||^2
+    in parameter space (relu: exactly the energy of :func:`regularised_energy`; deep linear: the
+    parameter-space energy, equal to the end-to-end one on balanced factorisations, which weight
+    decay drives the tail towards). Older stores have `grad_norm`, the loss gradient alone: it is
+    ||grad E|| only when weight_decay == 0.
     """
+    if "grad_norm_energy" in ds:
+        return np.sqrt((ds["grad_norm_energy"] ** 2).sum("block")), ""
     if "grad_norm" not in ds:
         return None, "no grad_norm in the store"
     if float(cell.get("weight_decay", 0.0)) != 0.0:
         return None, (
-            "grad_norm excludes weight decay and <grad L, W_l> is not logged: ||grad E|| of the "
-            "regularised objective needs a logged grad_norm_energy (seed, step)"
+            "grad_norm excludes weight decay and the store has no grad_norm_energy (seed, step, "
+            "block) (written by twoclocks since 2026-11-29): re-train to get theta"
         )
     return np.sqrt((ds["grad_norm"] ** 2).sum("block")), ""
 

@@ -291,6 +291,7 @@ class Run:
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
     diverged: torch.Tensor | None = None
     prev_gates: torch.Tensor | None = None
+    pending_update: tuple | None = None  # (LogContext, row) awaiting this step's update
     flushed: int = 0
     pending_snaps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     start: int = 0
@@ -440,7 +441,9 @@ def _check_divergence(run: Run, loss_m: torch.Tensor) -> None:
 
 
 def _log(run: Run, fwd) -> None:
-    """Phase: one log row (test forward, every declared metric), NaN for diverged members."""
+    """Phase: one log row (test forward, every declared metric), NaN for diverged members.
+
+    ``after_update`` metrics wait for this step's update (:func:`_log_update`)."""
     tm0 = time.perf_counter()
     with torch.no_grad():
         test_logits = forward(run.spec, run.p, run.test.x).logits
@@ -454,17 +457,39 @@ def _log(run: Run, fwd) -> None:
         prev_gates=run.prev_gates,
         fourier_keep=run.fourier_keep,
         delta=any(m.needs_delta for m in run.metrics),
+        weight_decay=run.opt.weight_decay,
+        decay=run.opt.decay,
     )
-    row = _log_row(run.metrics, ctx)
-    run.prev_gates = ctx.gates
     i = run.log_index[run.t]
+    due = [m for m in run.metrics if m.logged_at(i)]
+    _store_row(run, _log_row([m for m in due if not m.after_update], ctx), i)
+    run.prev_gates = ctx.gates
+    if any(m.after_update for m in due):
+        ctx.before = {b: v.detach().clone() for b, v in run.p.items()}
+        run.pending_update = (ctx, i)
+    run.clock["metrics_s"] += time.perf_counter() - tm0
+
+
+def _log_update(run: Run) -> None:
+    """Phase: the ``after_update`` metrics of the last log row, once its update is taken."""
+    if run.pending_update is None:
+        return
+    tm0 = time.perf_counter()
+    ctx, i = run.pending_update
+    run.pending_update = None
+    due = [m for m in run.metrics if m.after_update and m.logged_at(i)]
+    _store_row(run, _log_row(due, ctx), i)
+    run.clock["metrics_s"] += time.perf_counter() - tm0
+
+
+def _store_row(run: Run, row: dict[str, torch.Tensor], i: int) -> None:
+    """Copy metric values into log row ``i`` of the host buffers (NaN for diverged members)."""
     any_diverged = bool(run.diverged.any())
     for name, val in row.items():
         if any_diverged:
             mask = (~run.diverged).view(-1, *([1] * (val.ndim - 1)))
             val = torch.where(mask, val, torch.full_like(val, math.nan))
         run.buffers[name][:, i] = val.cpu().numpy()
-    run.clock["metrics_s"] += time.perf_counter() - tm0
 
 
 def _snapshot(run: Run) -> None:
@@ -607,6 +632,7 @@ def _loop(run: Run, progress: bool | None) -> None:
             if run.t == run.steps:
                 break
             run.opt.step()
+            _log_update(run)
             run.t += 1
             if run.on_step is not None:
                 run.on_step(run.t)

@@ -49,7 +49,11 @@ class Metric:
 
     ``compute(ctx)`` returns ``(M,)`` or ``(M, k)`` float64; ``applies(spec)`` says whether a
     model/task logs it; ``where`` says the same in words for the docs; ``needs_delta`` asks the
-    float64 train logit pass for the softmax residual too.
+    float64 train logit pass for the softmax residual too; ``after_update`` metrics are computed
+    once the optimiser has taken this step's update (``ctx.before`` holds the parameters before
+    it, ``ctx.params`` those after; NaN at the last step, which takes no update);
+    ``every_rows`` > 1 logs the metric on every that-many-th log row only (row 0 included; NaN
+    between), for costly metrics that serve a figure rather than a clock.
     """
 
     name: str
@@ -60,6 +64,12 @@ class Metric:
     applies: Callable[[Any], bool] = _always
     where: str = "all"
     needs_delta: bool = False
+    after_update: bool = False
+    every_rows: int = 1
+
+    def logged_at(self, row: int) -> bool:
+        """Whether log row ``row`` (0-based) holds this metric."""
+        return row % self.every_rows == 0
 
 
 class LogContext:
@@ -67,7 +77,9 @@ class LogContext:
 
     ``params`` (after t updates), ``fwd`` (the train forward whose backward filled the
     gradients), ``train``/``test`` samples (``x, y, weight``), ``test_logits``, the previous
-    log's gates (or None) and the Fourier gap's ``fourier_keep``.
+    log's gates (or None), the Fourier gap's ``fourier_keep``, the members' ``weight_decay``
+    (M,) and which blocks it ``decay``s; ``before``, for ``after_update`` metrics, the parameters
+    before this step's update. Model-specific shared work goes through :meth:`shared`.
     """
 
     def __init__(
@@ -82,6 +94,8 @@ class LogContext:
         prev_gates: Tensor | None,
         fourier_keep: int,
         delta: bool = False,
+        weight_decay: Tensor | None = None,
+        decay: dict[str, bool] | None = None,
     ):
         self.spec, self.params, self.fwd = spec, params, fwd
         self.train, self.test, self.test_logits = train, test, test_logits
@@ -89,6 +103,19 @@ class LogContext:
         first = params[spec.blocks()[0]]
         self.members, self.device = first.shape[0], first.device
         self.float32 = first.dtype == torch.float32
+        if weight_decay is None:
+            weight_decay = torch.zeros(self.members, dtype=torch.float64, device=self.device)
+        self.weight_decay = weight_decay.to(device=self.device, dtype=torch.float64)
+        self.decay = {b: True for b in spec.blocks()} if decay is None else dict(decay)
+        self.before: dict[str, Tensor] | None = None
+        self._shared: dict[str, Any] = {}
+
+    def shared(self, key: str, compute: Callable[[LogContext], Any]) -> Any:
+        """``compute(self)`` once per log step under ``key`` (work several metrics of one model
+        read, such as a Gram matrix)."""
+        if key not in self._shared:
+            self._shared[key] = compute(self)
+        return self._shared[key]
 
     @functools.cached_property
     def train_logits(self) -> dict[str, Tensor]:
@@ -117,6 +144,34 @@ class LogContext:
             ],
             dim=1,
         )
+
+    @functools.cached_property
+    def grad_norm_energy(self) -> Tensor:
+        """(M, blocks) float64 ``||grad_b L + wd theta_b||``: the gradient of the regularised
+        objective ``E = L + (wd / 2) ||theta||^2`` (weight decay acting on the decayed blocks;
+        the objective the clocks' energy gap uses), where ``grad_norm`` has ``grad L`` only."""
+        out = []
+        for b in self.spec.blocks():
+            p, g = self.params[b].detach(), self.params[b].grad
+            g = torch.zeros_like(p, dtype=torch.float64) if g is None else g.double()
+            if self.decay.get(b, True):
+                wd = self.weight_decay.view(-1, *([1] * (p.ndim - 1)))
+                g = g + wd * p.double()
+            out.append(g.square().flatten(1).sum(1).sqrt())
+        return torch.stack(out, dim=1)
+
+    def update_ratio(self) -> Tensor:
+        """(M, blocks) float64 ``||theta_b(t+1) - theta_b(t)|| / ||theta_b(t)||``: the relative
+        size of this step's update per block (what Adam's per-coordinate steps do to each block,
+        which raw gradient norms do not show). Needs ``before``."""
+        if self.before is None:
+            raise RuntimeError("update_ratio needs the parameters before the update (ctx.before)")
+        out = []
+        for b in self.spec.blocks():
+            a0, a1 = self.before[b].double(), self.params[b].detach().double()
+            step = (a1 - a0).square().flatten(1).sum(1).sqrt()
+            out.append(step / a0.square().flatten(1).sum(1).sqrt())
+        return torch.stack(out, dim=1)
 
     @functools.cached_property
     def matrices(self) -> dict[str, Tensor]:
@@ -230,6 +285,19 @@ COMMON: list[Metric] = [
         lambda c: c.grad_norm,
         dim="block",
     ),
+    Metric(
+        "grad_norm_energy",
+        "Frobenius norm of the gradient of L + (wd/2)||theta||^2 (KL exponent, eq. 4.2)",
+        lambda c: c.grad_norm_energy,
+        dim="block",
+    ),
+    Metric(
+        "update_ratio",
+        "relative update size ||theta(t+1) - theta(t)||_F / ||theta(t)||_F (Prop. 4.2)",
+        lambda c: c.update_ratio(),
+        dim="block",
+        after_update=True,
+    ),
 ]
 
 GAPS: list[Metric] = [
@@ -289,5 +357,7 @@ def markdown_table() -> str:
     for m in all_metrics():
         dims = "seed, step" + (f", {m.dim}" if m.dim else "")
         long_name = m.long_name.replace("|", "\\|")  # a bare | would split the cell
+        if m.every_rows > 1:
+            long_name += f"; every {m.every_rows}th log row (NaN between)"
         rows.append(f"| `{m.name}` | {dims} | {m.units} | {m.where} | {long_name} |")
     return "\n".join(rows)

@@ -22,6 +22,9 @@ __all__ = [
     "fourier_energy",
     "fourier_gap",
     "gate_flip_fraction",
+    "gram",
+    "gram_singular_values",
+    "gram_through",
     "logit_metrics",
     "preact_min_abs",
     "schatten_energy",
@@ -29,6 +32,7 @@ __all__ = [
     "singular_values",
     "singular_values_gram",
     "stable_rank",
+    "stable_rank_of_gram",
     "wmean",
 ]
 
@@ -169,18 +173,46 @@ def singular_values_gram(mats: Tensor, dtype: torch.dtype = F64) -> Tensor:
     m = mats.to(dtype)
     if m.shape[-2] > m.shape[-1]:
         m = m.mT
+    return gram_singular_values(gram(m))
+
+
+def gram(m: Tensor) -> Tensor:
+    """``m m^T`` per member, ``(M, a, b) -> (M, a, a)``, in ``m``'s dtype.
+
+    CPU: one 2-D product per member, so a member's bits do not depend on its stack."""
+    if _per_member(m):
+        return torch.stack([a @ a.T for a in m.unbind(0)])
+    return m @ m.mT
+
+
+def gram_singular_values(g: Tensor) -> Tensor:
+    """Singular values (descending, float64) of the matrices whose Gram matrices are ``g`` (M, k,
+    k): square roots of its eigenvalues. Non-finite members give NaN rows."""
+    finite = torch.isfinite(g).flatten(1).all(dim=1)  # non-finite or overflowing members
+    g = torch.where(finite.view(-1, 1, 1), g, 0.0)
     # CPU: one 2-D call per member; batched eigvalsh results depend on the batch size there (a
     # member's value would depend on its stack), and the loop measured as fast or faster.
-    per_member = _per_member(m)
-    gram = torch.stack([a @ a.T for a in m.unbind(0)]) if per_member else m @ m.mT
-    finite = torch.isfinite(gram).flatten(1).all(dim=1)  # non-finite or overflowing members
-    gram = torch.where(finite.view(-1, 1, 1), gram, 0.0)
-    if per_member:
-        s = torch.stack([torch.linalg.eigvalsh(g) for g in gram.unbind(0)])
+    if _per_member(g):
+        s = torch.stack([torch.linalg.eigvalsh(a) for a in g.unbind(0)])
     else:
-        s = torch.linalg.eigvalsh(gram)
+        s = torch.linalg.eigvalsh(g)
     s = s.to(F64).flip(-1).clamp_min(0.0).sqrt()
     return torch.where(finite.view(-1, 1), s, torch.nan)
+
+
+def gram_through(u: Tensor, g: Tensor) -> Tensor:
+    """Gram matrix of ``x u^T`` from the Gram matrix ``g = x^T x`` of ``x``: ``u g u^T`` per
+    member, ``(M, a, k), (M, k, k) -> (M, a, a)``. The logit matrix ``h U^T`` (n x p) gets its
+    p x p Gram from the hidden activations' k x k one without another pass over the n samples."""
+    if _per_member(g):
+        return torch.stack([a @ b @ a.T for a, b in zip(u.unbind(0), g.unbind(0), strict=True)])
+    return u @ g @ u.mT
+
+
+def stable_rank_of_gram(g: Tensor) -> Tensor:
+    """Stable rank (eq. 2.3) of the matrices whose Gram matrices are ``g``: trace over the
+    largest eigenvalue, ``(M,)`` float64 (NaN for non-finite members)."""
+    return _srank_of(gram_singular_values(g))
 
 
 def stable_rank(mats: Tensor) -> Tensor:
