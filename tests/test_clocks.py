@@ -83,6 +83,16 @@ def test_exponential_tail_interpolates_exactly():
     assert {"study", "grid", "cell_hash", "dtype", "below_floor"} <= set(df.columns)
 
 
+def test_a_list_valued_axis_is_one_label():
+    """layer_init_scales / frozen_blocks label a cell with a list: one column value, as in the
+    cell id (it used to be spread over the rows and fail)."""
+    steps = np.arange(0, 3001, 50)
+    ds = synthetic_trajectory(2.0 * np.exp(-0.004 * steps)[None], steps)
+    axes = {"layer_init_scales": [1.0, 0.5, 0.25], "weight_decay": 1.0}
+    df = extract_clocks(ds, {"eps": [1e-1, 1e-2]}, axes)
+    assert len(df) > 3 and (df["layer_init_scales"] == "1.0-0.5-0.25").all()
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     base=st.floats(-6, -1),

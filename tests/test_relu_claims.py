@@ -199,3 +199,23 @@ def test_grad_hierarchy_window_ends_at_the_classifier_clock():
     got = {c["id"]: c for c in C.evaluate_claims(cells, early, None, {})}["grad_hierarchy"]
     assert got["verdict"] == "PASS", got["evidence"]
     assert "[1, T_cls(eps=0.01)]" in got["evidence"]
+
+
+def test_grad_hierarchy_reports_the_relative_update_sizes_in_its_window():
+    """With `update_ratio` logged, the evidence adds the per-step ||dU||/||U|| over ||dE||/||E||
+    in the same window: 4 where U moves 4x faster relatively, whatever happens after it."""
+    cells = {}
+    for cid, ds in sr.study(deep=False).items():
+        ds = ds.copy(deep=True)
+        n_seed, n_step = ds.sizes["seed"], ds.sizes["step"]
+        u = np.full((n_seed, n_step, ds.sizes["block"]), 1e-3)
+        u[:, ds["step"].values > 50, 3] = 1e-5  # after the window: irrelevant
+        u[:, ds["step"].values <= 50, 3] = 4e-3
+        ds["update_ratio"] = (("seed", "step", "block"), u)
+        cells[cid] = ds
+    clocks = sr.clocks(cells)
+    at = (clocks["clock"] == "cls") & np.isclose(clocks["level"], 1e-2)
+    clocks.loc[at, "step"] = 50.0
+    got = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["grad_hierarchy"]
+    assert "update_ratio" in got["evidence"] and "median 4 " in got["evidence"]
+    assert set(got["details"]["update_ratio"].values()) == {4.0}

@@ -691,7 +691,7 @@ def _claim_grad_hierarchy(study, clocks, s) -> dict:
     text = "Early in training the head receives larger gradients than the embedding (Prop. 4.2)."
     level = pick_level(clocks, "cls", s["grad_window_eps"])
     t_win = clock_times(clocks, "cls", level).set_index(["cell_id", "seed"])["step"]
-    ratios, moves = {}, {}
+    ratios, moves, updates = {}, {}, {}
     for cid, ds in _relu_runs(study):
         if "grad_norm" not in ds or not {"U", "E"} <= {str(b) for b in ds["block"].values}:
             continue
@@ -700,11 +700,18 @@ def _claim_grad_hierarchy(study, clocks, s) -> dict:
         steps = ds["step"].to_numpy()
         g = ds["grad_norm"]
         r = (g.sel(block="U") / g.sel(block="E")).transpose("seed", "step").to_numpy()
+        ur = None
+        if "update_ratio" in ds:  # per-step relative update sizes, as the optimiser moves them
+            u = ds["update_ratio"]
+            ur = (u.sel(block="U") / u.sel(block="E")).transpose("seed", "step").to_numpy()
         for i, seed in enumerate(seeds):
             inside = (steps >= 1) & (steps <= hi[i])
             v = np.nanmedian(r[i, inside]) if inside.any() else np.nan
             if np.isfinite(v):
                 ratios[f"{cid}/seed={seed}"] = float(v)
+            w = np.nanmedian(ur[i, inside]) if ur is not None and inside.any() else np.nan
+            if np.isfinite(w):
+                updates[f"{cid}/seed={seed}"] = float(w)
         if {"snap_U", "snap_E", "checkpoint_step"} <= set(ds.variables):
             du, de = relative_displacement(ds, "U", hi), relative_displacement(ds, "E", hi)
             for seed, a, b in zip(seeds, du, de, strict=True):
@@ -733,7 +740,22 @@ def _claim_grad_hierarchy(study, clocks, s) -> dict:
             f"||dE||/||E(0)|| from step 0 to the last snapshot in the window, median "
             f"{np.median(mv):.3g} (> 1 in {np.mean(mv > 1):.0%} of {mv.size} runs)"
         )
-    return _claim("grad_hierarchy", text, verdict, ev, ratios=ratios, relative_displacement=moves)
+    if updates:
+        uv = np.array(list(updates.values()))
+        ev += (
+            f". Per-step relative update size ||dU||/||U|| over ||dE||/||E|| in the same window "
+            f"(`update_ratio`), median {np.median(uv):.3g} (> 1 in {np.mean(uv > 1):.0%} of "
+            f"{uv.size} runs)"
+        )
+    return _claim(
+        "grad_hierarchy",
+        text,
+        verdict,
+        ev,
+        ratios=ratios,
+        relative_displacement=moves,
+        update_ratio=updates,
+    )
 
 
 def _claim_gates(study, clocks, s) -> dict:

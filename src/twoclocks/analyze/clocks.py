@@ -510,7 +510,11 @@ def extract_clocks(ds: xr.Dataset, settings: dict, axes: dict) -> pd.DataFrame:
         out[c] = out[c].fillna("").astype(str)
     ident = {c: cell.get(c, "") for c in IDENTITY_COLUMNS}
     ident["cell_id"] = ident["cell_id"] or ds.attrs.get("cell_id", "")
-    head = pd.DataFrame({**ident, **dict(axes)}, index=out.index)
+    # a list-valued axis (layer_init_scales, frozen_blocks) is one label, written as in cell ids
+    labels = {
+        k: "-".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in axes.items()
+    }
+    head = pd.DataFrame({**ident, **labels}, index=out.index)
     out = pd.concat([head, out[list(CLOCK_COLUMNS)]], axis=1)
     out["seed"] = out["seed"].astype("int64")
     for c in ("censored", "below_floor", "diverged", "pre_fit", "unresolved"):
