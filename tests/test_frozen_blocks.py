@@ -213,11 +213,14 @@ def test_the_new_keys_enter_params_and_hash_when_used():
     relu = cells[0]
     assert relu.params["frozen_blocks"] == ["E"] and relu.params["embed_init_scale"] == 0.1
     assert relu.hash != HASHES_BEFORE["relu/wd=1.0"]
-    # as grid axes: readable ids
+    # a float axis labels its cells; a list-valued frozen_blocks is no axis (the clock tables
+    # hold one scalar per axis and cell): the schema names the keys that are
     cfg = copy.deepcopy(STUDY)
-    cfg["grids"]["relu"]["axes"] = {"frozen_blocks": [["E"], ["E", "W1", "b1"]]}
+    cfg["grids"]["relu"]["axes"] = {"embed_init_scale": [0.1, 0.3]}
     ids = [c.id for c in load_config(cfg).cells if c.params["model"] == "relu_embed"]
-    assert ids == ["relu/frozen_blocks=E", "relu/frozen_blocks=E-W1-b1"]
+    assert ids == ["relu/embed_init_scale=0.1", "relu/embed_init_scale=0.3"]
+    cfg["grids"]["relu"]["axes"] = {"frozen_blocks": [["E"], ["E", "W1", "b1"]]}
+    _rejects(cfg, "grids.relu.axes: key 'frozen_blocks' is not allowed", "embed_init_scale")
 
 
 def test_unknown_frozen_block_names_the_cell_the_name_and_the_blocks():
