@@ -221,6 +221,11 @@ def test_the_new_keys_enter_params_and_hash_when_used():
     assert ids == ["relu/embed_init_scale=0.1", "relu/embed_init_scale=0.3"]
     cfg["grids"]["relu"]["axes"] = {"frozen_blocks": [["E"], ["E", "W1", "b1"]]}
     _rejects(cfg, "grids.relu.axes: key 'frozen_blocks' is not allowed", "embed_init_scale")
+    extra = {
+        **copy.deepcopy(STUDY),
+        "extra_cells": [{"grid": "relu", "set": {"frozen_blocks": []}}],
+    }
+    _rejects(extra, "extra_cells[0].set.frozen_blocks", "its own grid")
 
 
 def test_unknown_frozen_block_names_the_cell_the_name_and_the_blocks():

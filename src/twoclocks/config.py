@@ -443,6 +443,12 @@ def _value_errors(config: dict, schema: dict) -> list[str]:
                 f"extra_cells[{i}].grid = {extra['grid']!r} is not a grid; "
                 f"allowed: {', '.join(config['grids'])}"
             )
+        if "frozen_blocks" in extra["set"]:  # an extra cell's set values label it, like axes
+            errors.append(
+                f"extra_cells[{i}].set.frozen_blocks: a list cannot label a cell (the clock "
+                "tables hold one scalar per label); give it its own grid with "
+                "`set: {frozen_blocks: [...]}`"
+            )
     return errors
 
 
