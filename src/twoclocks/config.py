@@ -32,15 +32,37 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 # (`train.models`, `config_keys`, `token_inputs_only`); config stays torch-free, so they are
 # repeated here and tests/test_registry.py checks both against the registry.
 MODEL_KEYS = {
-    "relu_embed": ("embed_dim", "combine", "hidden_width", "hidden_layers", "bias"),
+    "relu_embed": (
+        "embed_dim",
+        "combine",
+        "hidden_width",
+        "hidden_layers",
+        "bias",
+        "embed_init_scale",
+    ),
     "deep_linear": ("depth", "width", "balanced_init", "init_scheme", "layer_init_scales"),
 }
 # Keys added after studies were run: left out of the resolved cell while at these values, so an
 # existing cell keeps its params, hash, cache entry and trajectory.
-OMITTED_AT_DEFAULT = {"init_scheme": "uniform", "layer_init_scales": None}
+OMITTED_AT_DEFAULT = {
+    "init_scheme": "uniform",
+    "layer_init_scales": None,
+    "embed_init_scale": 1.0,
+    "frozen_blocks": [],
+}
 TOKEN_ONLY_MODELS = ("relu_embed",)
 OPTIMIZER_KEYS = {"adamw": ("betas", "adam_eps"), "sgd": ("momentum",)}
-COMMON_KEYS = ("task", "model", "optimizer", "lr", "weight_decay", "steps", "init_scale", "dtype")
+COMMON_KEYS = (
+    "task",
+    "model",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "steps",
+    "init_scale",
+    "dtype",
+    "frozen_blocks",
+)
 
 # Short names used in readable cell ids.
 ABBREVIATIONS = {
@@ -421,6 +443,12 @@ def _value_errors(config: dict, schema: dict) -> list[str]:
                 f"extra_cells[{i}].grid = {extra['grid']!r} is not a grid; "
                 f"allowed: {', '.join(config['grids'])}"
             )
+        if "frozen_blocks" in extra["set"]:  # an extra cell's set values label it, like axes
+            errors.append(
+                f"extra_cells[{i}].set.frozen_blocks: a list cannot label a cell (the clock "
+                "tables hold one scalar per label); give it its own grid with "
+                "`set: {frozen_blocks: [...]}`"
+            )
     return errors
 
 
@@ -491,6 +519,39 @@ def expand(config: dict, schema: dict | None = None) -> list[Cell]:
     return cells
 
 
+def model_blocks(p: dict) -> list[str]:
+    """The parameter block names of a resolved cell's model, in the order the model builds them,
+    without building it (config stays torch-free; tests/test_frozen_blocks.py checks these
+    against each registered model's ``blocks()``)."""
+    if p["model"] == "relu_embed":
+        layers = range(1, int(p["hidden_layers"]) + 1)
+        biases = [f"b{k}" for k in layers] if p["bias"] else []
+        return ["E", *(f"W{k}" for k in layers), *biases, "U"]
+    if p["model"] == "deep_linear":
+        return [f"W{k}" for k in range(1, int(p["depth"]) + 1)]
+    raise ConfigError(f"model {p['model']!r} has no block table in twoclocks.config.model_blocks")
+
+
+def _frozen_errors(p: dict) -> list[str]:
+    """`frozen_blocks` must name blocks of the cell's model and leave at least one trainable."""
+    frozen = p.get("frozen_blocks") or []
+    if not frozen:
+        return []
+    blocks = model_blocks(p)
+    unknown = [b for b in frozen if b not in blocks]
+    if unknown:
+        return [
+            f"cell {p['cell_id']}: frozen_blocks names {unknown}, not a block of model "
+            f"{p['model']!r}; its blocks are {blocks}: use names from that list"
+        ]
+    if set(frozen) >= set(blocks):
+        return [
+            f"cell {p['cell_id']}: frozen_blocks = {frozen} freezes every block of model "
+            f"{p['model']!r} ({blocks}): nothing would train; leave at least one block out"
+        ]
+    return []
+
+
 def _group_errors(cells: list[Cell]) -> list[str]:
     """Cells that share a train group may differ only in the stacked axes."""
     identity = {"cell_id", "cell_hash", "group_id", *STACKABLE}
@@ -558,6 +619,7 @@ def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
                 f"cell {cid}: model {p['model']!r} needs token inputs (task: modular); "
                 f"use model: deep_linear for the teacher task"
             )
+        errors += _frozen_errors(p)
         scales = p.get("layer_init_scales")
         if scales is not None and len(scales) != p["depth"]:
             errors.append(

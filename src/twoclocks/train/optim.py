@@ -10,6 +10,11 @@ weight matrix (layerwise) and, by default, to biases too (torch's default param 
 A member can be frozen (``active[i] = False``): its gradient is zeroed, its lr and weight decay
 are zero and its state is reset, so its parameters stop changing exactly.
 
+A parameter block can be frozen for every member (``frozen``, the cell's ``frozen_blocks``): the
+optimiser skips it (no update, no weight decay, no state), so it keeps its initial values
+bitwise; its gradient is still computed by autograd, so per-block gradient norms stay logged.
+With nothing frozen the step runs exactly the ops it ran before this option existed.
+
 State is a flat dict of plain tensors (``state_dict``/``load_state_dict``), saved without pickle.
 """
 
@@ -47,8 +52,19 @@ class _Stacked:
         lr: float | Sequence[float] | Tensor,
         weight_decay: float | Sequence[float] | Tensor,
         decay: dict[str, bool] | None,
+        frozen: Sequence[str] = (),
     ):
+        unknown = sorted(set(frozen) - set(params))
+        if unknown:
+            raise ValueError(
+                f"frozen blocks {unknown} are not parameter blocks; blocks: {list(params)}"
+            )
+        if set(frozen) >= set(params):
+            raise ValueError(f"frozen blocks {sorted(frozen)} leave nothing to train")
         self.params = params
+        self.frozen = frozenset(frozen)
+        # the blocks the optimiser updates (and keeps state for), in parameter order
+        self.trained = {n: p for n, p in params.items() if n not in self.frozen}
         first = next(iter(params.values()))
         m, dev = first.shape[0], first.device
         self.lr = _member_vector(lr, m, dev)
@@ -71,7 +87,7 @@ class _Stacked:
 
     def _grads(self, all_active: bool) -> dict[str, Tensor]:
         grads = {}
-        for n, p in self.params.items():
+        for n, p in self.trained.items():
             g = p.grad if p.grad is not None else torch.zeros_like(p)
             if not all_active:
                 g = torch.where(_bcast(self.active, p).bool(), g, torch.zeros_like(g))
@@ -110,11 +126,12 @@ class StackedAdamW(_Stacked):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         decay: dict[str, bool] | None = None,
+        frozen: Sequence[str] = (),
     ):
-        super().__init__(params, lr, weight_decay, decay)
+        super().__init__(params, lr, weight_decay, decay, frozen)
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
         self.eps = float(eps)
-        for n, p in params.items():
+        for n, p in self.trained.items():
             self.state[f"exp_avg/{n}"] = torch.zeros_like(p)
             self.state[f"exp_avg_sq/{n}"] = torch.zeros_like(p)
 
@@ -127,7 +144,7 @@ class StackedAdamW(_Stacked):
         bc2_sqrt = math.sqrt(1.0 - self.beta2**self.step_count)
         shrink = 1.0 - lr * wd  # float64, like torch's Python-float arithmetic
         step_size = lr / bc1
-        for n, p in self.params.items():
+        for n, p in self.trained.items():
             g = grads[n]
             if self.decay[n]:
                 p.mul_(_bcast(shrink, p))
@@ -149,11 +166,12 @@ class StackedSGD(_Stacked):
         weight_decay,
         momentum: float = 0.0,
         decay: dict[str, bool] | None = None,
+        frozen: Sequence[str] = (),
     ):
-        super().__init__(params, lr, weight_decay, decay)
+        super().__init__(params, lr, weight_decay, decay, frozen)
         self.momentum = float(momentum)
         if self.momentum != 0.0:
-            for n, p in params.items():
+            for n, p in self.trained.items():
                 self.state[f"momentum_buffer/{n}"] = torch.zeros_like(p)
 
     @torch.no_grad()
@@ -161,7 +179,7 @@ class StackedSGD(_Stacked):
         lr, wd, all_active = self._masked()
         grads = self._grads(all_active)
         self.step_count += 1
-        for n, p in self.params.items():
+        for n, p in self.trained.items():
             d = grads[n]
             if self.decay[n]:
                 d = d + _bcast(wd, p) * p
@@ -179,12 +197,12 @@ def make_optimizer(
     cell: dict, params: dict[str, Tensor], decay: dict[str, bool] | None = None
 ) -> StackedAdamW | StackedSGD:
     """Optimiser of a resolved cell (``optimizer``, ``lr``, ``weight_decay``, ``betas``,
-    ``adam_eps``, ``momentum``, optional ``decay_biases``)."""
+    ``adam_eps``, ``momentum``, ``frozen_blocks``, optional ``decay_biases``)."""
     if decay is None:
         decay_biases = bool(cell.get("decay_biases", True))
         decay = {n: (decay_biases or not n.startswith("b")) for n in params}
     cell = {**cell_defaults(), **cell}  # missing keys: the schema's defaults
-    kind = cell["optimizer"]
+    kind, frozen = cell["optimizer"], list(cell["frozen_blocks"])
     if kind == "adamw":
         betas = cell["betas"]
         return StackedAdamW(
@@ -194,7 +212,8 @@ def make_optimizer(
             betas=(betas[0], betas[1]),
             eps=cell["adam_eps"],
             decay=decay,
+            frozen=frozen,
         )
     if kind == "sgd":
-        return StackedSGD(params, cell["lr"], cell["weight_decay"], cell["momentum"], decay)
+        return StackedSGD(params, cell["lr"], cell["weight_decay"], cell["momentum"], decay, frozen)
     raise ValueError(f"unknown optimizer {kind!r}")

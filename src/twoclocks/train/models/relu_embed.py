@@ -44,7 +44,14 @@ class ReluEmbedSpec(ModelSpec):
     """Shape of a stacked ``relu_embed`` model (token inputs only)."""
 
     kind = "relu_embed"
-    config_keys = ("embed_dim", "combine", "hidden_width", "hidden_layers", "bias")
+    config_keys = (
+        "embed_dim",
+        "combine",
+        "hidden_width",
+        "hidden_layers",
+        "bias",
+        "embed_init_scale",
+    )
     end_to_end_name = "UW"
     token_inputs_only = True
 
@@ -53,6 +60,7 @@ class ReluEmbedSpec(ModelSpec):
     hidden_width: int = 0
     hidden_layers: int = 1
     bias: bool = True
+    embed_init_scale: float = 1.0
 
     @classmethod
     def from_params(cls, params: dict, common: dict[str, Any]) -> ReluEmbedSpec:
@@ -64,6 +72,9 @@ class ReluEmbedSpec(ModelSpec):
             hidden_width=int(params["hidden_width"]),
             hidden_layers=int(params.get("hidden_layers", cell_default("hidden_layers"))),
             bias=bool(params.get("bias", cell_default("bias"))),
+            embed_init_scale=float(
+                params.get("embed_init_scale", cell_default("embed_init_scale"))
+            ),
             **common,
         )
 
@@ -87,10 +98,15 @@ class ReluEmbedSpec(ModelSpec):
         return ["E", *self._hidden(), *bs, "U"]
 
     def init_member(self, gen: torch.Generator, scale: float) -> dict[str, Tensor]:
+        """Draws in a fixed order (E, then W_k and b_k per layer, then U) from ``gen``, every
+        block times ``scale``; E also times ``embed_init_scale`` (the other blocks' draws do not
+        depend on it)."""
         out: dict[str, Tensor] = {}
         out["E"] = torch.randn(
             (self.vocab_size, self.embed_dim), generator=gen, dtype=torch.float64
         )
+        if self.embed_init_scale != 1.0:
+            out["E"] = out["E"] * self.embed_init_scale
         d_in = self.linear_input_dim
         biases = {}
         for k in range(1, self.hidden_layers + 1):
