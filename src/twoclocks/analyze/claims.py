@@ -733,20 +733,22 @@ def _claim_grad_hierarchy(study, clocks, s) -> dict:
         f"median of ||grad_U||/||grad_E|| over steps [1, T_cls(eps={level:g})] per run: "
         f"median {np.median(vals):.3g} over {vals.size} runs, > 1 in {frac:.0%}"
     )
-    if moves:
-        mv = np.array(list(moves.values()))
-        ev += (
-            f". As AdamW moves them: relative displacement ||dU||/||U(0)|| over "
-            f"||dE||/||E(0)|| from step 0 to the last snapshot in the window, median "
-            f"{np.median(mv):.3g} (> 1 in {np.mean(mv > 1):.0%} of {mv.size} runs)"
-        )
-    if updates:
-        uv = np.array(list(updates.values()))
-        ev += (
-            f". Per-step relative update size ||dU||/||U|| over ||dE||/||E|| in the same window "
-            f"(`update_ratio`), median {np.median(uv):.3g} (> 1 in {np.mean(uv > 1):.0%} of "
-            f"{uv.size} runs)"
-        )
+    for what, per_run in (
+        (
+            "As the optimiser moves them: relative displacement ||dU||/||U(0)|| over "
+            "||dE||/||E(0)|| from step 0 to the last snapshot in the window",
+            moves,
+        ),
+        (
+            "Per-step relative update size ||dU||/||U|| over ||dE||/||E|| in the same window "
+            "(`update_ratio`)",
+            updates,
+        ),
+    ):
+        if per_run:
+            v = np.array(list(per_run.values()))
+            share = f"> 1 in {np.mean(v > 1):.0%} of {v.size} runs"
+            ev += f". {what}, median {np.median(v):.3g} ({share})"
     return _claim(
         "grad_hierarchy",
         text,
