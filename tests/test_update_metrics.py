@@ -80,3 +80,19 @@ def test_grad_norm_energy_is_the_gradient_of_the_regularised_objective(modular, 
         traj["grad_norm_energy"].values[0], traj["grad_norm"].values[0], strict=True
     )
     assert not np.allclose(traj["grad_norm_energy"].values[2], traj["grad_norm"].values[2])
+
+
+def test_frozen_blocks_take_no_weight_decay_in_the_regularised_gradient(modular, tmp_path):
+    """A block held at init (`frozen_blocks`) is not regularised: its grad_norm_energy is the
+    loss gradient alone, and the clocks' ||grad E|| sums the trained blocks only."""
+    from twoclocks.analyze.clocks import regularised_grad_norm
+
+    cell = dict(TINY_RELU_CELL, dtype="float64", steps=4, snapshot_count=2, frozen_blocks=["E"])
+    traj = _run(cell, modular, tmp_path)
+    e, u = traj["grad_norm_energy"], traj["grad_norm"]
+    np.testing.assert_array_equal(e.sel(block="E").values, u.sel(block="E").values, strict=True)
+    assert not np.allclose(e.sel(block="U").values, u.sel(block="U").values)
+    got, why = regularised_grad_norm(traj, cell)
+    trained = e.sel(block=[b for b in e["block"].values if b != "E"])
+    np.testing.assert_allclose(got.values, np.sqrt((trained**2).sum("block")).values, rtol=1e-15)
+    assert why == ""

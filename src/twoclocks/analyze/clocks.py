@@ -277,11 +277,15 @@ def regularised_grad_norm(ds: xr.Dataset, cell: dict) -> tuple[xr.DataArray | No
     ||grad E|| = sqrt(sum_blocks grad_norm_energy^2), the gradient of E = L + wd/2 ||theta||^2
     in parameter space (relu: exactly the energy of :func:`regularised_energy`; deep linear: the
     parameter-space energy, equal to the end-to-end one on balanced factorisations, which weight
-    decay drives the tail towards). Older stores have `grad_norm`, the loss gradient alone: it is
-    ||grad E|| only when weight_decay == 0.
+    decay drives the tail towards); blocks held at init (`frozen_blocks`) are left out. Older
+    stores have `grad_norm`, the loss gradient alone: it is ||grad E|| only when weight_decay == 0.
     """
     if "grad_norm_energy" in ds:
-        return np.sqrt((ds["grad_norm_energy"] ** 2).sum("block")), ""
+        # blocks held at init (`frozen_blocks`) are not optimised: E's gradient is over the rest
+        frozen = {str(b) for b in cell.get("frozen_blocks", [])}
+        g = ds["grad_norm_energy"]
+        g = g.sel(block=[b for b in g["block"].values if str(b) not in frozen])
+        return np.sqrt((g**2).sum("block")), ""
     if "grad_norm" not in ds:
         return None, "no grad_norm in the store"
     if float(cell.get("weight_decay", 0.0)) != 0.0:

@@ -458,7 +458,8 @@ def _log(run: Run, fwd) -> None:
         fourier_keep=run.fourier_keep,
         delta=any(m.needs_delta for m in run.metrics),
         weight_decay=run.opt.weight_decay,
-        decay=run.opt.decay,
+        # frozen blocks (`frozen_blocks`) take no weight decay either
+        decay={b: d and b not in run.opt.frozen for b, d in run.opt.decay.items()},
     )
     i = run.log_index[run.t]
     due = [m for m in run.metrics if m.logged_at(i)]
