@@ -127,23 +127,27 @@ class LogContext:
         return tm.logit_metrics(self.test_logits, self.test.y, self.test.weight)
 
     @functools.cached_property
+    def params64(self) -> dict[str, Tensor]:
+        """float64 copies of the parameter blocks, shared by the norm metrics."""
+        return {b: self.params[b].detach().double() for b in self.spec.blocks()}
+
+    @functools.cached_property
+    def grads64(self) -> dict[str, Tensor]:
+        """float64 copies of the loss gradients (zeros for a block without one)."""
+        out = {}
+        for b, p in self.params64.items():
+            g = self.params[b].grad
+            out[b] = torch.zeros_like(p) if g is None else g.double()
+        return out
+
+    @functools.cached_property
     def sqnorm(self) -> Tensor:
         """(M, blocks) float64 squared Frobenius norms."""
-        p = self.params
-        return torch.stack(
-            [p[b].double().square().flatten(1).sum(1) for b in self.spec.blocks()], dim=1
-        )
+        return torch.stack([p.square().flatten(1).sum(1) for p in self.params64.values()], dim=1)
 
     @functools.cached_property
     def grad_norm(self) -> Tensor:
-        zero = torch.zeros(self.members, dtype=torch.float64, device=self.device)
-        return torch.stack(
-            [
-                g.double().square().flatten(1).sum(1).sqrt() if g is not None else zero
-                for g in (self.params[b].grad for b in self.spec.blocks())
-            ],
-            dim=1,
-        )
+        return torch.stack([g.square().flatten(1).sum(1).sqrt() for g in self.grads64.values()], 1)
 
     @functools.cached_property
     def grad_norm_energy(self) -> Tensor:
@@ -151,12 +155,10 @@ class LogContext:
         objective ``E = L + (wd / 2) ||theta||^2`` (weight decay acting on the decayed blocks;
         the objective the clocks' energy gap uses), where ``grad_norm`` has ``grad L`` only."""
         out = []
-        for b in self.spec.blocks():
-            p, g = self.params[b].detach(), self.params[b].grad
-            g = torch.zeros_like(p, dtype=torch.float64) if g is None else g.double()
+        for b, g in self.grads64.items():
             if self.decay.get(b, True):
-                wd = self.weight_decay.view(-1, *([1] * (p.ndim - 1)))
-                g = g + wd * p.double()
+                p = self.params64[b]
+                g = g + self.weight_decay.view(-1, *([1] * (p.ndim - 1))) * p
             out.append(g.square().flatten(1).sum(1).sqrt())
         return torch.stack(out, dim=1)
 
