@@ -45,3 +45,17 @@ def test_checksums_see_a_one_ulp_change():
     assert maker._digest(a) != maker._digest(b)
     assert maker._digest(a) == maker._digest(a.copy())
     assert maker._digest(a) != maker._digest(a.astype(np.float32))
+
+
+def test_accept_takes_only_the_named_variables_and_clocks():
+    """``--accept`` sorts each difference by its store variable or clock name (ids hold "/")."""
+    maker = _maker()
+    allowed = {"test_loss", "gen_loss", "__var_attrs__"}
+    assert maker._accepted("/relu/store/test_loss: changed", allowed)
+    assert maker._accepted("/relu/clocks/relu/wd=0.5/gen_loss: changed", allowed)
+    assert not maker._accepted("/relu/store/train_loss: changed", allowed)
+    assert not maker._accepted("/relu/clocks/relu/wd=0.5/cls_loss: changed", allowed)
+    assert not maker._accepted("/relu/clocks/test_loss/wd=0.5/cls_loss: changed", allowed)
+    old, new = {"a": "1", "b": "2", "gone": "3"}, {"a": "9", "b": "8"}
+    maker._take(old, new, {"a", "gone"})
+    assert old == {"a": "9", "b": "2"}

@@ -193,6 +193,30 @@ def test_evaluation_forward_equals_the_training_forward(combine, layers):
     assert torch.equal(alone.logits[0], ev.logits[1])
 
 
+@pytest.mark.parametrize(
+    ("combine", "bias", "layers"), [("sum", True, 1), ("concat", True, 2), ("sum", False, 2)]
+)
+def test_evaluation_logits_equal_the_forward(combine, bias, layers):
+    """``spec.logits`` (the engine's test pass: bias folded into the token table, in-place
+    ReLUs) equals the forward's logits to rounding, leaves the parameters untouched, and gives a
+    member alone the same bits as in a stack."""
+    spec = _relu(combine, bias, layers)
+    params = init_params(spec, SEEDS, dtype=torch.float64)
+    before = {k: v.clone() for k, v in params.items()}
+    x, _ = _data(41)
+    fast = spec.logits(params, x)
+    with torch.no_grad():
+        ref = forward(spec, params, x).logits
+    torch.testing.assert_close(fast, ref, rtol=1e-13, atol=1e-13)
+    assert all(torch.equal(params[k], before[k]) for k in params)
+    alone = spec.logits({k: v[2:3] for k, v in params.items()}, x)
+    assert torch.equal(alone[0], fast[2])
+    dl = _dl(2)  # the default: forward's logits
+    dlp = init_params(dl, SEEDS, dtype=torch.float64)
+    xin = encode_inputs(dl, x, torch.float64)
+    assert torch.equal(dl.logits(dlp, xin), forward(dl, dlp, xin).logits.detach())
+
+
 def test_member_matmul_gradients_and_stack_independence():
     """The CPU per-member matmul of the head: exact gradients (gradcheck) and, bitwise, the
     same output and gradients for a member alone as in a stack."""

@@ -20,8 +20,8 @@ Regenerate only when a change of behaviour is intended (say so in the commit mes
 ``--update-clocks`` rewrites only the clock checksums, and refuses if any trajectory checksum
 changed: a change of clock definitions must not hide a change of what training writes.
 ``--accept NAME ...`` rewrites only the named store variables (new or intentionally changed
-metrics; the variable-attribute digest moves with them), and refuses if any other variable or
-any clock changed.
+metrics; the variable-attribute digest moves with them) and clocks (one read from a changed
+variable, e.g. ``--accept test_loss gen_loss``), and refuses if anything else changed.
 """
 
 from __future__ import annotations
@@ -192,30 +192,42 @@ def diff(expected: dict, got: dict) -> list[str]:
     return problems
 
 
+def _accepted(path: str, allowed: set[str]) -> bool:
+    """Whether a difference lies in an allowed variable or clock. Differences read
+    "/<group id>/store/<variable>: ..." or "/<group id>/clocks/<cell id>/<clock>: ..." (group
+    and cell ids contain "/")."""
+    name = path.split(":", 1)[0]
+    if "/store/" in name:
+        return name.split("/store/", 1)[1] in allowed
+    return "/clocks/" in name and name.rsplit("/", 1)[1] in allowed
+
+
+def _take(old: dict, new: dict, allowed: set[str]) -> None:
+    """Copy the allowed entries of ``new`` into ``old`` (dropping those ``new`` lacks)."""
+    for name in sorted(set(new) | set(old)):
+        if name in allowed:
+            if name in new:
+                old[name] = new[name]
+            else:
+                old.pop(name, None)
+
+
 def accept_variables(names: set[str]) -> int:
-    """Rewrite the checksums of the store variables ``names`` (and the attribute digest); refuse
-    if anything else differs."""
+    """Rewrite the checksums of the store variables and clocks ``names`` (and the attribute
+    digest); refuse if anything else differs."""
     fixture = json.loads(FIXTURE.read_text())
     with tempfile.TemporaryDirectory(prefix="twoclocks-behaviour-") as tmp:
         got = compute(fixture["inputs"], Path(tmp))
     allowed = names | {"__var_attrs__"}
-    # a difference reads "/<group id>/store/<variable>: changed" (group ids contain "/")
-    other = [
-        p
-        for p in diff(fixture["checksums"], got)
-        if "/store/" not in p or p.split("/store/", 1)[1].split(":")[0] not in allowed
-    ]
+    other = [p for p in diff(fixture["checksums"], got) if not _accepted(p, allowed)]
     if other:
         print("other checksums changed, nothing written:\n" + "\n".join(other))
         return 1
     for gid, value in got.items():
-        store = fixture["checksums"][gid]["store"]
-        for name in sorted(set(value["store"]) | set(store)):
-            if name in allowed:
-                if name in value["store"]:
-                    store[name] = value["store"][name]
-                else:
-                    store.pop(name, None)
+        _take(fixture["checksums"][gid]["store"], value["store"], allowed)
+        clocks = fixture["checksums"][gid]["clocks"]
+        for cid, table in value["clocks"].items():
+            _take(clocks.setdefault(cid, {}), table, allowed)
     FIXTURE.write_text(json.dumps(fixture, indent=1, sort_keys=True) + "\n")
     print(f"accepted {sorted(names)} in {FIXTURE}")
     return 0
@@ -233,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         "--accept",
         nargs="+",
         metavar="NAME",
-        help="rewrite only these store variables (new or changed); everything else must match",
+        help="rewrite only these store variables and clocks; everything else must match",
     )
     args = ap.parse_args(argv)
     if args.accept:

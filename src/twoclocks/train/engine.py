@@ -446,7 +446,7 @@ def _log(run: Run, fwd) -> None:
     ``after_update`` metrics wait for this step's update (:func:`_log_update`)."""
     tm0 = time.perf_counter()
     with torch.no_grad():
-        test_logits = forward(run.spec, run.p, run.test.x).logits
+        test_logits = run.spec.logits(run.p, run.test.x)
     ctx = cat.LogContext(
         spec=run.spec,
         params=run.p,

@@ -224,7 +224,7 @@ def _fork(real: engine.Run) -> engine.Run:
 @torch.no_grad()
 def _record(out, i, t, real, fwd_r, frozen, fwd_f, t0, theta0) -> None:
     """One log row: CE/accuracy of every stack and the relative divergence."""
-    test_r = forward(real.spec, real.p, real.test.x).logits
+    test_r = real.spec.logits(real.p, real.test.x)
     for split, lg in (("train", fwd_r.logits), ("test", test_r)):
         ce, acc = _ce_acc(lg, real.train if split == "train" else real.test)
         out[f"real_{split}_loss"][:, i], out[f"real_{split}_acc"][:, i] = ce, acc
@@ -234,7 +234,7 @@ def _record(out, i, t, real, fwd_r, frozen, fwd_f, t0, theta0) -> None:
         after &= t >= t0[k]
         ce, acc = _ce_acc(fwd.logits, run.train)
         real_train = forward(run.spec, run.p, run.train.x).logits
-        real_test = forward(run.spec, run.p, run.test.x).logits
+        real_test = run.spec.logits(run.p, run.test.x)
         ce_rt, _ = _ce_acc(real_train, run.train)
         ce_t, acc_t = _ce_acc(real_test, run.test)
         vals = {

@@ -47,9 +47,9 @@ def _other_minus_true(logits: Tensor, y: Tensor) -> Tensor:
     """Float64 ``z_c - z_y`` for every class, with the true class itself set to ``-inf``."""
     if logits.shape[-1] < 2:
         raise ValueError("logit metrics need at least two classes")
-    z = logits.to(F64)
-    idx = y.to(device=z.device, dtype=torch.long).view(1, -1, 1).expand(z.shape[0], -1, 1)
-    rel = z - z.gather(-1, idx)
+    rel = logits.to(F64, copy=True)  # subtracted in place below: never the caller's tensor
+    idx = y.to(device=rel.device, dtype=torch.long).view(1, -1, 1).expand(rel.shape[0], -1, 1)
+    rel.sub_(rel.gather(-1, idx))
     return rel.scatter_(-1, idx, float("-inf"))
 
 
@@ -319,7 +319,7 @@ def _class_means(
     h: Tensor, y: Tensor, num_classes: int, weight: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Float64 class means ``(M, C, H)`` (zero rows for absent classes), counts, present mask."""
-    z = h.to(F64)
+    z = h.to(F64)  # no copy when ``h`` is float64 already (separation_gap passes it so)
     y = y.to(device=z.device, dtype=torch.long)
     w = None if weight is None else weight.to(device=z.device, dtype=F64)
     counts = torch.bincount(y, weights=w, minlength=num_classes).to(F64)
@@ -349,8 +349,8 @@ def separation_gap(
     structure give about ``n / (2 K)``. ``normalize=False`` returns the paper's raw ratio.
     Fewer than two present classes give NaN. ``weight``: optional per-sample multiplicities.
     """
-    mu, counts, present = _class_means(h, y, num_classes, weight)
     z = h.to(F64)
+    mu, counts, present = _class_means(z, y, num_classes, weight)
     n = counts.sum()
     # Within-class scatter as sum_a w_a ||z_a||^2 - sum_c n_c ||mu_c||^2 (no (M, n, H) gather;
     # measured ~3x faster). It cancels when classes (nearly) collapse, so members whose scatter
@@ -382,7 +382,9 @@ def gate_flip_fraction(prev: Tensor, cur: Tensor, weight: Tensor | None = None) 
     """Fraction of (sample, unit) gates that differ between two logs, ``(M, n, H) -> (M,)``.
 
     ``weight``: optional per-sample multiplicities."""
-    flips = (prev != cur).to(F64).mean(dim=-1)
+    # integer counts, then one division: the same value as a float64 mean of 0/1, without an
+    # (M, n, H) float64 temporary
+    flips = (prev != cur).sum(dim=-1).to(F64) / cur.shape[-1]
     return wmean(flips, weight)
 
 

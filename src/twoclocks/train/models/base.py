@@ -108,6 +108,13 @@ class ModelSpec:
         """Batched forward over all members on encoded inputs ``x``."""
         raise NotImplementedError
 
+    def logits(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        """Evaluation logits ``(M, n, C)`` without autograd (the test metrics of every log row).
+        Default: :meth:`forward`'s; a model may override it with a faster path that keeps no
+        intermediate activations."""
+        with torch.no_grad():
+            return self.forward(params, x).logits
+
     # --- matrices ----------------------------------------------------------------------------
     def end_to_end_factors(self, params: dict[str, Tensor]) -> list[Tensor]:
         """``[W_1, ..., W_L]`` whose product ``W_L ... W_1`` is the end-to-end map."""
