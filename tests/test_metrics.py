@@ -306,3 +306,23 @@ def test_separation_gap_near_collapse_is_exact_and_member_independent():
         np.testing.assert_allclose(got[i], within / (between + 1e-12), rtol=1e-9)
     for i in range(2):
         assert torch.equal(mt.separation_gap(z[i : i + 1], y, num_classes)[0], torch.tensor(got[i]))
+
+
+def test_small_spectra_run_on_one_thread_whatever_the_thread_count():
+    """The weight spectra (small per-member Gram products and eigenproblems) run on one thread:
+    the same bits under 1 and 2 torch threads, and the caller's thread count is restored."""
+    g = torch.Generator().manual_seed(3)
+    mats = torch.randn(3, 113, 128, generator=g)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = mt.singular_values_gram(mats, dtype=torch.float32)
+        two64 = mt.singular_values_gram(mats.double())
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        assert torch.equal(mt.singular_values_gram(mats, dtype=torch.float32), two)
+        assert torch.equal(mt.singular_values_gram(mats.double()), two64)
+    finally:
+        torch.set_num_threads(before)
+    ref = torch.linalg.svdvals(mats.double())
+    torch.testing.assert_close(two64, ref, rtol=1e-10, atol=1e-6)
