@@ -25,7 +25,10 @@ One JSON record, every number taken in the same process on the same machine:
 
 Default log cadence: the paper config's ``log_every_steps`` and a dense window scaled to the run
 length (paper dense steps x steps / paper steps, likewise the snapshot count), so the share of
-logged steps matches a full 15k-step run of config/paper.yaml.
+logged steps matches a full 15k-step run of config/paper.yaml. A run's fixed costs (store
+creation on the writer thread, the final flush and validation) do not scale with it: they weigh
+ten times more in the default 1,500-step run than in a full-length one (``--steps 15000``,
+docs/performance.md).
 """
 
 from __future__ import annotations
