@@ -20,7 +20,7 @@ from twoclocks.analyze.clocks import (
     resolve_settings,
     structural_gaps,
 )
-from twoclocks.analyze.fits import fit_clocks
+from twoclocks.analyze.fits import PER_CELL_FITS, fit_clocks
 from twoclocks.analyze.study_dir import CLOCK_INPUTS
 from twoclocks.config import load_schema
 from twoclocks.train.store import open_trajectory
@@ -49,6 +49,8 @@ def test_clock_lists_derive_from_the_declarations():
     assert LAW_CLOCKS == ("cls", *REP_CLOCKS)
     assert cs.clock_names(fit="kl") == ("rep_energy",)
     assert cs.clock_names(fit="ratio") == (*REP_CLOCKS, "gen_acc", "gen_loss", "gate")
+    # every fit a clock may declare runs: per cell, in the tail record (kl) or across cells
+    assert set(PER_CELL_FITS) | {"kl", "scaling"} == set(cs.FIT_KINDS)
     # the study-directory runner's notes: every clock a store may lack (energy: per model)
     assert set(CLOCK_INPUTS) == set(CLOCKS) - {"cls", "rep_energy"}
     assert CLOCK_INPUTS["rep_fourier"] == (("fourier_gap",), "`fourier_gap`")

@@ -411,12 +411,32 @@ def _flatten(rec: dict, study: str, cell_id: str) -> list[dict]:
     return [{**base, "param": name, **p} for name, p in params.items()]
 
 
+def _tail(cell: pd.DataFrame, rows: pd.DataFrame, clock: str, s: dict) -> dict | None:
+    return fit_tail_summary(rows, clock, s) if "tail_law" in cell else None
+
+
+def _ratio(cell: pd.DataFrame, rows: pd.DataFrame, clock: str, s: dict) -> dict | None:
+    ok = clock in s["reference_levels"] and (cell["clock"] == "cls").any()
+    return fit_separation_ratio(cell, clock, s) if ok else None
+
+
+# per-cell fits by the name a clock declares them with (`ClockSpec.fits`), in record order:
+# (the cell's rows, the clock's rows, clock, resolved settings) -> record, or None where it
+# does not apply. `kl` is summarised in the tail record; `scaling` runs across cells.
+PER_CELL_FITS = {
+    "law": lambda cell, rows, clock, s: fit_law(rows, clock, s),
+    "tail": _tail,
+    "ratio": _ratio,
+}
+
+
 def fit_clocks(clocks: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict]:
     """All fits for a study's clocks table -> (tidy fits table, JSON-able summary).
 
     Per cell, each declared clock takes the fits its declaration names (`clock_specs`; built
     in: `law` for `cls` and every rep clock, `tail` for every rep clock, `ratio` for every slow
-    clock); across cells: `scaling`. Reads only the clocks table (design.md "Fits output").
+    clock), in the order of PER_CELL_FITS; across cells: `scaling`. Reads only the clocks table
+    (design.md "Fits output").
     """
     s = resolve_settings(settings)
     clocks = clocks.copy()
@@ -427,18 +447,14 @@ def fit_clocks(clocks: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict
     axes = _axis_columns(clocks)
     for cell_id, cell in clocks.groupby("cell_id", sort=True):
         study = str(cell["study"].iloc[0]) if "study" in cell else ""
-        recs = []
         names = clock_names()
         by_clock = {c: cell[cell["clock"] == c] for c in names if (cell["clock"] == c).any()}
-        for c in clock_names(fit="law"):
-            if c in by_clock:
-                recs.append(fit_law(by_clock[c], c, s))
-        for c in clock_names(fit="tail"):
-            if c in by_clock and "tail_law" in cell:
-                recs.append(fit_tail_summary(by_clock[c], c, s))
-        for c in clock_names(fit="ratio"):
-            if c in by_clock and c in s["reference_levels"] and "cls" in by_clock:
-                recs.append(fit_separation_ratio(cell, c, s))
+        recs = [
+            rec
+            for fit, run in PER_CELL_FITS.items()
+            for c in clock_names(fit=fit)
+            if c in by_clock and (rec := run(cell, by_clock[c], c, s)) is not None
+        ]
         for r in recs:
             rows_out += _flatten(r, study, str(cell_id))
         cells_json[str(cell_id)] = {
