@@ -10,15 +10,9 @@ import pytest
 from test_clocks import synthetic_trajectory
 
 from twoclocks.analyze.clocks import extract_clocks
-from twoclocks.analyze.fits import (
-    FIT_COLUMNS,
-    K_MIN,
-    _boot_counts,
-    _param,
-    fit_clocks,
-    fit_tail,
-    law_fit_arrays,
-)
+from twoclocks.analyze.fit_common import boot_counts, param
+from twoclocks.analyze.fits import FIT_COLUMNS, K_MIN, fit_clocks, law_fit_arrays
+from twoclocks.analyze.tails import fit_tail
 
 FAST = {"bootstrap_samples": 200, "stability_window_logs": 3}
 
@@ -69,10 +63,10 @@ def test_log_clock_slope_recovers_rate(rate, noise, seed):
 
 
 def test_interval_contains_its_estimate():
-    p = _param(1.0 + 2e-16, np.full(50, 1.0))  # replicates one ulp below the estimate
+    p = param(1.0 + 2e-16, np.full(50, 1.0))  # replicates one ulp below the estimate
     assert p["ci_low"] <= p["estimate"] <= p["ci_high"]
     assert p["boot_high"] < p["estimate"]  # the raw percentile interval misses it
-    assert np.isnan(_param(1.0, None)["ci_low"])
+    assert np.isnan(param(1.0, None)["ci_low"])
 
 
 @pytest.mark.parametrize("k", [0.3, 1.0, 2.5])
@@ -118,8 +112,8 @@ def test_times_without_a_trend_identify_no_law():
 
 def test_bootstrap_counts_are_seeded_and_resample_whole_seeds():
     groups = np.array([0, 0, 1, 1, 2, 2])
-    a = _boot_counts(groups, np.zeros(6), 50, 3)
-    assert np.array_equal(a, _boot_counts(groups, np.zeros(6), 50, 3))
+    a = boot_counts(groups, np.zeros(6), 50, 3)
+    assert np.array_equal(a, boot_counts(groups, np.zeros(6), 50, 3))
     assert (a[0] == 1).all() and (a[1:].reshape(50, 3, 2).sum(1)[:, 0] == 3).all()
     assert (a[:, ::2] == a[:, 1::2]).all()  # both levels of a seed share its draw count
 

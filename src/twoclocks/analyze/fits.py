@@ -1,44 +1,72 @@
-"""Every fit of the pipeline (docs/science.md 7, docs/design.md "Fits"): the one place that fits.
+"""The fits of the clocks table (docs/science.md 7, docs/design.md "Fits output").
 
 - `fit_law`: one law selection for both clocks. Per cell and clock, the uncensored post-fit
   clock times T(x) at levels x (eps for `cls`, eta for `rep_*`) are fitted by the log law
   `T = a + b log(1/x)` and by the free-offset power law `T = T0 + C x^-k` (T0 free, also below
   the first crossing), both by least squares with relative errors (weights 1/T^2), and compared
   by AIC. Every parameter and delta-AIC gets a seed-bootstrap interval.
-- `fit_tail`: the shape of one member's gap G(t) after T_cls: `G = G_inf + A exp(-(t - T)/b)`
-  against `G = G_inf + A ((t - t0)/(T - t0))^-p`, by AIC on log G. Its G_inf is the asymptote the
-  clocks stage normalises the gap against (called from `clocks.extract_clocks`, which needs it to
-  define the crossings; nothing else fits outside this module).
 - `fit_separation_ratio`, `fit_scaling`: T_clock / T_cls per seed, and power-law scaling of the
   clocks with each grid axis across cells.
+- `fit_clocks`: every fit of a study; which clocks take which fit is declared per clock
+  (`clock_specs`). The tail and KL summaries come from `tails` (the per-member tail and KL fits
+  run in the clocks stage, which needs the asymptote to define the crossings: `tails.fit_tail`,
+  `kl.fit_kl`, re-exported here).
 
 Only clocks-table columns are read (data flow: trajectories -> clocks -> fits). A fit is `ok` only
 when its law is identified (enough uncensored levels, >= 2 seeds for the bootstrap, finite
 intervals, parameters inside their domain); otherwise `insufficient` with the reason.
-Output format: docs/design.md "Fits output".
 """
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from twoclocks.analyze.clocks import (
+from twoclocks.analyze.clock_specs import (
     CLOCK_COLUMNS,
-    CLOCKS,
     IDENTITY_COLUMNS,
-    LAW_CLOCKS,
-    REP_CLOCKS,
+    KL_FIELDS,
     RESOLVE_SE,
-    TAIL_FIELDS,
-    resolve_settings,
+    clock_names,
 )
+from twoclocks.analyze.fit_common import boot_counts as _boot_counts
+from twoclocks.analyze.fit_common import counts as _counts
+from twoclocks.analyze.fit_common import insufficient as _insufficient
+from twoclocks.analyze.fit_common import level_match as _level_match
+from twoclocks.analyze.fit_common import nearest_level as _nearest_level
+from twoclocks.analyze.fit_common import param as _param
+from twoclocks.analyze.fit_common import record as _record
+from twoclocks.analyze.fit_common import uncensored as _uncensored
+from twoclocks.analyze.fit_common import wls as _wls
+from twoclocks.analyze.kl import fit_kl
+from twoclocks.analyze.settings import resolve_settings
+from twoclocks.analyze.tails import TAIL_MAX_POINTS, TAIL_MIN_POINTS, fit_tail, fit_tail_summary
 from twoclocks.provenance import json_safe
+
+# names other modules and tests import from here (the tail and KL fits moved to their modules)
+__all__ = [
+    "FIT_COLUMNS",
+    "KL_FIELDS",
+    "K_MAX",
+    "K_MIN",
+    "TAIL_MAX_POINTS",
+    "TAIL_MIN_POINTS",
+    "_boot_counts",
+    "_param",
+    "_wls",
+    "fit_clocks",
+    "fit_kl",
+    "fit_law",
+    "fit_scaling",
+    "fit_separation_ratio",
+    "fit_tail",
+    "fit_tail_summary",
+    "law_fit_arrays",
+]
 
 FIT_COLUMNS = (
     "study",
@@ -76,141 +104,7 @@ FIT_COLUMNS = (
 K_MIN, K_MAX, K_GRID = 1e-3, 20.0, 240
 # relative-error floor of the law fits: a noise-free fit would give log(0) in the AIC
 SIGMA2_FLOOR = 1e-18
-# a tail fit uses at most this many log points (evenly spaced in log(t - T_cls)), and needs at
-# least TAIL_MIN_POINTS (4 parameters, and an AIC that means something)
-TAIL_MAX_POINTS, TAIL_MIN_POINTS = 400, 20
 LAW_NAMES = {"log": "logarithmic", "power": "power law"}
-
-
-# ---------------------------------------------------------------- regression primitives
-
-
-def _wls(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Weighted simple regressions y = a + b x, broadcast over leading dims: a, b, weighted SSR."""
-    with np.errstate(all="ignore"):
-        sw = w.sum(-1)
-        mx = (w * x).sum(-1) / sw
-        my = (w * y).sum(-1) / sw
-        dx = x - mx[..., None]
-        sxx = (w * dx * dx).sum(-1)
-        b = (w * dx * (y - my[..., None])).sum(-1) / sxx
-        b = np.where(sxx > 1e-12 * np.maximum(np.abs(mx) ** 2 * sw, 1e-300), b, np.nan)
-        a = my - b * mx
-        ssr = (w * (y - a[..., None] - b[..., None] * x) ** 2).sum(-1)
-    return a, b, ssr
-
-
-def _boot_counts(groups: np.ndarray, strata: np.ndarray, samples: int, seed: int) -> np.ndarray:
-    """Seed-bootstrap draw counts (1 + samples, n_points); row 0 is the sample itself (all 1).
-
-    Resampling groups (seeds) with replacement, within strata (cells), equals weighting each
-    point by its group's draw count, so every bootstrap refit is one vectorised weighted fit.
-    The generator is seeded (`bootstrap_seed`): the same clocks give the same intervals.
-    """
-    rng = np.random.default_rng(seed)
-    codes, first, gidx = np.unique(groups, return_index=True, return_inverse=True)
-    counts = np.zeros((samples, len(codes)))
-    gstrat = np.asarray(strata)[first]
-    for st in np.unique(gstrat):
-        members = np.flatnonzero(gstrat == st)
-        draws = rng.integers(0, len(members), size=(samples, len(members)))
-        np.add.at(counts, (np.arange(samples)[:, None], members[draws]), 1.0)
-    return np.concatenate([np.ones((1, len(groups))), counts[:, gidx]], axis=0)
-
-
-def _param(estimate, boot=None, ci_level: float = 0.95, se=math.nan) -> dict:
-    """A parameter with its seed-bootstrap interval.
-
-    `boot_low`/`boot_high` are the percentile interval of the bootstrap replicates; the reported
-    interval `ci_low`/`ci_high` is that interval widened, where needed, to contain the estimate.
-    (A percentile interval need not contain the full-sample estimate: when the replicates are
-    all equal up to rounding, it misses it by an ulp; with few seeds it can miss it outright.)
-    """
-    est = float(estimate)
-    lo = hi = math.nan
-    if boot is not None:
-        b = np.asarray(boot, dtype=float)
-        b = b[np.isfinite(b)]
-        if len(b) >= 2:
-            q = 100 * (1 - ci_level) / 2
-            lo, hi = (float(v) for v in np.percentile(b, [q, 100 - q]))
-            if not math.isfinite(se):
-                se = float(b.std(ddof=1))
-    ok = math.isfinite(lo) and math.isfinite(hi) and math.isfinite(est)
-    return {
-        "estimate": est,
-        "se": float(se),
-        "ci_low": min(lo, est) if ok else math.nan,
-        "ci_high": max(hi, est) if ok else math.nan,
-        "boot_low": lo,
-        "boot_high": hi,
-    }
-
-
-# ---------------------------------------------------------------- bookkeeping
-
-
-def _counts(rows: pd.DataFrame) -> dict:
-    """Seed and row counts of one (cell, clock[, level]) slice; fractions over usable rows."""
-    main = rows[~rows["pre_fit"].astype(bool)] if "pre_fit" in rows else rows
-    usable = main[~main["diverged"] & ~main["below_floor"]]
-    n_rows = len(usable)
-    n_cens = int(usable["censored"].sum())
-    key = ["cell_id", "seed"] if "cell_id" in rows.columns else ["seed"]
-    return {
-        "n_seeds": int(rows[key].drop_duplicates().shape[0]),
-        "n_diverged": int(rows.loc[rows["diverged"], key].drop_duplicates().shape[0]),
-        "n_rows": n_rows,
-        "n_censored": n_cens,
-        "censored_fraction": n_cens / n_rows if n_rows else math.nan,
-        "n_below_floor": int(main["below_floor"].sum()),
-    }
-
-
-def _record(fit: str, clock: str, counts: dict, **kw) -> dict:
-    rec = {
-        "fit": fit,
-        "clock": clock,
-        "level": kw.pop("level", math.nan),
-        "axis": kw.pop("axis", ""),
-        "group": kw.pop("group", ""),
-        "status": kw.pop("status", "ok"),
-        "reason": kw.pop("reason", ""),
-        "preferred": kw.pop("preferred", ""),
-        "counts": counts,
-        "stats": {"n_points": 0, "n_levels": 0, "r2": math.nan, "aic": math.nan, "bic": math.nan},
-        "params": {},
-    }
-    rec["stats"].update(kw.pop("stats", {}))
-    rec["params"].update(kw.pop("params", {}))
-    assert not kw, kw
-    return rec
-
-
-def _insufficient(fit: str, clock: str, counts: dict, reason: str, **kw) -> dict:
-    return _record(fit, clock, counts, status="insufficient", reason=reason, **kw)
-
-
-def _uncensored(rows: pd.DataFrame, time_col: str) -> pd.DataFrame:
-    """Rows a fit may use: fired after the fit (not pre_fit), not diverged, above the CE floor."""
-    ok = ~rows["diverged"] & ~rows["below_floor"] & ~rows["censored"] & rows[time_col].notna()
-    for flag in ("pre_fit", "unresolved"):
-        if flag in rows:
-            ok &= ~rows[flag].astype(bool)
-    return rows[ok]
-
-
-def _level_match(rows: pd.DataFrame, level: float) -> pd.DataFrame:
-    return rows[np.isclose(rows["level"].to_numpy(float), level, rtol=1e-9, atol=0.0)]
-
-
-def _nearest_level(rows: pd.DataFrame, ref: float) -> float:
-    """The level of `rows` nearest to the reference in log space (the reference if present)."""
-    levels = np.unique(rows["level"].to_numpy(float))
-    levels = levels[levels > 0]
-    if len(levels) == 0 or ref <= 0:
-        return math.nan
-    return float(levels[np.argmin(np.abs(np.log(levels) - math.log(ref)))])
 
 
 # ---------------------------------------------------------------- law selection (both clocks)
@@ -294,6 +188,32 @@ def law_fit_arrays(x: np.ndarray, t: np.ndarray, counts: np.ndarray) -> dict[str
     }
 
 
+def _law_problems(law: str, params: dict, f: dict, n_seeds: int) -> list[str]:
+    """Why the chosen law is not identified (empty: it is): no seed bootstrap, a non-finite
+    interval of its parameters, or a parameter outside its domain over its whole interval."""
+    names = ["delta_aic", "b"] if law == "log" else ["delta_aic", "k", "T0", "C"]
+    why = []
+    if n_seeds < 2:
+        why.append(f"{n_seeds} seed(s) with post-fit clocks: no seed bootstrap (needs >= 2)")
+    bad = [n for n in names if not (math.isfinite(params[n]["ci_low"])
+                                    and math.isfinite(params[n]["ci_high"]))]  # fmt: skip
+    if bad and n_seeds >= 2:
+        why.append(f"non-finite interval for {', '.join(bad)}")
+    # domain: the whole interval, so a trend the seeds do not agree on identifies no law
+    if law == "log" and not params["b"]["ci_low"] > 0 and n_seeds >= 2:
+        b = params["b"]
+        why.append(f"log-law slope b = {b['estimate']:.3g} [{b['ci_low']:.3g}, {b['ci_high']:.3g}]"
+                   " not > 0")  # fmt: skip
+    if law == "power":
+        if f["k_edge"][0]:
+            why.append(f"power exponent k = {f['k'][0]:.3g} on the profile edge [{K_MIN}, {K_MAX}]")
+        c = params["C"]
+        if not c["ci_low"] > 0 and n_seeds >= 2:
+            why.append(f"power prefactor C = {c['estimate']:.3g} [{c['ci_low']:.3g}, "
+                       f"{c['ci_high']:.3g}] not > 0")  # fmt: skip
+    return why
+
+
 def fit_law(rows: pd.DataFrame, clock: str, s: dict) -> dict:
     """One law for one cell's clock: log law vs free-offset power law by AIC (docs/science.md 7).
 
@@ -344,7 +264,7 @@ def fit_law(rows: pd.DataFrame, clock: str, s: dict) -> dict:
             "T0": _param(f["t0"][0], boot(f["t0"]), ci),
             "C": _param(f["c"][0], boot(f["c"]), ci),
         }
-        if clock == "cls":
+        if clock in clock_names(kind="classifier"):  # nu = 1/b (Prop 3.6)
             params["nu"] = _param(1 / f["b"][0], boot(1 / f["b"]), ci)
     d = params["delta_aic"]
     st.update({
@@ -356,244 +276,10 @@ def fit_law(rows: pd.DataFrame, clock: str, s: dict) -> dict:
         "law_support": "decisive" if (d["ci_low"] > 0 or d["ci_high"] < 0) else "weak",
         "finding": LAW_NAMES[law],
     })  # fmt: skip
-    names = ["delta_aic", "b"] if law == "log" else ["delta_aic", "k", "T0", "C"]
-    why = []
-    if n_seeds < 2:
-        why.append(f"{n_seeds} seed(s) with post-fit clocks: no seed bootstrap (needs >= 2)")
-    bad = [n for n in names if not (math.isfinite(params[n]["ci_low"])
-                                    and math.isfinite(params[n]["ci_high"]))]  # fmt: skip
-    if bad and n_seeds >= 2:
-        why.append(f"non-finite interval for {', '.join(bad)}")
-    # domain: the whole interval, so a trend the seeds do not agree on identifies no law
-    if law == "log" and not params["b"]["ci_low"] > 0 and n_seeds >= 2:
-        b = params["b"]
-        why.append(f"log-law slope b = {b['estimate']:.3g} [{b['ci_low']:.3g}, {b['ci_high']:.3g}]"
-                   " not > 0")  # fmt: skip
-    if law == "power":
-        if f["k_edge"][0]:
-            why.append(f"power exponent k = {f['k'][0]:.3g} on the profile edge [{K_MIN}, {K_MAX}]")
-        c = params["C"]
-        if not c["ci_low"] > 0 and n_seeds >= 2:
-            why.append(f"power prefactor C = {c['estimate']:.3g} [{c['ci_low']:.3g}, "
-                       f"{c['ci_high']:.3g}] not > 0")  # fmt: skip
+    why = _law_problems(law, params, f, n_seeds)
     status = "insufficient" if why else "ok"
     return _record("law", clock, counts, stats=st, params=params, preferred=law, status=status,
                    reason="; ".join(why))  # fmt: skip
-
-
-# ---------------------------------------------------------------- tail shape and asymptote
-
-
-def _tail_models(u: np.ndarray, lower: float, upper: float) -> dict[str, tuple]:
-    """Per law: residuals log(model) - log G's model, its Jacobian, and parameter bounds.
-
-    Scaled time u = (t - T)/span. exp: (c, la, r), model c + exp(la - r u). power:
-    (c, la, ld, p), model c + exp(la - p log(1 + u/d)), d = exp(ld) = (T - t0)/span.
-    """
-
-    def exp_parts(q):
-        e = np.exp(q[1] - q[2] * u)
-        m = q[0] + e
-        return np.log(np.maximum(m, 1e-300)), np.stack([1 / m, e / m, -u * e / m], axis=1)
-
-    def pow_parts(q):
-        d = np.exp(q[2])
-        lg = np.log1p(u / d)
-        e = np.exp(q[1] - q[3] * lg)
-        m = q[0] + e
-        dld = e * q[3] * (u / d) / (1 + u / d) / m
-        return np.log(np.maximum(m, 1e-300)), np.stack([1 / m, e / m, dld, -lg * e / m], axis=1)
-
-    return {
-        "exp": (exp_parts, ([lower, -np.inf, 1e-4], [upper, np.inf, 1e4])),
-        "power": (
-            pow_parts,
-            ([lower, -np.inf, math.log(1e-10), 1e-3], [upper, np.inf, math.log(1e3), 50.0]),
-        ),
-    }
-
-
-def _thin(dt: np.ndarray, keep: int) -> np.ndarray:
-    """At most about `keep` indices of the sorted times dt > 0, evenly spaced in log dt."""
-    if len(dt) <= keep:
-        return np.arange(len(dt))
-    target = np.geomspace(dt[0], dt[-1], keep)
-    return np.unique(np.clip(np.searchsorted(dt, target), 0, len(dt) - 1))
-
-
-def fit_tail(t: np.ndarray, g: np.ndarray, t_ref: float, lower: float) -> dict:
-    """Tail shape and asymptote of one member's gap G(t) over t > t_ref (docs/science.md 7).
-
-    Exponential `G = G_inf + A exp(-(t - t_ref)/b)` (theta = 1/2) against power
-    `G = G_inf + A ((t - t0)/(t_ref - t0))^-p` (theta = (1 + 1/p)/2 > 1/2), t0 < t_ref free, both
-    with G_inf in [lower, G_end) (lower: the gap's structural bound, 0 or 1 for a stable rank;
-    G_end: the median of the window's last tenth),
-    fitted by least squares on log G (multiplicative noise, `scipy.optimize.least_squares`, a few
-    starts) and compared by AIC. The chosen law's G_inf is the asymptote, with its standard error
-    from the Jacobian. Where no fit converges or the window has fewer than TAIL_MIN_POINTS logs,
-    G_inf = lower with no standard error (`g_inf_source` "bound": every level unresolved).
-    Returns TAIL_FIELDS; tail_delta_aic = AIC(power) - AIC(exp) (> 0 favours exponential).
-    """
-    out = dict.fromkeys(TAIL_FIELDS, math.nan)
-    out.update(g_inf=float(lower), g_inf_source="bound", tail_law="", tail_n=0)
-    t = np.asarray(t, float)
-    g = np.asarray(g, float)
-    ok = np.isfinite(t) & np.isfinite(g) & (g > 0) & (t > t_ref)
-    t, g = t[ok], g[ok]
-    idx = _thin(t - t_ref, TAIL_MAX_POINTS)
-    t, g = t[idx], g[idx]
-    n = len(t)
-    out["tail_n"] = n
-    # the asymptote lies below where the tail ends (the median of its last tenth): noise can put
-    # single points below the asymptote, so min G is no bound
-    gmin = float(np.median(g[-max(3, n // 10) :])) if n else math.nan
-    if n < TAIL_MIN_POINTS or not gmin > lower:
-        return out
-    span = float(t.max() - t_ref)
-    u = (t - t_ref) / span
-    y = np.log(g)
-    upper = lower + (gmin - lower) * (1 - 1e-9)
-    fits = {}
-    g_head = float(np.median(g[: max(3, n // 50)]))
-    # asymptote starts: the bound, and below min G by fractions of the tail's drop
-    c_starts = {lower, *(max(lower, gmin - f * max(g_head - gmin, 0.0)) for f in (1.0, 0.01))}
-    for name, (parts, bounds) in _tail_models(u, lower, upper).items():
-        best = None
-        for c0 in sorted(c_starts):
-            c0 = min(c0, upper)
-            with np.errstate(all="ignore"):
-                r = np.log(np.maximum(g - c0, 1e-300))
-            if name == "exp":
-                slope, icpt = np.polyfit(u, r, 1)
-                starts = [[c0, icpt, float(np.clip(-slope, 2e-4, 5e3))]]
-            else:
-                starts = []
-                for d in np.geomspace(1e-8, 1.0, 5):
-                    slope, icpt = np.polyfit(np.log1p(u / d), r, 1)
-                    starts.append([c0, icpt, math.log(d), float(np.clip(-slope, 2e-3, 40.0))])
-            for x0 in starts:
-                x0 = np.clip(x0, bounds[0], bounds[1])
-                try:
-                    with warnings.catch_warnings(), np.errstate(all="ignore"):
-                        warnings.simplefilter("ignore")
-                        res = optimize.least_squares(
-                            lambda q, f=parts: f(q)[0] - y, x0,
-                            jac=lambda q, f=parts: f(q)[1], bounds=bounds,
-                            x_scale="jac", max_nfev=300,
-                        )  # fmt: skip
-                except (ValueError, np.linalg.LinAlgError):
-                    continue
-                if np.isfinite(res.cost) and (best is None or res.cost < best.cost):
-                    best = res
-        if best is not None:
-            fits[name] = best
-    if not fits:
-        return out
-    aic = {k: n * math.log(max(2 * r.cost / n, 1e-300)) + 2 * (len(r.x) + 1)
-           for k, r in fits.items()}  # fmt: skip
-    law = min(aic, key=aic.get)
-    res = fits[law]
-    dof = max(n - len(res.x), 1)
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        cov = np.linalg.pinv(res.jac.T @ res.jac) * (2 * res.cost / dof)
-    se = float(np.sqrt(cov[0, 0])) if np.isfinite(cov[0, 0]) and cov[0, 0] >= 0 else math.nan
-    out.update(
-        g_inf=float(res.x[0]),
-        g_inf_se=se,
-        g_inf_source="tail_fit",
-        tail_law=law,
-        tail_delta_aic=float(aic.get("power", math.nan) - aic.get("exp", math.nan)),
-    )
-    if "exp" in fits:
-        out["tail_timescale"] = span / float(fits["exp"].x[2])
-    if "power" in fits:
-        out["tail_exponent"] = float(fits["power"].x[3])
-        out["tail_t0"] = t_ref - span * math.exp(float(fits["power"].x[2]))
-    return out
-
-
-def fit_tail_summary(rows: pd.DataFrame, clock: str, s: dict) -> dict:
-    """Across seeds, the per-member tail fits the clocks stage recorded (`fit_tail` columns).
-
-    `preferred` = the law most seeds chose (`exp` or `power`); params: `delta_aic` (power minus
-    exp, mean over seeds), `timescale` (exponential b, steps; seeds with an exponential tail),
-    `exponent` (power p) and `theta` = (1 + 1/p) / 2 (seeds with a power tail), `g_inf` (mean
-    asymptote, raw units), for rep_energy `kl_theta` (`fit_kl`; NaN with `kl_note` saying why
-    where ||grad E|| is not in the store), each with a seed-bootstrap interval. `ok` when every
-    seed with a post-fit window has a tail fit and >= 2 seeds do.
-    """
-    ci = float(s["ci_level"])
-    counts = _counts(rows)
-    main = rows[~rows["pre_fit"].astype(bool) & ~rows["diverged"]] if len(rows) else rows
-    per = main.drop_duplicates("seed").set_index("seed") if len(main) else main
-    have = per[per["tail_law"].astype(str) != ""] if len(per) else per
-    st = {"n_points": int(have["tail_n"].sum()) if len(have) else 0, "n_levels": len(have),
-          "n_exp": int((have["tail_law"] == "exp").sum()) if len(have) else 0,
-          "n_power": int((have["tail_law"] == "power").sum()) if len(have) else 0}  # fmt: skip
-    if len(have) < 2:
-        why = f"{len(have)} seed(s) with a tail fit after T_cls (needs >= 2)"
-        return _insufficient("tail", clock, counts, why, stats=st)
-    rng = np.random.default_rng(int(s["bootstrap_seed"]))
-    draws = rng.integers(0, len(have), size=(int(s["bootstrap_samples"]), len(have)))
-
-    laws = have["tail_law"].to_numpy()
-
-    def p(col: str, only: str | None = None, fn=lambda v: v) -> dict:
-        """Mean over seeds (only those whose tail law is `only`, if given), bootstrap CI."""
-        v = fn(have[col].to_numpy(float))
-        if only is not None:
-            v = np.where(laws == only, v, np.nan)
-        if not np.isfinite(v).any():
-            return _param(math.nan)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # replicates without such seeds
-            return _param(np.nanmean(v), np.nanmean(v[draws], axis=1), ci)
-
-    law = "exp" if st["n_exp"] >= st["n_power"] else "power"
-    params = {
-        "delta_aic": p("tail_delta_aic"),
-        "timescale": p("tail_timescale", "exp"),
-        "exponent": p("tail_exponent", "power"),
-        "theta": p("tail_exponent", "power", lambda v: (1 + 1 / v) / 2),
-        "g_inf": p("g_inf"),
-    }
-    if clock == "rep_energy" and "kl_theta" in have:
-        params["kl_theta"] = p("kl_theta")
-        notes = {str(v) for v in have["kl_note"] if str(v)} if "kl_note" in have else set()
-        st["kl_note"] = "; ".join(sorted(notes))
-    n_missing = len(per) - len(have)
-    why = f"{n_missing} seed(s) without a tail fit" if n_missing else ""
-    return _record("tail", clock, counts, stats=st, params=params, preferred=law,
-                   status="insufficient" if why else "ok", reason=why)  # fmt: skip
-
-
-KL_FIELDS = ("kl_theta", "kl_theta_se", "kl_n")
-
-
-def fit_kl(t: np.ndarray, gap: np.ndarray, grad: np.ndarray, t_ref: float) -> dict:
-    """Kurdyka-Lojasiewicz exponent of one member: slope of log ||grad E|| on log(E - E_inf).
-
-    The KL inequality ||grad E|| >= c (E - E_inf)^theta is tight along a gradient-flow tail, so
-    over the logs after t_ref with E - E_inf > 0 the OLS slope is theta (its standard error from
-    the OLS). Under gradient flow an exponential tail gives theta = 1/2 and a power tail
-    (t - t0)^-p gives theta = (1 + 1/p)/2 (docs/science.md 1, 7).
-    """
-    out = {"kl_theta": math.nan, "kl_theta_se": math.nan, "kl_n": 0}
-    t, gap, grad = (np.asarray(a, float) for a in (t, gap, grad))
-    ok = (t > t_ref) & np.isfinite(gap) & np.isfinite(grad) & (gap > 0) & (grad > 0)
-    t, gap, grad = t[ok], gap[ok], grad[ok]
-    idx = _thin(t - t_ref, TAIL_MAX_POINTS)
-    x, y = np.log(gap[idx]), np.log(grad[idx])
-    n = len(x)
-    out["kl_n"] = n
-    if n < TAIL_MIN_POINTS or np.ptp(x) <= 0:
-        return out
-    a, b, ssr = _wls(x, y, np.ones_like(x))
-    sxx = float(((x - x.mean()) ** 2).sum())
-    out["kl_theta"] = float(b)
-    out["kl_theta_se"] = float(math.sqrt(ssr / max(n - 2, 1) / sxx))
-    return out
 
 
 # ---------------------------------------------------------------- ratio and scaling
@@ -665,7 +351,7 @@ def fit_scaling(clocks: pd.DataFrame, s: dict) -> list[dict]:
     out = []
     for axis in [a for a in s["scaling_axes"] if a in varying]:
         others = [a for a in varying if a != axis]
-        for clock in CLOCKS:
+        for clock in clock_names(fit="scaling"):
             if clock not in s["reference_levels"]:
                 continue
             crow = main[(main["clock"] == clock) & ~main["below_floor"]]
@@ -725,11 +411,32 @@ def _flatten(rec: dict, study: str, cell_id: str) -> list[dict]:
     return [{**base, "param": name, **p} for name, p in params.items()]
 
 
+def _tail(cell: pd.DataFrame, rows: pd.DataFrame, clock: str, s: dict) -> dict | None:
+    return fit_tail_summary(rows, clock, s) if "tail_law" in cell else None
+
+
+def _ratio(cell: pd.DataFrame, rows: pd.DataFrame, clock: str, s: dict) -> dict | None:
+    ok = clock in s["reference_levels"] and (cell["clock"] == "cls").any()
+    return fit_separation_ratio(cell, clock, s) if ok else None
+
+
+# per-cell fits by the name a clock declares them with (`ClockSpec.fits`), in record order:
+# (the cell's rows, the clock's rows, clock, resolved settings) -> record, or None where it
+# does not apply. `kl` is summarised in the tail record; `scaling` runs across cells.
+PER_CELL_FITS = {
+    "law": lambda cell, rows, clock, s: fit_law(rows, clock, s),
+    "tail": _tail,
+    "ratio": _ratio,
+}
+
+
 def fit_clocks(clocks: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict]:
     """All fits for a study's clocks table -> (tidy fits table, JSON-able summary).
 
-    Per cell: `law` for `cls` and every rep clock, `tail` for every rep clock, `ratio` for every
-    slow clock; across cells: `scaling`. Reads only the clocks table (design.md "Fits output").
+    Per cell, each declared clock takes the fits its declaration names (`clock_specs`; built
+    in: `law` for `cls` and every rep clock, `tail` for every rep clock, `ratio` for every slow
+    clock), in the order of PER_CELL_FITS; across cells: `scaling`. Reads only the clocks table
+    (design.md "Fits output").
     """
     s = resolve_settings(settings)
     clocks = clocks.copy()
@@ -740,17 +447,14 @@ def fit_clocks(clocks: pd.DataFrame, settings: dict) -> tuple[pd.DataFrame, dict
     axes = _axis_columns(clocks)
     for cell_id, cell in clocks.groupby("cell_id", sort=True):
         study = str(cell["study"].iloc[0]) if "study" in cell else ""
-        recs = []
-        by_clock = {c: cell[cell["clock"] == c] for c in CLOCKS if (cell["clock"] == c).any()}
-        for c in LAW_CLOCKS:
-            if c in by_clock:
-                recs.append(fit_law(by_clock[c], c, s))
-        for c in REP_CLOCKS:
-            if c in by_clock and "tail_law" in cell:
-                recs.append(fit_tail_summary(by_clock[c], c, s))
-        for c in (*REP_CLOCKS, "gen_acc", "gen_loss", "gate"):
-            if c in by_clock and c in s["reference_levels"] and "cls" in by_clock:
-                recs.append(fit_separation_ratio(cell, c, s))
+        names = clock_names()
+        by_clock = {c: cell[cell["clock"] == c] for c in names if (cell["clock"] == c).any()}
+        recs = [
+            rec
+            for fit, run in PER_CELL_FITS.items()
+            for c in clock_names(fit=fit)
+            if c in by_clock and (rec := run(cell, by_clock[c], c, s)) is not None
+        ]
         for r in recs:
             rows_out += _flatten(r, study, str(cell_id))
         cells_json[str(cell_id)] = {

@@ -25,6 +25,7 @@ import yaml
 
 from twoclocks import provenance
 from twoclocks.analyze.claims import claims_to_json, evaluate_claims, resolve_claim_settings
+from twoclocks.analyze.clock_specs import clock_inputs
 from twoclocks.analyze.clocks import extract_clocks, is_deep_linear, resolve_settings
 from twoclocks.analyze.fits import fit_clocks
 from twoclocks.verify import load_store, verify_store
@@ -36,16 +37,9 @@ MINIMUM = {
     "dims": ("seed", "step"),
     "variables": ("train_loss",),
 }
-# clock -> (variables it needs, what the note says); deep-linear energy is checked per cell
-CLOCK_INPUTS = {
-    "rep_srank": (("srank",), "stable rank `srank` (seed, step, matrix)"),
-    "rep_fourier": (("fourier_gap",), "`fourier_gap`"),
-    "rep_sep": (("separation_gap",), "`separation_gap`"),
-    "rep_spurious": (("spurious_energy",), "`spurious_energy` (deep linear, teacher, n < d)"),
-    "gen_acc": (("test_acc",), "`test_acc`"),
-    "gen_loss": (("test_loss",), "`test_loss`"),
-    "gate": (("gate_flip_fraction",), "`gate_flip_fraction`"),
-}
+# clock -> (variables it needs, what the note says), from the clock declarations; deep-linear
+# energy is checked per cell
+CLOCK_INPUTS = clock_inputs()
 
 
 class StudyError(ValueError):
