@@ -51,8 +51,8 @@ details { margin: 0.3em 0; overflow-x: auto; } summary { cursor: pointer; }
 details[open] > summary { margin-bottom: 0.4em; }
 .PASS { background: #c8efc8; font-weight: bold; } .FAIL { background: #f6c6c6; font-weight: bold; }
 .INCONCLUSIVE { background: #f4e7b5; font-weight: bold; }
-#claims td { font-size: 0.95em; } #claims td:nth-child(3) { width: 28%; }
-.evidence { max-width: 34em; overflow-wrap: anywhere; }
+#claims td { font-size: 0.9em; } #claims td:nth-child(1) { width: 22%; }
+#claims td:nth-child(3) { width: 30%; } .evidence { overflow-wrap: anywhere; }
 .figs { display: flex; flex-wrap: wrap; gap: 0 1.5em; }
 figure { margin: 0.8em 0; flex: 0 1 585px; min-width: 0; }
 figcaption { color: #555; font-size: 0.85em; }
