@@ -48,6 +48,8 @@ def _schema_enum(key: str) -> list[str]:
 def test_model_registry_matches_the_schema_and_config():
     assert set(MODELS) == set(_schema_enum("model"))
     assert not hasattr(config, "MODEL_KEYS")  # config asks the registry, keeps no copy
+    source = Path(config.__file__).read_text()
+    assert not [k for k in MODELS if k in source]  # and never branches on a model's name
     schema = config.load_schema()["$defs"]
     props, axes = set(schema["cell"]["properties"]), set(schema["cell_key"]["enum"])
     for cls in MODELS.values():
