@@ -103,8 +103,10 @@ def _band_chart(
     log_y: bool = True,
     color: str = "label",
     dash: str | None = "series",
+    dash_order: list[str] | None = None,
 ) -> alt.LayerChart:
-    """Seed band (area between min and max) under the seed-mean line, per colour (and dash)."""
+    """Seed band (area between min and max) under the seed-mean line, per colour (and dash;
+    `dash_order` fixes which series is solid: the first)."""
     df = df.copy()
     note = ""
     if log_y:
@@ -118,7 +120,8 @@ def _band_chart(
     )
     line_enc = {"y": alt.Y("mean:Q", scale=scale, title=y_title), "detail": detail}
     if dash:
-        line_enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None)
+        order = {"sort": dash_order} if dash_order else {}
+        line_enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title=None, **order)
     line = base.mark_line(strokeWidth=1.5).encode(**line_enc)
     return alt.layer(area, line).properties(title=_title(title, note), width=WIDTH, height=HEIGHT)
 

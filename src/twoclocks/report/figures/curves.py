@@ -31,8 +31,8 @@ def fig_loss(study: Any, max_points: int = MAX_POINTS) -> alt.LayerChart:
 
 @figure(
     "fig3_loss_srank",
-    "Test cross-entropy (left axis, log) and the stable rank of the named matrix (right axis) "
-    "vs optimiser step per cell; line = seed mean, band = seed min-max.",
+    "Test cross-entropy (solid, left axis, log) and the stable rank of the named matrix "
+    "(dashed, right axis) vs optimiser step per cell; line = seed mean, band = seed min-max.",
 )
 def fig_loss_srank(
     study: Any, matrix: str | None = None, max_points: int = MAX_POINTS
@@ -47,8 +47,9 @@ def fig_loss_srank(
     loss = _bands(cells, {"test loss": "test_loss"}, n_lines, max_points)
     get = {f"srank({mat})": lambda ds: ds["srank"].sel(matrix=mat)}
     srank = _bands(cells, get, n_lines, max_points)
-    left = _band_chart(loss, "", "test cross-entropy (nats, log)", log_y=True)
-    right = _band_chart(srank, "", f"stable rank of {mat}", log_y=False)
+    order = ["test loss", f"srank({mat})"]  # test loss solid, as in Fig. 1
+    left = _band_chart(loss, "", "test cross-entropy (nats, log)", True, dash_order=order)
+    right = _band_chart(srank, "", f"stable rank of {mat}", False, dash_order=order)
     return (
         alt.layer(left, right)
         .resolve_scale(y="independent")
