@@ -246,3 +246,15 @@ def test_a_cell_link_opens_its_collapsed_section(report, tmp_path):
     assert re.search(f'<details id="{re.escape(anchor)}" open', dom)
     other = H.cell_anchor("relu/wd=0.6")
     assert re.search(f'<details id="{re.escape(other)}"><summary>', dom)  # others stay shut
+
+
+def test_grokked_runs_are_counted_per_model_family():
+    """A teacher-task deep linear run cannot grok: the summary counts each family apart."""
+    clocks = sr.clocks(sr.study())
+    runs = H.grokked_runs(clocks)
+    config = {"base": {"model": "relu_embed"}, "grids": {"relu": {}, "deep": {"set": {}}}}
+    config["grids"]["deep"]["set"]["model"] = "deep_linear"
+    assert tables.grokked_by_model(runs, clocks, config) == "deep_linear 0/6, relu_embed 9/9"
+    one_family = {"base": {"model": "relu_embed"}, "grids": {"relu": {}, "deep": {}}}
+    assert tables.grokked_by_model(runs, clocks, one_family) == "9/15"
+    assert tables.grokked_by_model(runs, clocks, {}) == "9/15"  # grids unknown: the total

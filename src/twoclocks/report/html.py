@@ -33,6 +33,7 @@ from twoclocks.report.tables import (  # noqa: F401 (re-exported: the report's t
     clock_headers,
     clock_summary,
     fits_table,
+    grokked_by_model,
     grokked_runs,
     insufficient_by_kind,
     insufficient_summary,
@@ -380,7 +381,6 @@ def _top(r: _Report) -> list[str]:
     verdicts = ", ".join(f"{counts[v]} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE"))
     runs = r.runs
     seeds = r.config.get("seeds") or (sorted({int(s) for s in runs["seed"]}) if len(runs) else [])
-    n_grok = int(runs["grokked"].sum()) if len(runs) else 0
     return [
         f"<h1>twoclocks report: {_esc(r.study)}</h1>",
         '<p class="note">Two training clocks of grokking (arXiv 2606.05863): classifier clock '
@@ -391,7 +391,8 @@ def _top(r: _Report) -> list[str]:
         '<table id="summary">',
         f"<tr><th>study</th><td>{_esc(r.study)}</td><th>cells</th><td>{len(r.overview)}</td>"
         f"<th>seeds</th><td>{_esc(', '.join(str(s) for s in seeds))}</td></tr>",
-        f"<tr><th>runs grokked</th><td>{n_grok}/{len(runs)}</td><th>verdicts</th>"
+        f"<tr><th>runs grokked</th><td>{_esc(grokked_by_model(runs, r.clocks, r.config))}</td>"
+        "<th>verdicts</th>"
         f'<td colspan="3">{_esc(verdicts)}</td></tr></table>',
         "<h2>Clocks per cell</h2>",
         '<p class="note">Both clocks and the generalisation clock per cell, in optimiser steps: '

@@ -253,3 +253,20 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def grokked_by_model(runs: pd.DataFrame, clocks: pd.DataFrame | None, config: Mapping) -> str:
+    """Runs grokked per model family ("relu_embed 9/9, deep_linear 0/6"), each cell's model from
+    its grid in the config (the clocks table names the grid); the total when that is unknown."""
+    total = f"{int(runs['grokked'].sum())}/{len(runs)}" if len(runs) else "0/0"
+    grids = config.get("grids") or {}
+    base = (config.get("base") or {}).get("model")
+    if not len(runs) or clocks is None or "grid" not in clocks or not grids:
+        return total
+    model_of_grid = {g: (spec.get("set") or {}).get("model", base) for g, spec in grids.items()}
+    grid_of = clocks.drop_duplicates("cell_id").set_index("cell_id")["grid"]
+    models = runs["cell_id"].map(grid_of).map(model_of_grid)
+    if models.isna().any():
+        return total
+    parts = [f"{m} {int(g['grokked'].sum())}/{len(g)}" for m, g in runs.groupby(models, sort=False)]
+    return ", ".join(parts) if len(parts) > 1 else total
