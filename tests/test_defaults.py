@@ -62,7 +62,7 @@ def test_loaded_config_holds_every_schema_default_value():
     for key, sub in schema["properties"].items():
         if "default" in sub and not isinstance(sub["default"], dict):
             assert config[key] == sub["default"], key
-    for section in ("logging", "report"):
+    for section in ("logging", "report", "analysis"):
         for key, sub in schema["properties"][section]["properties"].items():
             assert config[section][key] == sub["default"], f"{section}.{key}"
     for key, value in cell_defaults().items():
@@ -90,6 +90,24 @@ def test_model_spec_falls_back_to_the_schema_values():
     assert (relu.combine, relu.hidden_layers, relu.bias) == tuple(
         cell_default(k) for k in ("combine", "hidden_layers", "bias")
     )
+
+
+def test_every_analysis_key_has_its_schema_default_equal_to_the_code():
+    """The `analysis` section's defaults live in the schema and equal the settings the clocks
+    and fits use when a key is left out (analyze.clocks.DEFAULT_SETTINGS): no key without one,
+    no drift, and a config without an analysis section resolves to exactly those values."""
+    from twoclocks.analyze.clocks import DEFAULT_SETTINGS, resolve_settings
+
+    props = load_schema()["properties"]["analysis"]["properties"]
+    assert set(props) == set(DEFAULT_SETTINGS)
+    missing = sorted(k for k, sub in props.items() if "default" not in sub)
+    assert not missing, f"analysis keys without a schema default: {missing}"
+    drift = {k: (props[k]["default"], v) for k, v in DEFAULT_SETTINGS.items()}
+    drift = {k: pair for k, pair in drift.items() if pair[0] != pair[1]}
+    assert not drift, f"schema default vs DEFAULT_SETTINGS: {drift}"
+    loaded = load_config(MINIMAL).config["analysis"]
+    assert loaded == {k: sub["default"] for k, sub in props.items()}
+    assert resolve_settings(loaded) == resolve_settings({})
 
 
 def test_report_thinning_default_is_the_schema_value():

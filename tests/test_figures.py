@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import pytest
@@ -232,3 +234,59 @@ def test_separation_ratio_names_a_ratio_it_cannot_draw_at_all():
     clocks.loc[gen, "censored"], clocks.loc[gen, "step"] = True, np.nan  # nothing generalises
     spec = F.fig_separation_ratio(clocks, cells).to_dict()
     assert spec["title"]["subtitle"] == ["T_gen / T_cls: no run with both clocks"]
+
+
+# --- the figure registry -------------------------------------------------------------------------
+STEMS = [  # the report's file stems, in its order; renaming one breaks links to older reports
+    "fig1_loss",
+    "fig3_loss_srank",
+    "fig2_embedding",
+    "fig2_head",
+    "fig2_spectra",
+    "clock_cls",
+    "clock_rep",
+    "separation_ratio",
+    "clocks_depth",
+    "grad_bounds",
+    "gates",
+    "deep_singular_values",
+    "deep_schatten",
+    "deep_lazy",
+]
+
+
+def test_every_figure_is_registered_with_a_caption_that_states_no_verdict():
+    assert list(F.FIGURES) == STEMS
+    verdicts = re.compile(r"\b(PASS|FAIL|INCONCLUSIVE|confirm\w*|as predicted|falls inside)\b")
+    for name, fig in F.FIGURES.items():
+        assert fig.name == name and len(fig.caption) > 30, name
+        assert not verdicts.search(fig.caption), (name, fig.caption)
+    assert F.caption("fig1_loss") == F.FIGURES["fig1_loss"].caption
+
+
+def test_a_figure_without_a_caption_cannot_register():
+    with pytest.raises(ValueError, match="'nameless' needs a caption"):
+        F.figure("nameless", "  ")(lambda study: None)
+    assert "nameless" not in F.FIGURES
+    with pytest.raises(ValueError, match="takes no"):
+        F.figure("typo", "A caption long enough.", blok="E")(F.fig_generator_heatmap)
+
+
+def test_unknown_figure_names_the_choices():
+    with pytest.raises(KeyError, match=r"unknown figure 'fig9'.*fig1_loss, fig3_loss_srank"):
+        F.figure_named("fig9")
+
+
+def test_a_registered_figure_is_drawn_from_the_inputs_it_names():
+    calls = []
+
+    @F.figure("toy_figure", "Toy: the number of cells vs nothing.", scale=2)
+    def toy(study, max_points, scale):
+        calls.append((len(study), max_points, scale))
+        return alt.Chart(pd.DataFrame({"x": [1]})).mark_point()
+
+    try:
+        charts, _notes = F.build_figures({}, None, None, max_points=17)
+        assert "toy_figure" in charts and calls == [(0, 17, 2)]
+    finally:
+        F.FIGURES.pop("toy_figure")

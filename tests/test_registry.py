@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import TINY_RELU_CELL
 from torch import Tensor, nn
 
@@ -46,14 +47,16 @@ def _schema_enum(key: str) -> list[str]:
 
 def test_model_registry_matches_the_schema_and_config():
     assert set(MODELS) == set(_schema_enum("model"))
-    assert {k: tuple(c.config_keys) for k, c in MODELS.items()} == {
-        k: tuple(v) for k, v in config.MODEL_KEYS.items()
-    }
-    assert set(config.TOKEN_ONLY_MODELS) == {k for k, c in MODELS.items() if c.token_inputs_only}
+    assert not hasattr(config, "MODEL_KEYS")  # config asks the registry, keeps no copy
+    source = Path(config.__file__).read_text()
+    assert not [k for k in MODELS if k in source]  # and never branches on a model's name
     schema = config.load_schema()["$defs"]
     props, axes = set(schema["cell"]["properties"]), set(schema["cell_key"]["enum"])
     for cls in MODELS.values():
+        assert config.model_class(cls.kind) is cls
         assert set(cls.config_keys) <= props & axes, cls.kind
+        assert set(cls.omitted_at_default) <= set(cls.config_keys), cls.kind
+        assert set(cls.omitted_at_default) <= set(config.cell_defaults()), cls.kind
 
 
 def test_unknown_model_names_the_choices():
@@ -180,7 +183,8 @@ def toy_model():
 
 def test_a_toy_model_added_through_the_registry_trains(toy_model, tmp_path):
     data = make_modular(op="add", modulus=7, train_fraction=0.6, split="ordered", split_seed=0)
-    cell = {k: v for k, v in TINY_RELU_CELL.items() if k not in config.MODEL_KEYS["relu_embed"]}
+    relu_keys = model_class("relu_embed").config_keys
+    cell = {k: v for k, v in TINY_RELU_CELL.items() if k not in relu_keys}
     cell.update(model="toy_tanh", toy_width=6, steps=30, lr=0.05, weight_decay=0.0, seeds=[0, 1])
     cell.update(log_dense_steps=5, log_every_steps=5, snapshot_count=3)
     out = train_cell(cell, data, tmp_path / "toy" / "trajectory.zarr")
@@ -209,6 +213,64 @@ def test_a_toy_model_added_through_the_registry_trains(toy_model, tmp_path):
     stacked = spec.forward(p, spec.encode_inputs(x, torch.float64)).logits
     ref = spec.reference_of_member(p, 1)
     torch.testing.assert_close(ref(x), stacked[1], rtol=1e-12, atol=1e-12)
+
+
+def _schema_with_the_toy_model(tmp_path) -> Path:
+    """The shipped schema plus the toy model's entry: its name and its one key."""
+    schema = config.load_schema()
+    cell = schema["$defs"]["cell"]["properties"]
+    cell["model"]["enum"].append("toy_tanh")
+    cell["toy_width"] = {"type": "integer", "minimum": 1, "default": 4}
+    schema["$defs"]["cell_key"]["enum"].append("toy_width")
+    path = tmp_path / "schema.yaml"
+    path.write_text(yaml.safe_dump(schema))
+    return path
+
+
+def test_a_toy_model_is_its_module_plus_its_schema_entry(toy_model, tmp_path):
+    """config.py needs no edit: keys, block names and checks come from the registered class."""
+    schema = _schema_with_the_toy_model(tmp_path)
+    study = {
+        "study": "toy",
+        "seeds": [0],
+        "base": {"model": "toy_tanh", "modulus": 7, "steps": 10},
+        "grids": {"g": {"axes": {"toy_width": [3, 5]}}},
+        "logging": {"snapshot_count": 2},
+    }
+    cells = config.load_config(study, schema_path=schema).cells
+    assert [c.params["toy_width"] for c in cells] == [3, 5]
+    assert [c.id for c in cells] == ["g/toy_width=3", "g/toy_width=5"]
+    for key in ("embed_dim", "depth", "hidden_width"):  # other models' keys stay out
+        assert key not in cells[0].params
+    assert config.model_blocks(cells[0].params) == ["V", "O"]
+    frozen = {**study, "base": {**study["base"], "frozen_blocks": ["V", "E"]}}
+    with pytest.raises(config.ConfigError, match=r"frozen_blocks names \['E'\].*\['V', 'O'\]"):
+        config.load_config(frozen, schema_path=schema)
+    teacher = {**study, "base": {**study["base"], "task": "teacher"}}
+    config.load_config(teacher, schema_path=schema)  # the toy does not declare token_inputs_only
+    bad = {**study, "grids": {"g": {"axes": {"depth": [2]}}}}
+    with pytest.raises(config.ConfigError, match=r"axes.depth: does not apply .*'toy_tanh'"):
+        config.load_config(bad, schema_path=schema)
+
+
+def test_model_checks_come_from_the_model_class(toy_model, tmp_path, monkeypatch):
+    """A model's `check_params` and `token_inputs_only` reach the config's one error message."""
+    schema = _schema_with_the_toy_model(tmp_path)
+    monkeypatch.setattr(
+        ToyTanhSpec, "check_params", classmethod(lambda cls, p: [f"toy_width {p['toy_width']}"])
+    )
+    monkeypatch.setattr(ToyTanhSpec, "token_inputs_only", True)
+    study = {
+        "study": "toy",
+        "seeds": [0],
+        "base": {"model": "toy_tanh", "task": "teacher", "steps": 10},
+        "grids": {"g": {"axes": {"toy_width": [3]}}},
+        "logging": {"snapshot_count": 2},
+    }
+    with pytest.raises(config.ConfigError) as err:
+        config.load_config(study, schema_path=schema)
+    assert "cell g/toy_width=3: toy_width 3" in str(err.value)
+    assert "'toy_tanh' needs token inputs" in str(err.value)
 
 
 def _layout_of(ds):

@@ -15,6 +15,7 @@ from browser import assert_page_renders, chromium, needs_chromium
 from twoclocks.analyze.claims import evaluate_claims
 from twoclocks.report import figures as F
 from twoclocks.report import html as H
+from twoclocks.report import tables
 
 
 def _law(cell: str, status: str, **params) -> dict:
@@ -111,14 +112,38 @@ def test_top_of_page_states_study_runs_and_verdicts_with_rules(report):
     ids = {c["id"] for c in claims}
     assert ids <= set(rules)  # every claim has its rule stated
     assert set(rules) - ids <= {"relu_reduction"}  # listed only with analysis.reduction on
-    unfolded = re.sub(r"</?(details|summary)>| …", "", top)  # long evidence is folded
+    claims_html = top[top.index('id="claims"') :]
+    assert "<details" not in claims_html  # rule and evidence are shown whole, never cut
     for c in claims:
-        assert html.escape(rules[c["id"]], quote=True) in unfolded  # long rules fold too
-        assert html.escape(c["evidence"], quote=True) in unfolded
-    long = "x " * 400
-    folded = H._evidence(long)
-    assert folded.startswith("<details><summary>") and len(folded) < len(long) + 60
-    assert re.sub(r"</?(details|summary)>| …", "", folded) == long
+        assert html.escape(rules[c["id"]], quote=True) in claims_html
+        assert html.escape(c["evidence"], quote=True) in claims_html
+    own = H._claims_table([{"id": "separation", "rule": "the record's own rule"}], rules)
+    assert "the record&#x27;s own rule" in own and rules["separation"] not in own
+
+
+def test_top_of_page_leads_with_both_clocks_per_cell(report):
+    """Before the verdicts: per cell T_cls, T_rep and T_gen as median [seed min, max] fired/N."""
+    path, _figures, _claims = report
+    text = path.read_text()
+    top = text[: text.index('id="claims"')]
+    runs = H.grokked_runs(sr.clocks(sr.study()))
+    assert {"t_cls", "t_rep", "t_gen"} <= set(runs) and runs["t_rep"].notna().any()
+    for name in ("T_cls (cls @ 1e-06)", "T_rep (rep_srank @ 0.1)", "T_gen (gen_acc @ 0.99)"):
+        assert f"<th>{html.escape(name)}</th>" in top, name
+    for cid in sr.study():
+        r = runs[runs["cell_id"] == cid]
+        for col in ("t_cls", "t_rep", "t_gen"):
+            fired = r[col].dropna()
+            want = (
+                f"{fired.median():,.0f} [{fired.min():,.0f}, {fired.max():,.0f}] "
+                f"{len(fired)}/{len(r)}"
+                if len(fired)
+                else f"- 0/{len(r)}"
+            )
+            assert f"<td>{want}</td>" in top, (cid, col, want)
+    assert tables.clock_interval(pd.Series([300.0, float("nan"), 100.0, 200.0])) == (
+        "200 [100, 300] 3/4"
+    )
 
 
 def test_cells_have_anchors_and_collapsed_sections(report):
@@ -221,3 +246,15 @@ def test_a_cell_link_opens_its_collapsed_section(report, tmp_path):
     assert re.search(f'<details id="{re.escape(anchor)}" open', dom)
     other = H.cell_anchor("relu/wd=0.6")
     assert re.search(f'<details id="{re.escape(other)}"><summary>', dom)  # others stay shut
+
+
+def test_grokked_runs_are_counted_per_model_family():
+    """A teacher-task deep linear run cannot grok: the summary counts each family apart."""
+    clocks = sr.clocks(sr.study())
+    runs = H.grokked_runs(clocks)
+    config = {"base": {"model": "relu_embed"}, "grids": {"relu": {}, "deep": {"set": {}}}}
+    config["grids"]["deep"]["set"]["model"] = "deep_linear"
+    assert tables.grokked_by_model(runs, clocks, config) == "deep_linear 0/6, relu_embed 9/9"
+    one_family = {"base": {"model": "relu_embed"}, "grids": {"relu": {}, "deep": {}}}
+    assert tables.grokked_by_model(runs, clocks, one_family) == "9/15"
+    assert tables.grokked_by_model(runs, clocks, {}) == "9/15"  # grids unknown: the total

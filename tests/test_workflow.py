@@ -1,5 +1,6 @@
 """The DAG: every shipped config dry-runs, lint and format gates, bad configs touch nothing."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,14 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     assert "snakemake --cores all" in run and "pip install" in run
     assert "pytest" in test
     assert test in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+def test_readme_is_usage_in_at_most_150_lines_and_its_doc_links_exist():
+    """Detail lives in docs/ (docs/usage.md); the README keeps the commands and points there."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    for doc in set(re.findall(r"`(docs/[\w.]+\.md)`", readme)):
+        assert (REPO / doc).exists(), doc
 
 
 @pytest.mark.slow  # > 1.5 s: full suite only (fast tier < 90 s)

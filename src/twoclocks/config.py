@@ -9,48 +9,34 @@ value, what is allowed and how to fix it, before anything is computed or written
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from twoclocks.data.tasks import TASKS
 from twoclocks.provenance import digest
+from twoclocks.schema import (  # noqa: F401 (re-exported: the schema readers)
+    SCHEMA_PATH,
+    cell_default,
+    cell_defaults,
+    load_schema,
+    schema_and_finite_errors,
+    schema_errors,
+    section_default,
+)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
-
-# Which cell keys apply to which task / model; everything else is common. The tasks own theirs
-# (`data.tasks.TASKS`: the keys that make the dataset, then task-only keys such as fourier_keep).
-# Per model: its cell keys, and the models that need token inputs. The model classes own these
-# (`train.models`, `config_keys`, `token_inputs_only`); config stays torch-free, so they are
-# repeated here and tests/test_registry.py checks both against the registry.
-MODEL_KEYS = {
-    "relu_embed": (
-        "embed_dim",
-        "combine",
-        "hidden_width",
-        "hidden_layers",
-        "bias",
-        "embed_init_scale",
-    ),
-    "deep_linear": ("depth", "width", "balanced_init", "init_scheme", "layer_init_scales"),
-}
-# Keys added after studies were run: left out of the resolved cell while at these values, so an
-# existing cell keeps its params, hash, cache entry and trajectory.
-OMITTED_AT_DEFAULT = {
-    "init_scheme": "uniform",
-    "layer_init_scales": None,
-    "embed_init_scale": 1.0,
-    "frozen_blocks": [],
-}
-TOKEN_ONLY_MODELS = ("relu_embed",)
+# Which cell keys apply to which task / model / optimizer; everything else is common. The tasks
+# own theirs (`data.tasks.TASKS`: the keys that make the dataset, then task-only keys such as
+# fourier_keep), the models theirs (`train.models` registry: `config_keys`, `check_params`,
+# `omitted_at_default`, `token_inputs_only`, `block_names`), asked through `model_class`.
+# Keys added after studies were run, left out of the resolved cell at their schema default so an
+# existing cell keeps its params, hash, cache entry and trajectory: these, plus each model's.
+OMITTED_AT_DEFAULT = ("frozen_blocks",)
 OPTIMIZER_KEYS = {"adamw": ("betas", "adam_eps"), "sgd": ("momentum",)}
 COMMON_KEYS = (
     "task",
@@ -146,46 +132,6 @@ class Study:
         return list(names)
 
 
-def load_schema(path: Path | None = None) -> dict:
-    if path is None or Path(path).resolve() == SCHEMA_PATH:
-        return copy.deepcopy(_shipped_schema())
-    with open(path) as fh:
-        return yaml.safe_load(fh)
-
-
-@functools.cache
-def _shipped_schema() -> dict:
-    with open(SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
-
-
-def cell_defaults(schema: dict | None = None) -> dict[str, Any]:
-    """Every cell key's default, from the schema (`$defs.cell`): the one home of these values.
-
-    Code that meets a cell dict without some key falls back to these, never to its own literal.
-    """
-    props = (schema or _shipped_schema())["$defs"]["cell"]["properties"]
-    return {k: copy.deepcopy(s["default"]) for k, s in props.items() if "default" in s}
-
-
-def cell_default(key: str) -> Any:
-    """The schema's default of one cell key (a KeyError names the keys that have one)."""
-    defaults = cell_defaults()
-    if key not in defaults:
-        raise KeyError(
-            f"cell key {key!r} has no default in the schema; keys with one: {sorted(defaults)}"
-        )
-    return defaults[key]
-
-
-def section_default(section: str, key: str) -> Any:
-    """The schema's default of `section.key` (e.g. `report`, `max_points_per_line`)."""
-    props = _shipped_schema()["properties"][section]["properties"]
-    if "default" not in props.get(key, {}):
-        raise KeyError(f"{section}.{key} has no default in the schema")
-    return copy.deepcopy(props[key]["default"])
-
-
 def load_config(
     source: str | Path | dict, schema_path: Path | None = None, where: str | None = None
 ) -> Study:
@@ -201,7 +147,7 @@ def load_config(
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the config must be a mapping with keys study, seeds, grids")
     schema = load_schema(schema_path)
-    _raise_if(where, _finite_and_schema_errors(raw, schema))
+    _raise_if(where, schema_and_finite_errors(raw, schema))
     config = _normalise_numbers(_with_defaults(raw, schema), schema)
     _raise_if(where, _value_errors(config, schema))
     cells = expand(config, schema)
@@ -230,29 +176,6 @@ def read_yaml(path: str | Path) -> Any:
             f"{where}: not valid YAML ({what}); fix the syntax there (indent with spaces, "
             "not tabs; quote values that contain ': ' or start with special characters)"
         ) from None
-
-
-def _nonfinite(value: Any, parts: tuple = ()) -> list[tuple[str, float]]:
-    """(config key, value) of every NaN or infinite number in a parsed config."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return [(_path(parts), value)]
-    if isinstance(value, dict):
-        return [kv for key, v in value.items() for kv in _nonfinite(v, (*parts, key))]
-    if isinstance(value, list):
-        return [kv for i, v in enumerate(value) for kv in _nonfinite(v, (*parts, i))]
-    return []
-
-
-def _finite_and_schema_errors(raw: dict, schema: dict) -> list[str]:
-    """Schema errors, plus one error per NaN / infinite number (YAML `.nan`, `.inf`), which
-    JSON Schema lets through (NaN fails no comparison) and which no key accepts. A key with a
-    non-finite value gets only that message, not range errors on top."""
-    bad = _nonfinite(raw)
-    errors = [f"{key} = {v!r} is not a finite number; give a finite value" for key, v in bad]
-    for err in _schema_errors(raw, schema):
-        if not any(err.startswith((f"{key} ", f"{key}:")) for key, _ in bad):
-            errors.append(err)
-    return errors
 
 
 def merge_overrides(base: dict, overrides: dict) -> dict:
@@ -318,56 +241,6 @@ def _raise_if(where: str, errors: list[str]) -> None:
         raise ConfigError(f"{where}: {len(errors)} problem(s); nothing was run:\n{lines}")
 
 
-def _path(parts) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "<top level>"
-
-
-def _describe(err: jsonschema.ValidationError) -> str:
-    """One line: key, bad value, what is allowed."""
-    key = _path(err.absolute_path)
-    v = err.validator
-    if v == "additionalProperties":
-        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        allowed = ", ".join(sorted(err.schema.get("properties", {})))
-        return f"{key}: unknown key(s) {', '.join(map(repr, extra))}; allowed keys: {allowed}"
-    if "propertyNames" in err.absolute_schema_path:
-        allowed = err.validator_value if v == "enum" else None
-        hint = f"allowed: {', '.join(map(str, allowed))}" if allowed else err.message
-        return f"{key}: key {err.instance!r} is not allowed; {hint}"
-    if v == "enum":
-        allowed = ", ".join(map(str, err.validator_value))
-        return f"{key} = {err.instance!r} is not allowed; allowed values: {allowed}"
-    if v == "required":
-        return f"{key}: {err.message}; add it"
-    if v == "type":
-        return f"{key} = {err.instance!r} has the wrong type; expected {err.validator_value}"
-    bounds = {
-        "minimum": ">=",
-        "maximum": "<=",
-        "exclusiveMinimum": ">",
-        "exclusiveMaximum": "<",
-    }
-    if v in bounds:
-        limit = f"{bounds[v]} {err.validator_value}"
-        return f"{key} = {err.instance!r} is out of range; it must be {limit}"
-    if v in ("minItems", "minProperties"):
-        n = err.validator_value
-        return f"{key} is empty; give at least {n} {'entry' if n == 1 else 'entries'}"
-    return f"{key} = {err.instance!r}: {err.message}"
-
-
-def _schema_errors(instance: Any, schema: dict, prefix: tuple = ()) -> list[str]:
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = []
-    for err in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path))):
-        err.path.extendleft(reversed(prefix))
-        errors.append(_describe(err))
-    return errors
-
-
 def _with_defaults(raw: dict, schema: dict) -> dict:
     """Fill top-level and section defaults from the schema (the schema is the single source)."""
     config = json.loads(json.dumps(raw))
@@ -416,7 +289,7 @@ def _value_errors(config: dict, schema: dict) -> list[str]:
         for key, values in grid.get("axes", {}).items():
             sub = {**cell_props[key], "$defs": schema["$defs"]}
             for i, value in enumerate(values):
-                errors += _schema_errors(value, sub, ("grids", gname, "axes", key, i))
+                errors += schema_errors(value, sub, ("grids", gname, "axes", key, i))
             if len({json.dumps(v) for v in values}) != len(values):
                 errors.append(
                     f"grids.{gname}.axes.{key} = {values!r} repeats a value; list each once"
@@ -462,9 +335,17 @@ def _format_value(v: Any) -> str:
     return str(v)
 
 
+def model_class(name: str):
+    """The registered model class called `name` (`train.models.model_class`; imported here, not
+    at the top, so that reading the config module stays torch-free)."""
+    from twoclocks.train.models import model_class as registered
+
+    return registered(name)
+
+
 def _relevant_keys(p: dict) -> tuple[str, ...]:
     t = TASKS[p["task"]]
-    keys = COMMON_KEYS + t.config_keys + MODEL_KEYS[p["model"]]
+    keys = COMMON_KEYS + t.config_keys + tuple(model_class(p["model"]).config_keys)
     return keys + OPTIMIZER_KEYS[p["optimizer"]] + t.extra_keys
 
 
@@ -482,12 +363,14 @@ def cell_hash(params: dict) -> str:
     return digest({k: v for k, v in params.items() if k not in identity})
 
 
-def _resolve(config: dict, grid: str, overrides: dict, label: dict, stack: bool) -> Cell:
+def _resolve(
+    config: dict, grid: str, overrides: dict, label: dict, stack: bool, defaults: dict
+) -> Cell:
     merged = {**config["base"], **config["grids"][grid].get("set", {}), **overrides}
     merged.setdefault("dtype", config["dtype"])
     params = {k: merged[k] for k in _relevant_keys(merged) if k in merged}
-    for k, default in OMITTED_AT_DEFAULT.items():
-        if k in params and params[k] == default:
+    for k in OMITTED_AT_DEFAULT + tuple(model_class(params["model"]).omitted_at_default):
+        if k in params and k in defaults and params[k] == defaults[k]:
             del params[k]
     params["seeds"] = list(config["seeds"])
     params["device"] = config["device"]
@@ -508,28 +391,37 @@ def _resolve(config: dict, grid: str, overrides: dict, label: dict, stack: bool)
 
 def expand(config: dict, schema: dict | None = None) -> list[Cell]:
     """Every cell of every grid, then the extra cells, in config order."""
+    defaults = cell_defaults(schema)
     cells = []
     for gname, grid in config["grids"].items():
         axes = grid.get("axes", {})
         for point in itertools.product(*axes.values()):
             label = dict(zip(axes, point, strict=True))
-            cells.append(_resolve(config, gname, label, label, stack=True))
+            cells.append(_resolve(config, gname, label, label, True, defaults))
     for extra in config["extra_cells"]:
-        cells.append(_resolve(config, extra["grid"], extra["set"], extra["set"], stack=False))
+        cells.append(_resolve(config, extra["grid"], extra["set"], extra["set"], False, defaults))
     return cells
 
 
 def model_blocks(p: dict) -> list[str]:
     """The parameter block names of a resolved cell's model, in the order the model builds them,
-    without building it (config stays torch-free; tests/test_frozen_blocks.py checks these
-    against each registered model's ``blocks()``)."""
-    if p["model"] == "relu_embed":
-        layers = range(1, int(p["hidden_layers"]) + 1)
-        biases = [f"b{k}" for k in layers] if p["bias"] else []
-        return ["E", *(f"W{k}" for k in layers), *biases, "U"]
-    if p["model"] == "deep_linear":
-        return [f"W{k}" for k in range(1, int(p["depth"]) + 1)]
-    raise ConfigError(f"model {p['model']!r} has no block table in twoclocks.config.model_blocks")
+    without initialising it (the model's ``block_names``)."""
+    return model_class(p["model"]).block_names(p, TASKS[p["task"]].input_kind)
+
+
+def _model_errors(p: dict) -> list[str]:
+    """What the cell's model says about its keys, its input kind, then its frozen blocks."""
+    cls = model_class(p["model"])
+    errors = list(cls.check_params(p))
+    if TASKS[p["task"]].input_kind != "tokens" and cls.token_inputs_only:
+        from twoclocks.train.models import MODELS
+
+        dense = sorted(k for k, c in MODELS.items() if not c.token_inputs_only)
+        errors.append(
+            f"model {p['model']!r} needs token inputs (task: modular); for task "
+            f"{p['task']!r} use model: {' or '.join(dense)}"
+        )
+    return errors or _frozen_errors(p)
 
 
 def _frozen_errors(p: dict) -> list[str]:
@@ -541,12 +433,12 @@ def _frozen_errors(p: dict) -> list[str]:
     unknown = [b for b in frozen if b not in blocks]
     if unknown:
         return [
-            f"cell {p['cell_id']}: frozen_blocks names {unknown}, not a block of model "
+            f"frozen_blocks names {unknown}, not a block of model "
             f"{p['model']!r}; its blocks are {blocks}: use names from that list"
         ]
     if set(frozen) >= set(blocks):
         return [
-            f"cell {p['cell_id']}: frozen_blocks = {frozen} freezes every block of model "
+            f"frozen_blocks = {frozen} freezes every block of model "
             f"{p['model']!r} ({blocks}): nothing would train; leave at least one block out"
         ]
     return []
@@ -614,18 +506,7 @@ def _semantic_errors(config: dict, cells: list[Cell]) -> list[str]:
             )
         seen_hash[p["cell_hash"]] = c
         errors += [f"cell {cid}: {msg}" for msg in TASKS[p["task"]].check(p)]
-        if TASKS[p["task"]].input_kind != "tokens" and p["model"] in TOKEN_ONLY_MODELS:
-            errors.append(
-                f"cell {cid}: model {p['model']!r} needs token inputs (task: modular); "
-                f"use model: deep_linear for the teacher task"
-            )
-        errors += _frozen_errors(p)
-        scales = p.get("layer_init_scales")
-        if scales is not None and len(scales) != p["depth"]:
-            errors.append(
-                f"cell {cid}: layer_init_scales has {len(scales)} value(s) for depth = "
-                f"{p['depth']}; give one scale per layer W_1..W_{p['depth']} (or null for 1 each)"
-            )
+        errors += [f"cell {cid}: {msg}" for msg in _model_errors(p)]
         if log["snapshot_count"] > p["steps"] + 1:
             errors.append(
                 f"cell {cid}: logging.snapshot_count = {log['snapshot_count']} exceeds the "

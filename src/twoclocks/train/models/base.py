@@ -62,6 +62,9 @@ class ModelSpec:
     end_to_end_name: ClassVar[str] = ""  # name of the end-to-end map among `matrices()`
     is_deep_linear: ClassVar[bool] = False  # the theory's object: a product of linear layers
     token_inputs_only: ClassVar[bool] = False  # needs a token (modular) task
+    # keys added after studies were run: left out of the resolved cell (config.py) while at their
+    # schema default, so an existing cell keeps its params, hash, cache entry and trajectory
+    omitted_at_default: ClassVar[tuple[str, ...]] = ()
 
     num_classes: int
     input_kind: str  # "tokens" (modular: int pairs) | "dense" (teacher: float vectors)
@@ -73,6 +76,26 @@ class ModelSpec:
     def from_params(cls, params: dict, common: dict[str, Any]) -> ModelSpec:
         """The spec of a resolved cell dict; ``common`` holds the dataset-derived fields."""
         raise NotImplementedError
+
+    @classmethod
+    def check_params(cls, params: dict) -> list[str]:
+        """Problems of a resolved cell's model keys that the schema cannot express, each naming
+        the key and the fix (config.py reports them before anything runs); [] when fine."""
+        return []
+
+    @classmethod
+    def block_names(cls, params: dict, input_kind: str) -> list[str]:
+        """The parameter block names of a resolved cell's model, without initialising it (the
+        `frozen_blocks` check): the blocks of its spec on placeholder dataset sizes. A model whose
+        blocks depend on the dataset's sizes overrides this."""
+        tokens = input_kind == "tokens"
+        common = dict(
+            num_classes=1,
+            input_kind=input_kind,
+            vocab_size=1 if tokens else None,
+            input_dim=None if tokens else 1,
+        )
+        return cls.from_params(params, common).blocks()
 
     @property
     def symmetric_tokens(self) -> bool:

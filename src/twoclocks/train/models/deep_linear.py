@@ -41,6 +41,7 @@ class DeepLinearSpec(ModelSpec):
     config_keys = ("depth", "width", "balanced_init", "init_scheme", "layer_init_scales")
     end_to_end_name = "A"
     is_deep_linear = True
+    omitted_at_default = ("init_scheme", "layer_init_scales")
 
     depth: int = 1
     width: int = 0
@@ -71,6 +72,17 @@ class DeepLinearSpec(ModelSpec):
             and int(params["train_size"]) < int(common["input_dim"]),
             **common,
         )
+
+    @classmethod
+    def check_params(cls, params: dict) -> list[str]:
+        """`layer_init_scales` gives one scale per layer."""
+        scales, depth = params.get("layer_init_scales"), params["depth"]
+        if scales is not None and len(scales) != depth:
+            return [
+                f"layer_init_scales has {len(scales)} value(s) for depth = {depth}; give one "
+                f"scale per layer W_1..W_{depth} (or null for 1 each)"
+            ]
+        return []
 
     def blocks(self) -> list[str]:
         return [f"W{k}" for k in range(1, self.depth + 1)]

@@ -54,6 +54,7 @@ class ReluEmbedSpec(ModelSpec):
     )
     end_to_end_name = "UW"
     token_inputs_only = True
+    omitted_at_default = ("embed_init_scale",)
 
     embed_dim: int = 0
     combine: str = "sum"

@@ -1,0 +1,57 @@
+"""Loss and stable-rank curves over training: the paper's Figs. 1 and 3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+
+from twoclocks.report.figures.common import (
+    MAX_POINTS,
+    FigureSkipped,
+    _band_chart,
+    _bands,
+    _relu,
+    cl,
+)
+from twoclocks.report.figures.registry import figure
+
+
+@figure(
+    "fig1_loss",
+    "Train (dashed) and test (solid) cross-entropy in nats vs optimiser step, one colour per "
+    "cell; line = seed mean, band = seed min-max.",
+)
+def fig_loss(study: Any, max_points: int = MAX_POINTS) -> alt.LayerChart:
+    """Fig. 1: train and test CE vs step per cell (weight decay), log y; band = seed min-max."""
+    cells = _relu(study) or cl.cell_datasets(study)
+    df = _bands(cells, {"train": "train_loss", "test": "test_loss"}, max_points=max_points)
+    return _band_chart(df, "Train and test loss (Fig. 1)", "cross-entropy (nats)")
+
+
+@figure(
+    "fig3_loss_srank",
+    "Test cross-entropy (solid, left axis, log) and the stable rank of the named matrix "
+    "(dashed, right axis) vs optimiser step per cell; line = seed mean, band = seed min-max.",
+)
+def fig_loss_srank(
+    study: Any, matrix: str | None = None, max_points: int = MAX_POINTS
+) -> alt.LayerChart:
+    """Fig. 3: test loss (log, left axis) and stable rank (right axis) vs step per cell."""
+    cells = _relu(study) or cl.cell_datasets(study)
+    cells = [c for c in cells if "srank" in c[2]]
+    if not cells:
+        raise FigureSkipped("no stable rank logged")
+    mat = matrix or cl.srank_matrix(cells[0][2])
+    n_lines = 2 * len(cells)
+    loss = _bands(cells, {"test loss": "test_loss"}, n_lines, max_points)
+    get = {f"srank({mat})": lambda ds: ds["srank"].sel(matrix=mat)}
+    srank = _bands(cells, get, n_lines, max_points)
+    order = ["test loss", f"srank({mat})"]  # test loss solid, as in Fig. 1
+    left = _band_chart(loss, "", "test cross-entropy (nats, log)", True, dash_order=order)
+    right = _band_chart(srank, "", f"stable rank of {mat}", False, dash_order=order)
+    return (
+        alt.layer(left, right)
+        .resolve_scale(y="independent")
+        .properties(title=f"Test loss and stable rank (Fig. 3), matrix {mat}")
+    )
