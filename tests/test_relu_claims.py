@@ -105,10 +105,10 @@ def test_gates_stable_fails_when_the_pattern_drifts_on_the_plateau():
     cells = sr.study(deep=False)
     clocks = sr.clocks(cells)
     ok = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["gates_stable"]
-    assert ok["verdict"] == "PASS" and "assumption" in ok["claim"]
+    assert ok["verdict"] == "MET" and "assumption" in ok["claim"]
     bad = _flip_gates_inside_window(cells)
     got = {c["id"]: c for c in C.evaluate_claims(bad, clocks, None, {})}["gates_stable"]
-    assert got["verdict"] == "FAIL", got["evidence"]
+    assert got["verdict"] == "NOT MET", got["evidence"]
     assert max(r["max_drift"] for r in got["details"]["runs"].values()) == pytest.approx(0.5)
 
 

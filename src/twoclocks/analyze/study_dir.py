@@ -24,7 +24,7 @@ import xarray as xr
 import yaml
 
 from twoclocks import provenance
-from twoclocks.analyze.claims import claims_to_json, evaluate_claims, resolve_claim_settings
+from twoclocks.analyze.claims import claims_to_json, evaluate, resolve_claim_settings
 from twoclocks.analyze.clocks import extract_clocks, is_deep_linear, resolve_settings
 from twoclocks.analyze.fits import fit_clocks
 from twoclocks.verify import load_store, verify_store
@@ -141,7 +141,7 @@ def analyse(study_dir: str | Path, out_dir: str | Path | None = None, config: di
         frames.append(extract_clocks(ds, config.get("analysis") or {}, axes[cid]))
     clocks = pd.concat(frames, ignore_index=True)
     fits_table, fits = fit_clocks(clocks, config.get("analysis") or {})
-    claims = evaluate_claims(trajectories, clocks, fits, claim_settings)
+    claims = evaluate(trajectories, clocks, fits, claim_settings)
     out.mkdir(parents=True, exist_ok=True)
     clocks.to_parquet(out / "clocks.parquet", index=False)
     clocks.to_csv(out / "clocks.csv", index=False)

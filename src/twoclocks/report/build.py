@@ -9,7 +9,7 @@ import pandas as pd
 import xarray as xr
 
 from twoclocks import provenance
-from twoclocks.analyze.claims import claims_to_json, evaluate_claims
+from twoclocks.analyze.claims import claims_to_json, evaluate
 from twoclocks.report.figures import build_figures, save_chart
 from twoclocks.report.html import write_report
 from twoclocks.train.store import open_trajectory
@@ -94,7 +94,7 @@ def build_report(
     reduced = None
     if reductions is not None:
         reduced = {cid: xr.open_zarr(path).load() for cid, path in reductions.items()}
-    claims = evaluate_claims(trajectories, clocks, fits, config.get("claims"), reduced)
+    claims = evaluate(trajectories, clocks, fits, config.get("claims"), reduced)
     record = {
         "study": config["study"],
         "provenance": provenance.collect(),

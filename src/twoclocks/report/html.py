@@ -294,7 +294,7 @@ def _claims_table(claims: list[dict], rules: Mapping[str, str]) -> str:
         f'<tr><td><b>{_esc(c.get("id", ""))}</b><br><span class="note">'
         f"{_esc(c.get('claim', ''))}</span></td>"
         f'<td class="{_esc(c.get("verdict", ""))}">{_esc(c.get("verdict", ""))}</td>'
-        f"<td>{_evidence(rules.get(c.get('id', ''), ''), RULE_CHARS)}</td>"
+        f"<td>{_evidence(c.get('rule') or rules.get(c.get('id', ''), ''), RULE_CHARS)}</td>"
         f'<td class="evidence">{_evidence(str(c.get("evidence", "")))}</td></tr>'
         for c in claims
     )
