@@ -12,6 +12,7 @@ import synthetic_report as sr
 
 from twoclocks.analyze import claims as C
 from twoclocks.config import load_schema
+from twoclocks.replay.stage import measure_study
 
 TOY = """
 from twoclocks.analyze.claims.spec import FAIL, INCONCLUSIVE, PASS, ClaimSpec, Scope
@@ -91,7 +92,8 @@ def test_every_schema_claims_key_is_a_threshold_of_some_claim_and_has_its_reason
 
 def test_claims_json_states_scope_rule_statement_and_reason():
     cells = sr.study()
-    claims = C.evaluate(cells, sr.clocks(cells), {}, {})
+    measures = measure_study(cells, fourier_keep=6)
+    claims = C.evaluate(cells, sr.clocks(cells), {}, {}, measures=measures)
     by_id = {c["id"]: c for c in claims}
     for c in claims:
         assert c["rule"] and c["claim"] and c["section"] and c["reason"]

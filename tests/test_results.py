@@ -18,6 +18,13 @@ def test_importing_the_read_model_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_claims_read_tables_and_never_import_the_model_code():
+    """The claims judge from tables: the replay stage alone runs the model on snapshots."""
+    code = "import sys, twoclocks.analyze.claims; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_load_results_reads_every_table_of_a_results_folder(tmp_path):
     cells = {k: v for k, v in sr.study(deep=False).items()}
     clocks = sr.clocks(cells)

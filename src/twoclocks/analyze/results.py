@@ -300,17 +300,6 @@ def srank_matrix(ds: xr.Dataset) -> str | None:
     return end_to_end_matrix(ds)
 
 
-def fourier_concentration(snap: np.ndarray, modulus: int, keep: int = FOURIER_KEEP) -> float:
-    """Fraction of embedding energy outside the top `keep` frequencies (rows = residues 0..p-1)."""
-    rows = np.asarray(snap, float)[:modulus]
-    coef = np.fft.rfft(rows - rows.mean(axis=0), axis=0)
-    energy = np.sum(np.abs(coef[1:]) ** 2, axis=1)
-    total = energy.sum()
-    if total <= 0:
-        return math.nan
-    return float(1.0 - np.sort(energy)[::-1][:keep].sum() / total)
-
-
 # Fig. 3 candidates beyond the logged weight matrices (variables of relu_embed stores)
 SRANK_VARIABLES = {"gated": "srank_gated", "hidden": "srank_hidden", "logits": "srank_logits"}
 
@@ -394,3 +383,60 @@ def load_results(root: str | Path, trajectories: bool = True) -> StudyResults:
         manifests={c: json.loads(p.read_text()) for c, p in per_cell("manifest.json").items()},
         trajectories=stores,
     )
+
+
+# --- the replay stage's measures (replay/table.py) -----------------------------------------------
+def measure_rows(measures: pd.DataFrame | None, cell_id: str, measure: str) -> pd.DataFrame:
+    """Rows of one measure of one cell (empty when the table or the measure is absent)."""
+    if measures is None or measures.empty:
+        return pd.DataFrame(columns=["seed", "anchor", "ref_step", "step", "value"])
+    m = measures[(measures["cell_id"] == cell_id) & (measures["measure"] == measure)]
+    return m.sort_values(["seed", "anchor", "ref_step", "step"], kind="stable")
+
+
+def unmeasured_reason(measures: pd.DataFrame | None, cell_id: str, what: str) -> str | None:
+    """Why the replay stage could not measure `what` on this cell, or None."""
+    rows = measure_rows(measures, cell_id, "unmeasured")
+    rows = rows[rows["anchor"] == what] if len(rows) else rows
+    return str(rows["note"].iloc[0]) if len(rows) else None
+
+
+def gate_window(pairs: pd.DataFrame, t_start: float, t_end: float) -> dict:
+    """Cumulative gate drift of one member on the snapshots in [t_start, t_end], read from its
+    ``gate_drift``/``gate_drift_weighted`` rows (columns measure, ref_step, step, value): the
+    reference is the first snapshot in the window. Keys as `replay.gates.gate_drift`:
+    ref_step, end_step, steps, drift, weighted, n_snapshots, max_drift, max_weighted."""
+    rec = {"ref_step": np.nan, "end_step": np.nan, "steps": [], "drift": [], "weighted": []}
+    rec.update(n_snapshots=0, max_drift=np.nan, max_weighted=np.nan)
+    a, b = float(t_start), float(t_end)
+    if not (np.isfinite(a) and np.isfinite(b)) or pairs.empty:
+        return rec
+    steps = np.unique(pairs["step"].to_numpy(np.int64))
+    inside = steps[(steps >= a) & (steps <= b)]
+    rec["n_snapshots"] = int(inside.size)
+    if inside.size < 2:
+        return rec
+    win = pairs[(pairs["ref_step"] == inside[0]) & pairs["step"].isin(inside)]
+    drift = win[win["measure"] == "gate_drift"].sort_values("step")["value"].to_numpy()
+    weighted = win[win["measure"] == "gate_drift_weighted"].sort_values("step")["value"].to_numpy()
+    rec.update(
+        ref_step=int(inside[0]),
+        end_step=int(inside[-1]),
+        steps=[int(s) for s in inside],
+        drift=[float(v) for v in drift],
+        weighted=[float(v) for v in weighted],
+        max_drift=float(drift.max()),
+        max_weighted=float(weighted.max()),
+    )
+    return rec
+
+
+def gate_pairs(measures: pd.DataFrame | None, cell_id: str) -> dict[int, pd.DataFrame]:
+    """seed -> the gate-drift rows of one cell (both measures)."""
+    if measures is None or measures.empty:
+        return {}
+    m = measures[
+        (measures["cell_id"] == cell_id)
+        & measures["measure"].isin(["gate_drift", "gate_drift_weighted"])
+    ]
+    return {int(s): g for s, g in m.groupby("seed")}

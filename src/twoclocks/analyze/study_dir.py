@@ -24,7 +24,7 @@ import xarray as xr
 import yaml
 
 from twoclocks import provenance
-from twoclocks.analyze.claims import claims_to_json, evaluate, resolve_claim_settings
+from twoclocks.analyze.claims import claims_stage, resolve_claim_settings
 from twoclocks.analyze.clocks import extract_clocks, is_deep_linear, resolve_settings
 from twoclocks.analyze.fits import fit_clocks
 from twoclocks.verify import load_store, verify_store
@@ -116,8 +116,8 @@ def _axes(params: dict[str, dict]) -> dict[str, dict]:
 
 def analyse(study_dir: str | Path, out_dir: str | Path | None = None, config: dict | None = None):
     """Clocks, fits, claims and the report of every store under `study_dir`; returns out_dir."""
-    from twoclocks.report.figures import build_figures
-    from twoclocks.report.html import write_report
+    from twoclocks.replay.stage import measure_study
+    from twoclocks.report.build import render_report  # the same stages as the Snakemake rules
 
     study_dir = Path(study_dir)
     out = Path(out_dir) if out_dir else study_dir / "analysis"
@@ -141,27 +141,30 @@ def analyse(study_dir: str | Path, out_dir: str | Path | None = None, config: di
         frames.append(extract_clocks(ds, config.get("analysis") or {}, axes[cid]))
     clocks = pd.concat(frames, ignore_index=True)
     fits_table, fits = fit_clocks(clocks, config.get("analysis") or {})
-    claims = evaluate(trajectories, clocks, fits, claim_settings)
+    measures = measure_study(trajectories, fourier_keep=claim_settings["fourier_keep"])
     out.mkdir(parents=True, exist_ok=True)
     clocks.to_parquet(out / "clocks.parquet", index=False)
     clocks.to_csv(out / "clocks.csv", index=False)
     fits_table.to_parquet(out / "fits.parquet", index=False)
+    measures.to_parquet(out / "measures.parquet", index=False)
     record = {"provenance": provenance.collect(), "analysis": analysis, "study_dir": str(study_dir)}
     (out / "fits.json").write_text(
         json.dumps({**fits, **record}, indent=2, sort_keys=True, default=str)
     )
-    (out / "claims.json").write_text(claims_to_json({**record, "claims": claims}))
-    charts, fig_notes = build_figures(trajectories, clocks, fits)
-    write_report(
-        out / "report",
+    claims = claims_stage(
+        out / "claims.json", trajectories, clocks, fits, claim_settings, measures=measures,
+        record=record,
+    )  # fmt: skip
+    render_report(
+        out / "report" / "index.html",
+        None,
         config={"study": study_dir.name, "analysis": analysis, "claims": claim_settings},
-        provenance=record["provenance"],
         runtime={"n_cells": len(trajectories), "stores": {c: str(p) for c, p in stores.items()}},
+        trajectories=trajectories,
         clocks=clocks,
         fits=fits,
         claims=claims,
-        figures=charts,
-        notes=notes + fig_notes,
+        notes=notes,
     )
     return out
 

@@ -45,6 +45,7 @@ from twoclocks.analyze.claims.spec import (
 )
 from twoclocks.analyze.results import CLOCK_TABLE_COLUMNS, cell_datasets, cell_table
 from twoclocks.provenance import json_safe
+from twoclocks.replay.table import empty_measures, frame, reduction_rows
 
 _NOT_CLAIMS = {"spec", "common"}  # modules of the package that declare no claim
 
@@ -70,6 +71,10 @@ def evaluate(
 ) -> list[dict]:
     """Judge every registered claim; full records for claims.json and the report.
 
+    `measures`: the replay stage's table (runs/<cell>/measures.parquet, concatenated);
+    `reductions` (cell_id -> the reduce stage's store) are folded into it when given. With
+    reduction rows (analysis.reduction on) the `relu_reduction` claim is added.
+
     Each record: the judged `id`, `claim` (the statement), `verdict`, `evidence`, `details`,
     and from the spec `kind`, `section`, `scope` (its text and the cells in and out of it),
     `inputs`, `rule` (thresholds filled in), `thresholds` (the values used), `outcomes` and
@@ -77,13 +82,18 @@ def evaluate(
     """
     s = resolve_claim_settings(settings)
     clocks = clocks if clocks is not None else pd.DataFrame(columns=sorted(CLOCK_TABLE_COLUMNS))
+    measures = measures if measures is not None else empty_measures()
+    if reductions is not None:  # the reduce stage's stores, not yet folded into the measures
+        rows = [r for cid, red in sorted(reductions.items()) for r in reduction_rows(cid, red)]
+        measures = pd.concat([measures, frame(rows)], ignore_index=True)
+    reduction = reductions is not None or measures["measure"].str.startswith("reduction_").any()
     datasets = cell_datasets(study)
     cells = cell_table(study, clocks)
     if "model" not in cells:
         cells["model"] = "relu_embed"
     out = []
     for spec in specs():
-        ctx = Context(spec, cells, clocks, fits, measures, datasets, reductions)
+        ctx = Context(spec, cells, clocks, fits, measures, datasets, bool(reduction))
         if spec.applies is not None and not spec.applies(ctx):
             continue
         rec = spec.judge(ctx, s)
@@ -123,10 +133,32 @@ def evaluate_claims(
     `study_ds_or_trajectories`: anything `results.cell_datasets` accepts. `fits`: fits.json
     content (the only source of law fits). `settings`: the config's `claims:` section (defaults
     fill missing keys; unknown keys raise). `reductions`: cell_id -> the frozen-gate stage's
-    output (`analysis.reduction` on); given, the `relu_reduction` claim is added.
+    output (`analysis.reduction` on); given, the `relu_reduction` claim is added. `measures`:
+    the replay stage's table (gate drift, displacements, Fourier spectra per snapshot).
     """
     full = evaluate(study_ds_or_trajectories, clocks, fits, settings, reductions, measures)
     return [{k: r[k] for k in RECORD_KEYS} for r in full]
+
+
+def claims_stage(
+    claims_path,
+    study: Any,
+    clocks: pd.DataFrame | None,
+    fits: dict | None,
+    settings: dict | None = None,
+    *,
+    measures: pd.DataFrame | None = None,
+    reductions: Mapping[str, xr.Dataset] | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> list[dict]:
+    """The claims stage (the report rule and `python -m twoclocks.analyze` both call it): judge
+    every claim on the study's tables and write claims.json as ``{**record, "claims": [...]}``;
+    returns the full records."""
+    from pathlib import Path
+
+    claims = evaluate(study, clocks, fits, settings, reductions, measures)
+    Path(claims_path).write_text(claims_to_json({**(record or {}), "claims": claims}))
+    return claims
 
 
 def claims_to_json(claims: list[dict] | dict) -> str:
@@ -136,7 +168,6 @@ def claims_to_json(claims: list[dict] | dict) -> str:
 
 # compat re-export: the integrator switches figures/html to analyze.results at merge
 from twoclocks.analyze.claims.deep_linear import DLN_CLOCK, spurious_ratios  # noqa: E402
-from twoclocks.analyze.claims.grad_hierarchy import relative_displacement  # noqa: E402
 from twoclocks.analyze.claims.reduction import reduction_runs  # noqa: E402
 from twoclocks.analyze.results import (  # noqa: E402
     CLS_EPS,
@@ -147,7 +178,6 @@ from twoclocks.analyze.results import (  # noqa: E402
     SRANK_VARIABLES,
     _json,
     clock_times,
-    fourier_concentration,
     gen_clock,
     law_fits,
     law_records,
@@ -166,9 +196,9 @@ __all__ = [
     "CLS_EPS", "DEFAULTS", "DLN_CLOCK", "FAIL", "FOURIER_KEEP", "GEN_ACC_LEVEL", "INCONCLUSIVE",
     "MET", "NOT_MET", "OUTCOMES", "OUT_OF_SCOPE", "PASS", "REP_CLOCK", "SEPARATION_MIN_RATIO",
     "SRANK_VARIABLES", "ClaimSpec", "Context", "Scope", "_json", "cell_datasets", "cell_table",
-    "claim_rules", "claims_to_json", "clock_times", "evaluate", "evaluate_claims",
-    "fourier_concentration", "gen_clock", "get", "law_fits", "law_records", "pick_level",
-    "reduction_runs", "register", "relu_runs", "register_module", "relative_displacement",
+    "claim_rules", "claims_stage", "claims_to_json", "clock_times", "evaluate", "evaluate_claims",
+    "gen_clock", "get", "law_fits", "law_records", "pick_level",
+    "reduction_runs", "register", "relu_runs", "register_module",
     "resolve_claim_settings", "separation_ratios", "specs", "spurious_ratios",
     "srank_candidates", "srank_matrix", "strictest_level", "unregister", "usable",
 ]  # fmt: skip

@@ -7,31 +7,32 @@ import numpy as np
 
 from twoclocks.analyze.claims.separation import RELU
 from twoclocks.analyze.claims.spec import FAIL, INCONCLUSIVE, PASS, ClaimSpec, Context
-from twoclocks.analyze.results import fourier_concentration, parse_json
+from twoclocks.analyze.results import measure_rows
 
 
-def _first_last(ds, seed_i: int, s: dict) -> tuple[float, float, str | None]:
-    """(gap at the first, at the last log) of one member: the logged `fourier_gap`, else the
-    energy of the embedding snapshots outside their top `fourier_keep` frequencies."""
-    params = parse_json(ds.attrs.get("cell"), {}) or {}
+def _first_last(ctx: Context, cid: str, ds, seed_i: int, s: dict):
+    """(gap at the first, at the last log, source) of one member: the logged `fourier_gap`,
+    else the replay stage's per-snapshot energy of E outside its top `fourier_keep`
+    frequencies (first and last snapshot)."""
     if "fourier_gap" in ds:
         fg = ds["fourier_gap"].isel(seed=seed_i).dropna("step")
         if fg.size:
             return float(fg[0]), float(fg[-1]), "fourier_gap"
-    elif "snap_E" in ds and params.get("modulus"):
-        snap = ds["snap_E"].isel(seed=seed_i).to_numpy()
-        p = int(params["modulus"])
-        first = fourier_concentration(snap[0], p, s["fourier_keep"])
-        last = fourier_concentration(snap[-1], p, s["fourier_keep"])
-        return first, last, f"snap_E (top {s['fourier_keep']} frequencies)"
-    return np.nan, np.nan, None
+        return np.nan, np.nan, None
+    keep = s["fourier_keep"]
+    rows = measure_rows(ctx.measures, cid, f"fourier_gap_top{int(keep)}")
+    rows = rows[rows["seed"] == int(ds["seed"].to_numpy()[seed_i])]
+    if rows.empty:
+        return np.nan, np.nan, None
+    vals = rows.sort_values("step")["value"].to_numpy()
+    return float(vals[0]), float(vals[-1]), f"snap_E (top {keep} frequencies)"
 
 
 def judge_fourier(ctx: Context, s: dict) -> dict:
     gaps, source = {}, None
     for cid, ds in ctx.runs():
         for seed_i, seed in enumerate(ds["seed"].to_numpy()):
-            first, last, src = _first_last(ds, seed_i, s)
+            first, last, src = _first_last(ctx, cid, ds, seed_i, s)
             source = src or source
             if np.isfinite(first) and np.isfinite(last):
                 gaps[f"{cid}/seed={int(seed)}"] = (first, last)

@@ -8,13 +8,30 @@ import numpy as np
 
 from twoclocks.analyze.claims.separation import RELU
 from twoclocks.analyze.claims.spec import INCONCLUSIVE, MET, NOT_MET, ClaimSpec, Context
-from twoclocks.analyze.gates import gate_drift, snapshot_gates
-from twoclocks.analyze.results import clock_times, gen_clock, pick_level
+from twoclocks.analyze.results import (
+    clock_times,
+    gate_pairs,
+    gate_window,
+    gen_clock,
+    pick_level,
+    unmeasured_reason,
+)
 
 
-def drift_records(ctx: Context, cid: str, ds, t_start: np.ndarray, t_end: np.ndarray):
-    """Per member of cell `cid`: the cumulative gate drift on [t_start, t_end]."""
-    return gate_drift(*snapshot_gates(ds), t_start, t_end)
+def drift_records(ctx: Context, cid: str, seeds, t_start: np.ndarray, t_end: np.ndarray):
+    """Per member of cell `cid`: the cumulative gate drift on [t_start, t_end], from the replay
+    stage's measures (ValueError saying why when the cell has none)."""
+    why = unmeasured_reason(ctx.measures, cid, "gate_drift")
+    if why:
+        raise ValueError(why)
+    pairs = gate_pairs(ctx.measures, cid)
+    if not pairs:
+        raise ValueError("no gate measures (the replay stage's runs/<cell>/measures.parquet)")
+    empty = pairs[next(iter(pairs))].iloc[:0]
+    return [
+        gate_window(pairs.get(s, empty), a, b)
+        for s, a, b in zip(seeds, t_start, t_end, strict=True)
+    ]
 
 
 def judge_gates(ctx: Context, s: dict) -> dict:
@@ -32,8 +49,8 @@ def judge_gates(ctx: Context, s: dict) -> dict:
         a = np.array([t_cls.get((cid, x), np.nan) for x in seeds], dtype=float)
         b = np.array([t_gen.get((cid, x), np.nan) for x in seeds], dtype=float)
         try:
-            recs = drift_records(ctx, cid, ds, a, b)
-        except (ValueError, RuntimeError) as err:  # a store this cell's params cannot rebuild
+            recs = drift_records(ctx, cid, seeds, a, b)
+        except ValueError as err:  # not measured: a store this cell's params cannot rebuild
             skipped.append(f"{cid}: {err}")
             continue
         for seed, rec in zip(seeds, recs, strict=True):

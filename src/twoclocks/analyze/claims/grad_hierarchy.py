@@ -4,32 +4,30 @@ with the relative update sizes AdamW actually makes reported beside them)."""
 from __future__ import annotations
 
 import numpy as np
-import xarray as xr
 
 from twoclocks.analyze.claims.separation import RELU
 from twoclocks.analyze.claims.spec import FAIL, INCONCLUSIVE, PASS, ClaimSpec, Context
-from twoclocks.analyze.results import clock_times, pick_level
+from twoclocks.analyze.results import clock_times, measure_rows, pick_level
 
 
-def relative_displacement(ds: xr.Dataset, block: str, hi: np.ndarray) -> np.ndarray:
-    """Per member: ||X(b) - X(0)||_F / ||X(0)||_F of weight block X between step 0 and the last
-    weight snapshot b <= hi (NaN if there is none after 0): how far AdamW moved the block,
-    relative to its size, by the end of the window (snapshots are log-spaced, dense early)."""
-    snap = ds[f"snap_{block}"]
-    steps = ds["checkpoint_step"].to_numpy()
-    out = np.full(ds.sizes["seed"], np.nan)
-    for i in range(out.size):
+def displacement_before(ctx: Context, cid: str, block: str, seeds, hi: np.ndarray) -> np.ndarray:
+    """Per member: ||X(b) - X(0)||_F / ||X(0)||_F of weight block X at the last weight snapshot
+    b with 0 < b <= hi (NaN if none): how far the optimiser moved the block, relative to its
+    size, by the end of the window; read from the replay stage's ``displacement_<block>``."""
+    rows = measure_rows(ctx.measures, cid, f"displacement_{block}")
+    out = np.full(len(seeds), np.nan)
+    for i, seed in enumerate(seeds):
+        m = rows[rows["seed"] == seed]
+        steps, values = m["step"].to_numpy(), m["value"].to_numpy()
         k = np.flatnonzero((steps > 0) & (steps <= hi[i]))
-        if not np.isfinite(hi[i]) or k.size == 0:
-            continue
-        x0 = snap.isel(seed=i, checkpoint=0).to_numpy().astype(np.float64)
-        x1 = snap.isel(seed=i, checkpoint=int(k[-1])).to_numpy().astype(np.float64)
-        n0 = np.linalg.norm(x0)
-        out[i] = np.linalg.norm(x1 - x0) / n0 if n0 > 0 else np.nan
+        if np.isfinite(hi[i]) and k.size:
+            out[i] = values[int(k[-1])]
     return out
 
 
-def judge_grad_hierarchy(ctx: Context, s: dict) -> dict:
+def _per_run(ctx: Context, s: dict):
+    """Per run: median gradient ratio U/E, relative displacement ratio and update-size ratio
+    over steps [1, T_cls(grad_window_eps)]."""
     clocks = ctx.clocks
     level = pick_level(clocks, "cls", s["grad_window_eps"])
     t_win = clock_times(clocks, "cls", level).set_index(["cell_id", "seed"])["step"]
@@ -54,11 +52,16 @@ def judge_grad_hierarchy(ctx: Context, s: dict) -> dict:
             w = np.nanmedian(ur[i, inside]) if ur is not None and inside.any() else np.nan
             if np.isfinite(w):
                 updates[f"{cid}/seed={seed}"] = float(w)
-        if {"snap_U", "snap_E", "checkpoint_step"} <= set(ds.variables):
-            du, de = relative_displacement(ds, "U", hi), relative_displacement(ds, "E", hi)
-            for seed, a, b in zip(seeds, du, de, strict=True):
-                if np.isfinite(a) and np.isfinite(b) and b > 0:
-                    moves[f"{cid}/seed={seed}"] = float(a / b)
+        du = displacement_before(ctx, cid, "U", seeds, hi)
+        de = displacement_before(ctx, cid, "E", seeds, hi)
+        for seed, a, b in zip(seeds, du, de, strict=True):
+            if np.isfinite(a) and np.isfinite(b) and b > 0:
+                moves[f"{cid}/seed={seed}"] = float(a / b)
+    return level, ratios, moves, updates
+
+
+def judge_grad_hierarchy(ctx: Context, s: dict) -> dict:
+    level, ratios, moves, updates = _per_run(ctx, s)
     if len(ratios) < s["min_runs"]:
         why = f"{len(ratios)} runs with grad norms and T_cls(eps={s['grad_window_eps']:g})"
         return ctx.record(INCONCLUSIVE, why)

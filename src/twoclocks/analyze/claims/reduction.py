@@ -6,71 +6,77 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import xarray as xr
+import pandas as pd
 
 from twoclocks.analyze.claims.separation import RELU
 from twoclocks.analyze.claims.spec import FAIL, INCONCLUSIVE, PASS, ClaimSpec, Context
-from twoclocks.analyze.gates import gate_drift, snapshot_gates
-from twoclocks.analyze.results import relu_runs
+from twoclocks.analyze.results import gate_pairs, gate_window, measure_rows
 
 
-def reduction_runs(reductions: Mapping[str, xr.Dataset], study, s: dict) -> dict[str, dict]:
-    """Per (cell, seed, anchor) of the frozen-gate stage (`train.frozen_gates.reduce_cell`):
-    the maxima over the plateau (t0, T_gen] of the relative divergence and of the relative
-    test- and train-CE gaps |CE_frozen - CE_real| / CE_real, and whether the gate
-    precondition held there (`gate_drift` on the weight snapshots of [T_cls, T_gen], both
-    drifts <= ``gate_drift_max``; ``precondition`` None when it cannot be measured)."""
-    trajectories = {cid: ds for cid, ds in relu_runs(study)} if study is not None else {}
+def reduction_runs(measures: pd.DataFrame | None, s: dict) -> dict[str, dict]:
+    """Per (cell, seed, anchor) of the frozen-gate stage (`replay.frozen_gates.reduce_cell`,
+    folded into the measures table): the maxima over the plateau (t0, T_gen] of the relative
+    divergence and of the relative test- and train-CE gaps |CE_frozen - CE_real| / CE_real,
+    and whether the gate precondition held there (the gate drift on the weight snapshots of
+    [T_cls, T_gen], both drifts <= ``gate_drift_max``; ``precondition`` None when it cannot be
+    measured)."""
     out: dict[str, dict] = {}
-    for cid, red in sorted(reductions.items()):
-        if "divergence" not in red:  # no member had both clocks (the store's note says why)
-            continue
-        seeds = [int(x) for x in red["seed"].to_numpy()]
-        t_cls, t_gen = red["t_cls"].to_numpy(), red["t_gen"].to_numpy()
-        held: list[bool | None] = [None] * len(seeds)
-        ds = trajectories.get(cid)
-        if ds is not None and "checkpoint_step" in ds:
-            try:
-                recs = gate_drift(*snapshot_gates(ds), t_cls, t_gen)
-                for i, rec in enumerate(recs):
-                    if rec["n_snapshots"] >= 2:
-                        held[i] = bool(
-                            max(rec["max_drift"], rec["max_weighted"]) <= s["gate_drift_max"]
-                        )
-            except (ValueError, RuntimeError):
-                pass
-        steps = red["step"].to_numpy()
-        real_test = red["real_test_loss"].to_numpy()
-        real_train = red["real_train_loss"].to_numpy()
-        for k, anchor in enumerate(red["anchor"].to_numpy()):
-            for i, seed in enumerate(seeds):
-                t0 = int(red["t0"].to_numpy()[k, i])
-                if t0 < 0:
-                    continue
-                win = (steps > t0) & (steps <= t_gen[i])
-                if not win.any():
-                    continue
-                out[f"{cid}/seed={seed}/{anchor}"] = {
-                    "t0": t0,
-                    "t_gen": float(t_gen[i]),
-                    "max_divergence": float(np.nanmax(red["divergence"].to_numpy()[k, i, win])),
-                    "max_test_ce_gap": _max_rel_gap(
-                        red["frozen_test_loss"].to_numpy()[k, i, win], real_test[i, win]
-                    ),
-                    "max_train_ce_gap": _max_rel_gap(
-                        red["frozen_train_loss"].to_numpy()[k, i, win], real_train[i, win]
-                    ),
-                    "precondition": held[i],
-                }
-    return out
+    if measures is None or measures.empty:
+        return out
+    div_all = measures[measures["measure"] == "reduction_divergence"]
+    for cid in sorted(div_all["cell_id"].unique()):
+        times = {
+            name: measure_rows(measures, cid, f"reduction_{name}").set_index("seed")["value"]
+            for name in ("t_cls", "t_gen")
+        }
+        pairs = gate_pairs(measures, cid)
+        gaps = {m: measure_rows(measures, cid, m) for m in _GAPS}
+        for (anchor, seed), div in measure_rows(measures, cid, "reduction_divergence").groupby(
+            ["anchor", "seed"], sort=True
+        ):
+            t0, t_gen = int(div["ref_step"].iloc[0]), float(times["t_gen"][seed])
+            win = div["step"].to_numpy() <= t_gen
+            if not win.any():
+                continue
+            run = {"t0": t0, "t_gen": t_gen, "max_divergence": _max(div, win)}
+            for m, key in _GAPS.items():
+                g = gaps[m]
+                g = g[(g["anchor"] == anchor) & (g["seed"] == seed)]
+                run[key] = _max(g, g["step"].to_numpy() <= t_gen)
+            run["precondition"] = _held(pairs.get(int(seed)), times["t_cls"][seed], t_gen, s)
+            out[f"{cid}/seed={seed}/{anchor}"] = run
+    return _in_anchor_order(out)
 
 
-def _max_rel_gap(frozen: np.ndarray, real: np.ndarray) -> float:
-    return float(np.nanmax(np.abs(frozen - real) / real))
+_GAPS = {"reduction_test_ce_gap": "max_test_ce_gap", "reduction_train_ce_gap": "max_train_ce_gap"}
+
+
+def _max(rows: pd.DataFrame, win: np.ndarray) -> float:
+    return float(np.nanmax(rows["value"].to_numpy()[win]))
+
+
+def _held(pairs: pd.DataFrame | None, t_cls: float, t_gen: float, s: dict) -> bool | None:
+    """Whether both gate drifts stayed <= gate_drift_max on [T_cls, T_gen]; None unmeasured."""
+    if pairs is None:
+        return None
+    rec = gate_window(pairs, t_cls, t_gen)
+    if rec["n_snapshots"] < 2:
+        return None
+    return bool(max(rec["max_drift"], rec["max_weighted"]) <= s["gate_drift_max"])
+
+
+def _in_anchor_order(runs: dict[str, dict]) -> dict[str, dict]:
+    """Runs ordered as the stage writes them: cell, then anchor (cls, mid), then seed."""
+
+    def key(k: str):
+        cid, seed, anchor = k.rsplit("/", 2)
+        return cid, anchor, int(seed.split("=")[1])
+
+    return {k: runs[k] for k in sorted(runs, key=key)}
 
 
 def judge_reduction(ctx: Context, s: dict) -> dict:
-    runs = reduction_runs(ctx.reductions or {}, {c: ds for c, _p, ds in ctx.datasets}, s)
+    runs = reduction_runs(ctx.measures, s)
     tol = s["reduction_tol"]
     for r in runs.values():
         r["tracks"] = bool(r["max_divergence"] <= tol and r["max_test_ce_gap"] <= tol)
@@ -117,7 +123,7 @@ SPECS = (
         section="Prop. 4.1 ('in regions where the activation patterns on the training set remain "
         "fixed, the network reduces to a linear model in the active coordinates')",
         scope=RELU,
-        inputs=("cells", "reductions", "measures"),
+        inputs=("measures",),
         thresholds=("reduction_tol", "gate_drift_max", "min_runs"),
         rule=lambda s: (
             "Only with analysis.reduction on. From the exact training state at "
@@ -131,6 +137,6 @@ SPECS = (
         ),
         judge=judge_reduction,
         order=200,
-        applies=lambda ctx: ctx.reductions is not None,
+        applies=lambda ctx: ctx.reduction,
     ),
 )

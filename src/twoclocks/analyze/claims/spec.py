@@ -28,8 +28,9 @@ OUTCOMES = {
     "claim": (PASS, FAIL, INCONCLUSIVE),  # a statement of the paper, tested
     "precondition": (MET, NOT_MET, INCONCLUSIVE),  # an assumption the paper needs, not a claim
 }
-# the data a judge may read (names of tables; `trajectories` = logged variables, no snapshots)
-INPUTS = ("cells", "clocks", "fits", "measures", "trajectories", "reductions")
+# the data a judge may read (names of tables; `trajectories` = logged variables, never the
+# weight snapshots or the model: what needs those is the replay stage's `measures`)
+INPUTS = ("cells", "clocks", "fits", "measures", "trajectories")
 RECORD_KEYS = ("id", "claim", "verdict", "evidence", "details")  # what a judge returns
 
 
@@ -132,7 +133,7 @@ class Context:
     fits: Mapping[str, Any] | None
     measures: pd.DataFrame | None
     datasets: list = field(default_factory=list)  # (cell_id, params, Dataset), sorted
-    reductions: Mapping[str, Any] | None = None
+    reduction: bool = False  # the frozen-gate reduction ran (analysis.reduction)
 
     @property
     def scope_ids(self) -> list[str]:
