@@ -13,23 +13,19 @@ REDUCE_IDS = (
 )
 
 
-def cell_dataset(wildcards):
-    return f"{RESULTS}/data/{STUDY.cell(wildcards.cell).dataset_id}.zarr"
-
-
-def cell_reduction(wildcards):
-    """The reduce stage's store of a cell, when the reduction runs for it."""
-    if wildcards.cell in REDUCE_IDS:
-        return [f"{RESULTS}/runs/{wildcards.cell}/reduce.zarr"]
-    return []
+CELL_DATASET = lambda w: f"{RESULTS}/data/{STUDY.cell(w.cell).dataset_id}.zarr"
+# the reduce stage's store of a cell, when the reduction runs for it
+CELL_REDUCTION = lambda w: (
+    [f"{RESULTS}/runs/{w.cell}/reduce.zarr"] if w.cell in REDUCE_IDS else []
+)
 
 
 rule measure:
     input:
         store=f"{RESULTS}/runs/{{cell}}/trajectory.zarr",
         manifest=f"{RESULTS}/runs/{{cell}}/manifest.json",
-        dataset=cell_dataset,
-        reduction=cell_reduction,
+        dataset=CELL_DATASET,
+        reduction=CELL_REDUCTION,
     output:
         f"{RESULTS}/runs/{{cell}}/measures.parquet",
     log:
@@ -49,7 +45,7 @@ rule reduce:
     input:
         store=f"{RESULTS}/runs/{{cell}}/trajectory.zarr",
         manifest=f"{RESULTS}/runs/{{cell}}/manifest.json",
-        dataset=cell_dataset,
+        dataset=CELL_DATASET,
         clocks=f"{RESULTS}/runs/{{cell}}/clocks.parquet",
     output:
         directory(f"{RESULTS}/runs/{{cell}}/reduce.zarr"),

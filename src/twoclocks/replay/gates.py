@@ -59,7 +59,8 @@ def snapshot_gates(
             raise ValueError(f"cell params lack {err} to regenerate the training set") from err
     if x_train is None:
         x_train = data["x_train"].values
-    spec = model_spec(cell, dict(data.attrs))
+    dim = int(data["x_train"].shape[-1]) if data["x_train"].ndim > 1 else None
+    spec = model_spec(cell, dict(data.attrs), input_dim=dim)
     blocks = spec.blocks()
     missing = [b for b in blocks if f"snap_{b}" not in ds]
     if missing:
