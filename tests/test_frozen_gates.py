@@ -203,3 +203,39 @@ def test_stage_writes_both_trajectories_from_the_clocks_table(modular, trained, 
     clocks.assign(censored=True).to_parquet(tmp_path / "none.parquet")
     empty = run_stage(store, tmp_path / "none.parquet", tmp_path / "none.zarr", **levels)
     assert "nothing to reduce" in empty.attrs["note"] and "divergence" not in empty
+
+
+def test_measure_stage_writes_every_snapshot_pair_and_the_reduction(
+    modular, trained, reduced, tmp_path
+):
+    """The replay rule `measure` reads the store and the dataset store (never the model's
+    params to rebuild data) and writes the table the claims read; the same function as
+    `measure_cell`, so the pipeline and `python -m twoclocks.analyze` judge the same numbers."""
+    from twoclocks.data.io import save_dataset
+    from twoclocks.replay.stage import run_measure
+
+    store, data = tmp_path / "trajectory.zarr", tmp_path / "data.zarr"
+    trained.to_zarr(store)
+    save_dataset(modular, data)
+    red = tmp_path / "reduce.zarr"
+    reduced.to_zarr(red)
+    cid = CELL["cell_id"]
+    out = run_measure(
+        store, tmp_path / "m.parquet", cell_id=cid, fourier_keep=3, dataset_path=data,
+        reduce_path=red,
+    )  # fmt: skip
+    table = pd.read_parquet(tmp_path / "m.parquet")
+    assert len(table) == len(out) and set(table["cell_id"]) == {cid}
+    k = trained.sizes["checkpoint"]
+    per_seed = table[table["measure"] == "gate_drift"].groupby("seed").size()
+    assert per_seed.tolist() == [k * (k + 1) // 2] * trained.sizes["seed"]  # every pair
+    assert {"displacement_U", "displacement_E", "fourier_gap_top3"} <= set(table["measure"])
+    assert (table[table["measure"] == "reduction_divergence"]["ref_step"] >= 0).all()
+    direct = measure_cell(trained, cid, fourier_keep=3, dataset=modular, reduction=reduced)
+    pd.testing.assert_frame_equal(table, direct, check_dtype=False)  # parquet: string dtype
+    # a store the gates cannot be recomputed from is recorded as unmeasured, with the reason
+    assert (
+        measure_cell(trained.drop_vars("snap_U"), cid, fourier_keep=3)["note"]
+        .str.contains("no weight snapshots of")
+        .any()
+    )
