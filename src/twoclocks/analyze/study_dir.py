@@ -3,7 +3,9 @@
 `python -m twoclocks.analyze STUDY_DIR` reads every `runs/<cell_id>/trajectory.zarr` under
 STUDY_DIR (written by this pipeline or by any training code that follows docs/design.md
 "Trajectory store", minimum: `MINIMUM`) and writes `clocks.parquet`/`.csv`, `fits.parquet`,
-`fits.json`, `claims.json` and `report/index.html` to `STUDY_DIR/analysis/` (or `--out`).
+`fits.json`, `measures.parquet` (the replay stage, from weight snapshots where the store has
+them), `claims.json` and `report/index.html` to `STUDY_DIR/analysis/` (or `--out`), calling the
+same stage functions as the Snakemake rules.
 Every store is checked before any clock is computed: a missing required variable, dimension or
 attribute stops the run with the store and the name. A clock whose inputs a store lacks is
 skipped, with a note in the report. A store with a `manifest.json` beside it (written by this
