@@ -19,10 +19,6 @@ build_report(
     index_path=sm.output.index,
     figures_dir=sm.output.figures,
     benchmarks_dir=sm.params.benchmarks_dir,
-    reductions=(
-        dict(zip(sm.params.reduce_ids, sm.input.reductions, strict=True))
-        if sm.params.config["analysis"].get("reduction", False)
-        else None
-    ),
+    measures=dict(zip(cell_ids, sm.input.measures, strict=True)),
 )
 log.info("report written to %s", sm.output.index)

@@ -1,4 +1,4 @@
-"""Frozen-gate reduction (train/frozen_gates.py): the masked forward, the exact replay, the fork."""
+"""Frozen-gate reduction (replay/frozen_gates.py): masked forward, exact replay, the fork."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from conftest import TINY_RELU_CELL
 
 from twoclocks.analyze import claims as C
 from twoclocks.data.modular import make_modular
+from twoclocks.replay.frozen_gates import anchor_steps, clock_times, reduce_cell
+from twoclocks.replay.stage import measure_cell
 from twoclocks.train import store as ts
 from twoclocks.train.engine import member_losses, train_cell
-from twoclocks.train.frozen_gates import anchor_steps, clock_times, reduce_cell
 from twoclocks.train.models import init_params, model_spec
 
 CELL = dict(TINY_RELU_CELL, snapshot_count=30)  # several snapshots on the plateau
@@ -126,9 +127,11 @@ def reduced(modular, trained):
 
 def test_relu_reduction_claim_scores_only_where_the_gate_precondition_holds(trained, reduced):
     cid = CELL["cell_id"]
-    study, reductions = {cid: trained}, {cid: reduced}
+    study = {cid: trained}
+    # the replay stage's table: gate drift from the snapshots and the reduction's rows
+    measures = measure_cell(trained, cid, fourier_keep=6, reduction=reduced)
     loose = {"gate_drift_max": 1.0}  # every measured drift passes: the verdict follows the runs
-    runs = C.reduction_runs(reductions, study, C.resolve_claim_settings(loose))
+    runs = C.reduction_runs(measures, C.resolve_claim_settings(loose))
     assert len(runs) == 6 and all(r["precondition"] is True for r in runs.values())
     r = runs[f"{cid}/seed=0/cls"]
     steps = reduced["step"].values
@@ -137,7 +140,8 @@ def test_relu_reduction_claim_scores_only_where_the_gate_precondition_holds(trai
     # the verdict follows the measured numbers against the stated tolerance
     div = max(x["max_divergence"] for x in runs.values())
     for tol, want in ((div * 0.5, None), (1e3, C.PASS)):
-        claims = C.evaluate_claims(study, None, None, dict(loose, reduction_tol=tol), reductions)
+        settings = dict(loose, reduction_tol=tol)
+        claims = C.evaluate_claims(study, None, None, settings, measures=measures)
         claim = claims[-1]
         assert claim["id"] == "relu_reduction" and "max relative divergence" in claim["evidence"]
         tracked = [
@@ -147,10 +151,19 @@ def test_relu_reduction_claim_scores_only_where_the_gate_precondition_holds(trai
     # the precondition cannot be measured without weight snapshots: nothing is scored
     bare = trained.drop_vars([v for v in trained.variables if str(v).startswith("snap_")])
     bare = bare.drop_vars("checkpoint_step")
-    claim = C.evaluate_claims({cid: bare}, None, None, loose, reductions)[-1]
+    unmeasured = measure_cell(bare, cid, fourier_keep=6, reduction=reduced)
+    claim = C.evaluate_claims({cid: bare}, None, None, loose, measures=unmeasured)[-1]
     assert claim["verdict"] == C.INCONCLUSIVE and "6 reported but not scored" in claim["evidence"]
+    # the reduce stage's store given directly is folded in the same way
+    direct = C.evaluate_claims({cid: bare}, None, None, loose, {cid: reduced})[-1]
+    assert direct["evidence"] == claim["evidence"]
     # without the stage the claim is not listed
+    plain = measure_cell(trained, cid, fourier_keep=6)
     assert all(c["id"] != "relu_reduction" for c in C.evaluate_claims(study, None, None))
+    assert all(
+        c["id"] != "relu_reduction"
+        for c in C.evaluate_claims(study, None, None, None, measures=plain)
+    )
 
 
 def test_replay_that_misses_a_snapshot_stops_with_the_step_and_block(modular, trained):
@@ -169,7 +182,7 @@ def test_no_usable_clock_is_a_clear_error(modular, trained):
 def test_stage_writes_both_trajectories_from_the_clocks_table(modular, trained, tmp_path):
     import xarray as xr
 
-    from twoclocks.train.frozen_gates import run_stage
+    from twoclocks.replay.frozen_gates import run_stage
 
     store = tmp_path / "trajectory.zarr"
     trained.to_zarr(store)
@@ -178,7 +191,8 @@ def test_stage_writes_both_trajectories_from_the_clocks_table(modular, trained, 
     clocks = pd.DataFrame(rows, columns=["seed", "clock", "level", "step", "censored"])
     clocks.to_parquet(tmp_path / "clocks.parquet")
     out_path = tmp_path / "reduce.zarr"
-    run_stage(store, tmp_path / "clocks.parquet", out_path, {"reduction": True}, None)
+    levels = {"eps_star": 1e-3, "gen_acc_level": 0.99}  # the rule's params (schema defaults)
+    run_stage(store, tmp_path / "clocks.parquet", out_path, **levels)
     out = xr.open_zarr(out_path).load()
     assert out["t0"].values.tolist() == [[20, 25, -1], [40, 42, -1]]  # 42.5 rounds to even
     assert np.isfinite(out["divergence"].values[:, :2, -1]).all()
@@ -187,5 +201,41 @@ def test_stage_writes_both_trajectories_from_the_clocks_table(modular, trained, 
     assert claim["id"] == "relu_reduction" and claim["verdict"] == C.INCONCLUSIVE
     # a cell where no member has both clocks: a store with the reason, no trajectories
     clocks.assign(censored=True).to_parquet(tmp_path / "none.parquet")
-    empty = run_stage(store, tmp_path / "none.parquet", tmp_path / "none.zarr")
+    empty = run_stage(store, tmp_path / "none.parquet", tmp_path / "none.zarr", **levels)
     assert "nothing to reduce" in empty.attrs["note"] and "divergence" not in empty
+
+
+def test_measure_stage_writes_every_snapshot_pair_and_the_reduction(
+    modular, trained, reduced, tmp_path
+):
+    """The replay rule `measure` reads the store and the dataset store (never the model's
+    params to rebuild data) and writes the table the claims read; the same function as
+    `measure_cell`, so the pipeline and `python -m twoclocks.analyze` judge the same numbers."""
+    from twoclocks.data.io import save_dataset
+    from twoclocks.replay.stage import run_measure
+
+    store, data = tmp_path / "trajectory.zarr", tmp_path / "data.zarr"
+    trained.to_zarr(store)
+    save_dataset(modular, data)
+    red = tmp_path / "reduce.zarr"
+    reduced.to_zarr(red)
+    cid = CELL["cell_id"]
+    out = run_measure(
+        store, tmp_path / "m.parquet", cell_id=cid, fourier_keep=3, dataset_path=data,
+        reduce_path=red,
+    )  # fmt: skip
+    table = pd.read_parquet(tmp_path / "m.parquet")
+    assert len(table) == len(out) and set(table["cell_id"]) == {cid}
+    k = trained.sizes["checkpoint"]
+    per_seed = table[table["measure"] == "gate_drift"].groupby("seed").size()
+    assert per_seed.tolist() == [k * (k + 1) // 2] * trained.sizes["seed"]  # every pair
+    assert {"displacement_U", "displacement_E", "fourier_gap_top3"} <= set(table["measure"])
+    assert (table[table["measure"] == "reduction_divergence"]["ref_step"] >= 0).all()
+    direct = measure_cell(trained, cid, fourier_keep=3, dataset=modular, reduction=reduced)
+    pd.testing.assert_frame_equal(table, direct, check_dtype=False)  # parquet: string dtype
+    # a store the gates cannot be recomputed from is recorded as unmeasured, with the reason
+    assert (
+        measure_cell(trained.drop_vars("snap_U"), cid, fourier_keep=3)["note"]
+        .str.contains("no weight snapshots of")
+        .any()
+    )

@@ -1,4 +1,4 @@
-"""ReLU claims: gate drift from weight snapshots (analyze/gates.py) and gates_stable, the
+"""ReLU claims: gate drift from weight snapshots (replay/gates.py) and gates_stable, the
 pre-registered srank_drop matrix, and the accuracy and loss generalisation clocks."""
 
 from __future__ import annotations
@@ -13,8 +13,12 @@ import torch
 import xarray as xr
 
 from twoclocks.analyze import claims as C
-from twoclocks.analyze.gates import gate_drift, snapshot_gates
+from twoclocks.analyze.results import gate_pairs, gate_window
 from twoclocks.data.io import build_dataset, data_params
+from twoclocks.replay.gates import gate_drift, gate_rows, snapshot_gates
+from twoclocks.replay.snapshots import relative_displacement
+from twoclocks.replay.stage import measure_study
+from twoclocks.replay.table import frame
 from twoclocks.train.models import init_params, model_spec
 
 CELL = {
@@ -101,14 +105,39 @@ def _flip_gates_inside_window(cells):
     return out
 
 
+def _measured(cells):
+    """The replay stage's measures of a study (gate drift from its weight snapshots)."""
+    return measure_study(cells, fourier_keep=6)
+
+
+def test_gate_windows_read_from_the_measures_table_equal_the_direct_drift():
+    """Every pair of snapshots is in the table, so any window is the number gate_drift gives."""
+    rng = np.random.default_rng(0)
+    steps = np.array([0, 10, 20, 30, 40, 50])
+    g = rng.random((2, 6, 7, 5)) > 0.5
+    share = rng.random((2, 6, 3))
+    table = frame(gate_rows("c", [0, 1], steps, g, share))
+    pairs = gate_pairs(table, "c")
+    for a, b in ((0, 50), (5, 45), (20, 20), (31, 39), (np.nan, 40)):
+        want = gate_drift(steps, g, share, np.full(2, a, float), np.full(2, b, float))
+        for seed in (0, 1):
+            got = gate_window(pairs[seed], a, b)
+            assert got["steps"] == want[seed]["steps"] and got["drift"] == want[seed]["drift"]
+            assert got["weighted"] == want[seed]["weighted"]
+            assert got["n_snapshots"] == want[seed]["n_snapshots"]
+            np.testing.assert_equal(got["max_drift"], want[seed]["max_drift"])
+
+
 def test_gates_stable_fails_when_the_pattern_drifts_on_the_plateau():
     cells = sr.study(deep=False)
     clocks = sr.clocks(cells)
-    ok = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["gates_stable"]
-    assert ok["verdict"] == "PASS" and "assumption" in ok["claim"]
+    claims = C.evaluate_claims(cells, clocks, None, {}, measures=_measured(cells))
+    ok = {c["id"]: c for c in claims}["gates_stable"]
+    assert ok["verdict"] == "MET" and "assumption" in ok["claim"]
     bad = _flip_gates_inside_window(cells)
-    got = {c["id"]: c for c in C.evaluate_claims(bad, clocks, None, {})}["gates_stable"]
-    assert got["verdict"] == "FAIL", got["evidence"]
+    claims = C.evaluate_claims(bad, clocks, None, {}, measures=_measured(bad))
+    got = {c["id"]: c for c in claims}["gates_stable"]
+    assert got["verdict"] == "NOT MET", got["evidence"]
     assert max(r["max_drift"] for r in got["details"]["runs"].values()) == pytest.approx(0.5)
 
 
@@ -116,8 +145,12 @@ def test_gates_stable_is_inconclusive_without_snapshots_in_the_window():
     cells = sr.study(deep=False)
     clocks = sr.clocks(cells)
     thin = {k: v.isel(checkpoint=[0, 1, 2, 6]) for k, v in cells.items()}
-    got = {c["id"]: c for c in C.evaluate_claims(thin, clocks, None, {})}["gates_stable"]
+    claims = C.evaluate_claims(thin, clocks, None, {}, measures=_measured(thin))
+    got = {c["id"]: c for c in claims}["gates_stable"]
     assert got["verdict"] == "INCONCLUSIVE" and "snapshot_count" in got["evidence"]
+    # without the replay stage's table the claims cannot measure gates: they say so
+    bare = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["gates_stable"]
+    assert bare["verdict"] == "INCONCLUSIVE" and "no gate measures" in bare["evidence"]
 
 
 def test_separation_is_inconclusive_when_accuracy_and_loss_clocks_disagree():
@@ -174,9 +207,9 @@ def test_relative_displacement_uses_the_last_snapshot_inside_the_window():
         {"snap_U": (("seed", "checkpoint", "r", "c"), snap)},
         coords={"seed": [0, 1], "checkpoint_step": ("checkpoint", steps)},
     )
-    got = C.relative_displacement(ds, "U", np.array([20.0, 19.0]))
+    got = relative_displacement(ds, "U", np.array([20.0, 19.0]))
     assert got == pytest.approx([2.0, 0.5])
-    assert np.isnan(C.relative_displacement(ds, "U", np.array([np.nan, 3.0]))).all()
+    assert np.isnan(relative_displacement(ds, "U", np.array([np.nan, 3.0]))).all()
 
 
 def test_grad_hierarchy_window_ends_at_the_classifier_clock():

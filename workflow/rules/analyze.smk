@@ -41,32 +41,3 @@ rule fits:
         analysis=STUDY.config["analysis"],
     script:
         "../../scripts/fit_clocks.py"
-
-
-# The frozen-gate reduction (issue 14, train/frozen_gates.py): opt-in (analysis.reduction),
-# one job per ReLU cell after its clocks; about two extra trainings per cell, on the CPU.
-REDUCE_IDS = (
-    [c.id for c in STUDY.cells if c.params.get("model") == "relu_embed"]
-    if STUDY.config["analysis"].get("reduction", False)
-    else []
-)
-
-
-rule reduce:
-    input:
-        store=f"{RESULTS}/runs/{{cell}}/trajectory.zarr",
-        manifest=f"{RESULTS}/runs/{{cell}}/manifest.json",
-        clocks=f"{RESULTS}/runs/{{cell}}/clocks.parquet",
-    output:
-        directory(f"{RESULTS}/runs/{{cell}}/reduce.zarr"),
-    log:
-        f"{RESULTS}/logs/reduce/{{cell}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/reduce/{{cell}}.tsv"
-    conda:
-        "../envs/twoclocks.yaml"
-    params:
-        analysis=STUDY.config["analysis"],
-        claims=STUDY.config.get("claims", {}),
-    script:
-        "../../scripts/reduce_cell.py"

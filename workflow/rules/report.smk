@@ -1,4 +1,5 @@
-# Reports: claims with verdicts, figures and one self-contained offline HTML page.
+# Reports: claims with verdicts (from the tables: clocks, fits, measures), figures and one
+# self-contained offline HTML page.
 
 
 rule report:
@@ -7,7 +8,7 @@ rule report:
         fits_json=f"{RESULTS}/fits.json",
         stores=trajectories("store"),
         manifests=trajectories("manifest"),
-        reductions=[f"{RESULTS}/runs/{cid}/reduce.zarr" for cid in REDUCE_IDS],
+        measures=[f"{RESULTS}/runs/{cid}/measures.parquet" for cid in CELL_IDS],
     output:
         claims=f"{RESULTS}/claims.json",
         index=report(
@@ -29,7 +30,6 @@ rule report:
     params:
         config=STUDY.config,
         cell_ids=CELL_IDS,
-        reduce_ids=REDUCE_IDS,
         benchmarks_dir=f"{RESULTS}/benchmarks",
     script:
         "../../scripts/make_report.py"

@@ -3,7 +3,9 @@
 `python -m twoclocks.analyze STUDY_DIR` reads every `runs/<cell_id>/trajectory.zarr` under
 STUDY_DIR (written by this pipeline or by any training code that follows docs/design.md
 "Trajectory store", minimum: `MINIMUM`) and writes `clocks.parquet`/`.csv`, `fits.parquet`,
-`fits.json`, `claims.json` and `report/index.html` to `STUDY_DIR/analysis/` (or `--out`).
+`fits.json`, `measures.parquet` (the replay stage, from weight snapshots where the store has
+them), `claims.json` and `report/index.html` to `STUDY_DIR/analysis/` (or `--out`), calling the
+same stage functions as the Snakemake rules.
 Every store is checked before any clock is computed: a missing required variable, dimension or
 attribute stops the run with the store and the name. A clock whose inputs a store lacks is
 skipped, with a note in the report. A store with a `manifest.json` beside it (written by this
@@ -24,7 +26,7 @@ import xarray as xr
 import yaml
 
 from twoclocks import provenance
-from twoclocks.analyze.claims import claims_to_json, evaluate_claims, resolve_claim_settings
+from twoclocks.analyze.claims import claims_stage, resolve_claim_settings
 from twoclocks.analyze.clock_specs import clock_inputs
 from twoclocks.analyze.clocks import extract_clocks, is_deep_linear, resolve_settings
 from twoclocks.analyze.fits import fit_clocks
@@ -110,8 +112,8 @@ def _axes(params: dict[str, dict]) -> dict[str, dict]:
 
 def analyse(study_dir: str | Path, out_dir: str | Path | None = None, config: dict | None = None):
     """Clocks, fits, claims and the report of every store under `study_dir`; returns out_dir."""
-    from twoclocks.report.figures import build_figures
-    from twoclocks.report.html import write_report
+    from twoclocks.replay.stage import measure_study
+    from twoclocks.report.build import render_report  # the same stages as the Snakemake rules
 
     study_dir = Path(study_dir)
     out = Path(out_dir) if out_dir else study_dir / "analysis"
@@ -135,27 +137,30 @@ def analyse(study_dir: str | Path, out_dir: str | Path | None = None, config: di
         frames.append(extract_clocks(ds, config.get("analysis") or {}, axes[cid]))
     clocks = pd.concat(frames, ignore_index=True)
     fits_table, fits = fit_clocks(clocks, config.get("analysis") or {})
-    claims = evaluate_claims(trajectories, clocks, fits, claim_settings)
+    measures = measure_study(trajectories, fourier_keep=claim_settings["fourier_keep"])
     out.mkdir(parents=True, exist_ok=True)
     clocks.to_parquet(out / "clocks.parquet", index=False)
     clocks.to_csv(out / "clocks.csv", index=False)
     fits_table.to_parquet(out / "fits.parquet", index=False)
+    measures.to_parquet(out / "measures.parquet", index=False)
     record = {"provenance": provenance.collect(), "analysis": analysis, "study_dir": str(study_dir)}
     (out / "fits.json").write_text(
         json.dumps({**fits, **record}, indent=2, sort_keys=True, default=str)
     )
-    (out / "claims.json").write_text(claims_to_json({**record, "claims": claims}))
-    charts, fig_notes = build_figures(trajectories, clocks, fits)
-    write_report(
-        out / "report",
+    claims = claims_stage(
+        out / "claims.json", trajectories, clocks, fits, claim_settings, measures=measures,
+        record=record,
+    )  # fmt: skip
+    render_report(
+        out / "report" / "index.html",
+        None,
         config={"study": study_dir.name, "analysis": analysis, "claims": claim_settings},
-        provenance=record["provenance"],
         runtime={"n_cells": len(trajectories), "stores": {c: str(p) for c, p in stores.items()}},
+        trajectories=trajectories,
         clocks=clocks,
         fits=fits,
         claims=claims,
-        figures=charts,
-        notes=notes + fig_notes,
+        notes=notes,
     )
     return out
 

@@ -9,7 +9,8 @@ import pandas as pd
 import xarray as xr
 
 from twoclocks import provenance
-from twoclocks.analyze.claims import claims_to_json, evaluate_claims
+from twoclocks.analyze.claims import claims_stage
+from twoclocks.analyze.results import read_measures
 from twoclocks.report.figures import build_figures, save_chart
 from twoclocks.report.html import write_report
 from twoclocks.train.store import open_trajectory
@@ -76,16 +77,18 @@ def build_report(
     index_path: str | Path,
     figures_dir: str | Path,
     benchmarks_dir: str | Path | None = None,
+    measures: dict[str, str | Path] | None = None,
     reductions: dict[str, str | Path] | None = None,
 ) -> Path:
     """Evaluate claims, render figures and write `index_path` (self-contained, offline).
 
     Reads only what it is given: the validated study `config` (defaults filled), the stores and
-    manifests by cell id (in study order), the study's clocks table and fits summary, and the
-    folder of the jobs' Snakemake benchmark files. ``reductions`` (cell id -> the frozen-gate
-    stage's zarr, `analysis.reduction` on) adds the ``relu_reduction`` claim; None leaves it out.
+    manifests by cell id (in study order), the study's clocks table and fits summary, the
+    replay stage's measures tables by cell id (with the reduction's rows when
+    `analysis.reduction` is on: then the ``relu_reduction`` claim is added) and the folder of
+    the jobs' Snakemake benchmark files. ``reductions`` (cell id -> the reduce stage's zarr) is
+    the older way to pass the reduction, folded into the measures.
     """
-    figures_dir = Path(figures_dir)
     for cid, path in stores.items():  # before any work: a damaged store stops here, named
         verify_store(path, manifests[cid])
     trajectories = {cid: open_trajectory(path) for cid, path in stores.items()}
@@ -94,32 +97,64 @@ def build_report(
     reduced = None
     if reductions is not None:
         reduced = {cid: xr.open_zarr(path).load() for cid, path in reductions.items()}
-    claims = evaluate_claims(trajectories, clocks, fits, config.get("claims"), reduced)
-    record = {
-        "study": config["study"],
-        "provenance": provenance.collect(),
-        "config": config,
-        "claims": claims,
-    }
-    Path(claims_path).write_text(claims_to_json(record))
+    record = {"study": config["study"], "provenance": provenance.collect(), "config": config}
+    claims = claims_stage(
+        claims_path,
+        trajectories,
+        clocks,
+        fits,
+        config.get("claims"),
+        measures=read_measures(measures) if measures is not None else None,
+        reductions=reduced,
+        record=record,
+    )
     for c in claims:
         log.info("claim %-16s %s", c["id"], c["verdict"])
-    max_points = config["report"]["max_points_per_line"]
-    charts, notes = build_figures(trajectories, clocks, fits, max_points=max_points)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    for name, chart in charts.items():
-        save_chart(chart, figures_dir / name)
-        log.info("figure %s", name)
-    for note in notes:
+    return render_report(
+        index_path,
+        figures_dir,
+        config=config,
+        runtime=runtime_summary(manifests, benchmarks_dir),
+        trajectories=trajectories,
+        clocks=clocks,
+        fits=fits,
+        claims=claims,
+    )
+
+
+def render_report(
+    index_path: str | Path,
+    figures_dir: str | Path | None,
+    *,
+    config: dict,
+    runtime: dict,
+    trajectories: dict,
+    clocks: pd.DataFrame,
+    fits: dict,
+    claims: list[dict],
+    notes: list[str] | None = None,
+) -> Path:
+    """The report stage's page: every figure the study supports (saved as PNG/SVG under
+    `figures_dir` unless None) and the study page at `index_path` (the Snakemake rule and
+    `python -m twoclocks.analyze` both call it)."""
+    max_points = (config.get("report") or {}).get("max_points_per_line")
+    kwargs = {"max_points": max_points} if max_points else {}
+    charts, fig_notes = build_figures(trajectories, clocks, fits, **kwargs)
+    if figures_dir is not None:
+        Path(figures_dir).mkdir(parents=True, exist_ok=True)
+        for name, chart in charts.items():
+            save_chart(chart, Path(figures_dir) / name)
+            log.info("figure %s", name)
+    for note in fig_notes:
         log.info("figure %s", note)
     return write_report(
         Path(index_path).parent,
         config=config,
         provenance=provenance.collect(),
-        runtime=runtime_summary(manifests, benchmarks_dir),
+        runtime=runtime,
         clocks=clocks,
         fits=fits,
         claims=claims,
         figures=charts,
-        notes=notes,
+        notes=[*(notes or []), *fig_notes],
     )

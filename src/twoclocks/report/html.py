@@ -15,6 +15,7 @@ import html
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,18 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from twoclocks.analyze.claims.spec import (
+    FAIL,
+    INCONCLUSIVE,
+    MET,
+    NOT_MET,
+    OUT_OF_SCOPE,
+    PASS,
+    resolve_claim_settings,
+)
+
 # the study's results are read through this one alias
-from twoclocks.analyze import claims as cl
+from twoclocks.analyze.claims.spec import claim_rules as spec_claim_rules
 from twoclocks.report.figures import FIGURES, js_bundle, spec_json
 from twoclocks.report.tables import (  # noqa: F401 (re-exported: the report's tables)
     _cell_ids,
@@ -52,6 +63,9 @@ details { margin: 0.3em 0; overflow-x: auto; } summary { cursor: pointer; }
 details[open] > summary { margin-bottom: 0.4em; }
 .PASS { background: #c8efc8; font-weight: bold; } .FAIL { background: #f6c6c6; font-weight: bold; }
 .INCONCLUSIVE { background: #f4e7b5; font-weight: bold; }
+.MET { background: #d9ecf7; font-weight: bold; }
+.NOT-MET { background: #f6dcc6; font-weight: bold; }
+.OUT-OF-SCOPE { background: #e4e4e4; font-weight: bold; }
 #claims td { font-size: 0.9em; } #claims td:nth-child(1) { width: 22%; }
 #claims td:nth-child(3) { width: 30%; } .evidence { overflow-wrap: anywhere; }
 .figs { display: flex; flex-wrap: wrap; gap: 0 1.5em; }
@@ -102,6 +116,9 @@ _EMBED = """
 """
 
 
+VERDICT_ORDER = (PASS, FAIL, INCONCLUSIVE, MET, NOT_MET, OUT_OF_SCOPE)
+
+
 def _esc(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
@@ -139,64 +156,9 @@ def _kv(d: Mapping[str, Any] | None) -> str:
 
 
 def claim_rules(settings: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """Claim id -> the rule that turns its measurement into PASS/FAIL (analyze/claims.py), with
-    the thresholds of the config's `claims:` section filled in. Every claim is INCONCLUSIVE
-    when it has fewer than `min_runs` usable runs (or no `ok` law fit)."""
-    s = cl.resolve_claim_settings(settings)
-    lo, hi = s["rep_exponent_range"]
-    gen = (
-        f"T_gen = first step with test accuracy >= {s['gen_acc_level']} and, separately, with "
-        f"test CE <= {s['gen_loss_level']:g}; PASS (FAIL) when every clock that can be judged "
-        "passes (fails), INCONCLUSIVE when the two disagree"
-    )
-    return {
-        "separation": f"PASS if the median over cells of T_gen / T_cls(eps={s['cls_eps']:g}) "
-        f"> {s['separation_min_ratio']:g} ({gen})",
-        "wd_earlier": f"Spearman rho(weight decay, T_gen) <= {s['wd_rho_max']:g}: PASS, > 0: "
-        f"FAIL; needs >= {s['wd_min_cells']} weight decays with a grokked cell ({gen})",
-        "srank_drop": f"PASS if the stable rank of the pre-registered matrix "
-        f"{s['srank_claim_matrix']!r} falls by a median >= {s['srank_min_drop']:.0%} between "
-        "T_cls and T_gen (the paper's Fig. 3 read as ~36 -> ~10-12; it names no matrix and "
-        "disclaims rank collapse: a figure reproduction, not a test of the theory); the "
-        "evidence lists every candidate's drop on [T_cls, T_gen] and from its post-fit peak to "
-        "the end",
-        "cls_log_law": "PASS if AIC prefers the log law T = a + b log(1/eps) in more than half "
-        "of the cells with an ok law fit",
-        "rep_power_law": f"PASS if, for {s['rep_clock']}, the power law with k's whole interval "
-        f"in ({lo:g}, {hi:g}) is chosen in more than half of the cells with an ok law fit",
-        "grad_hierarchy": "PASS if ||grad_U|| / ||grad_E|| over steps [1, T_cls(eps="
-        f"{s['grad_window_eps']:g})] has median > 1 and is > 1 in >= 2/3 of runs; FAIL if the "
-        "median < 1 (Prop. 4.2 as stated, raw gradients; the evidence adds the relative "
-        "displacement ||dU||/||U|| over ||dE||/||E|| that AdamW makes in the same window)",
-        "gates_stable": "A precondition of the paper's ReLU corollary, not a claim of it. "
-        "PASS if in more than half of the runs the training-set gate pattern drifts by at most "
-        f"{s['gate_drift_max']:g} (fraction of (sample, unit) gates changed since the weight "
-        "snapshot at T_cls, and the same weighted by each unit's share of the logits) on the "
-        "snapshots in [T_cls, T_gen]",
-        "fourier": f"PASS if in more than half of the runs the final Fourier gap "
-        f"<= {s['fourier_gap_max']:g} and at most half its initial value",
-        "deep_linear": "PASS if, over lazy deep linear cells (orthogonal init, n < d, weight "
-        "decay > 0), the median of each cell's median T_rep(rep_spurious, eta="
-        f"{s['dln_eta']:g}) / T_cls(eps_star) >= {s['dln_min_ratio']:g} (a cell where no run "
-        "fired counts as 0)",
-        "dln_rate_scaling": "PASS if in every lazy sweep with an ok scaling fit the interval of "
-        "the exponent of T_rep(rep_spurious) against weight decay (lr fixed) holds -1",
-        "dln_controls": "PASS if no weight-decay-0 or small-init cell has a median "
-        f"T_rep(rep_spurious, eta={s['dln_eta']:g}) / T_cls(eps_star) >= {s['dln_min_ratio']:g}",
-        "small_sv_shrink_faster": "PASS if the median over lazy runs of Spearman rho(rank from "
-        "the largest singular value of A, relative shrink rate over the last "
-        f"{s['late_fraction']:.0%} of steps) >= {s['dln_sv_min_rho']:g}",
-        "dln_rep_law": "PASS if the law selection chooses the log law for rep_spurious in more "
-        "than half of the lazy cells with an ok fit (exponential tail; docs/science.md 6)",
-        "relu_reduction": "Only with analysis.reduction on. From the exact training state at "
-        "t0 in {T_cls(eps_star), mid-plateau} the network is trained on with its training-set "
-        "gates frozen (the linear model in the active coordinates, Prop. 4.1). A (run, t0) "
-        f"pair tracks when over (t0, T_gen] the relative divergence ||theta_frozen - "
-        f"theta_real|| / ||theta_real - theta(t0)|| and the relative test-CE gap stay <= "
-        f"{s['reduction_tol']:g}; only pairs whose gates drift by at most "
-        f"{s['gate_drift_max']:g} on [T_cls, T_gen] are scored; PASS if more than half of them "
-        "track, else FAIL",
-    }
+    """Claim id -> its rule with the config's `claims:` thresholds filled in (the specs' own
+    text, analyze/claims/): the fallback for claims.json records written before `rule`."""
+    return spec_claim_rules(settings)
 
 
 def _claim_rule(claim: Mapping[str, Any], rules: Mapping[str, str]) -> str:
@@ -204,12 +166,17 @@ def _claim_rule(claim: Mapping[str, Any], rules: Mapping[str, str]) -> str:
     return str(claim.get("rule") or rules.get(claim.get("id", ""), ""))
 
 
+def _verdict_class(claim: Mapping[str, Any]) -> str:
+    """CSS class of a verdict: `NOT MET` -> `NOT-MET` (one class, not two)."""
+    return _esc(str(claim.get("verdict", "")).replace(" ", "-"))
+
+
 def _claims_table(claims: list[dict], rules: Mapping[str, str]) -> str:
     """Verdict table: claim (id and the paper's statement), verdict, rule, evidence, all in full."""
     rows = "".join(
         f'<tr><td><b>{_esc(c.get("id", ""))}</b><br><span class="note">'
         f"{_esc(c.get('claim', ''))}</span></td>"
-        f'<td class="{_esc(c.get("verdict", ""))}">{_esc(c.get("verdict", ""))}</td>'
+        f'<td class="{_verdict_class(c)}">{_esc(c.get("verdict", ""))}</td>'
         f"<td>{_esc(_claim_rule(c, rules))}</td>"
         f'<td class="evidence">{_esc(c.get("evidence", ""))}</td></tr>'
         for c in claims
@@ -376,9 +343,8 @@ def _tables_and_run(r: _Report, out: Path) -> list[str]:
 
 def _top(r: _Report) -> list[str]:
     """Title, the summary line, both clocks per cell, then the verdicts with rule and evidence."""
-    counts = {v: sum(c.get("verdict") == v for c in r.claims) for v in ("PASS", "FAIL")}
-    counts["INCONCLUSIVE"] = len(r.claims) - counts["PASS"] - counts["FAIL"]
-    verdicts = ", ".join(f"{counts[v]} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE"))
+    counts = Counter(str(c.get("verdict")) for c in r.claims)
+    verdicts = ", ".join(f"{counts[v]} {v}" for v in VERDICT_ORDER if counts[v]) or "no claims"
     runs = r.runs
     seeds = r.config.get("seeds") or (sorted({int(s) for s in runs["seed"]}) if len(runs) else [])
     return [
@@ -432,7 +398,7 @@ class _Report:
 
 def _rep_reference_level(config: Mapping[str, Any]) -> float | None:
     """The analysis reference level of the claims' representation clock (None: the default)."""
-    rep = cl.resolve_claim_settings(config.get("claims"))["rep_clock"]
+    rep = resolve_claim_settings(config.get("claims"))["rep_clock"]
     levels = (config.get("analysis") or {}).get("reference_levels") or {}
     return levels.get(rep)
 

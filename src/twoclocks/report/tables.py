@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 # the study's results are read through this one alias
-from twoclocks.analyze import claims as cl
+from twoclocks.analyze import results as cl
+from twoclocks.analyze.claims.spec import resolve_claim_settings
 
 
 def _plain(v: Any) -> str:
@@ -128,7 +129,7 @@ def run_clock_levels(
     T_gen at the claims' test-accuracy level (else the strictest gen_loss level)."""
     from twoclocks.analyze.clocks import resolve_settings
 
-    s = cl.resolve_claim_settings(settings)
+    s = resolve_claim_settings(settings)
     rep = s["rep_clock"]
     if rep_level is None:
         rep_level = resolve_settings({})["reference_levels"].get(rep)

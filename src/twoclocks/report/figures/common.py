@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 # the study's results are read through this one alias (the package's other modules use it too)
-from twoclocks.analyze import claims as cl
+from twoclocks.analyze import results as cl
 from twoclocks.analyze.clocks import model_kind
 from twoclocks.config import section_default
 

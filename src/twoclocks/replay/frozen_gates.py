@@ -1,4 +1,5 @@
-"""The frozen-gate reduction experiment (issue 14 item 1; docs/science.md 3, Prop. 4.1).
+"""The frozen-gate reduction experiment, a replay stage (issue 14 item 1; docs/science.md 3,
+Prop. 4.1).
 
 The paper's bridge from deep-linear theory to ReLU grokking: "in regions where the activation
 patterns on the training set remain fixed, the network reduces to a linear model in the active
@@ -281,54 +282,58 @@ def _check_store(real, store: xr.Dataset, k: int, t: int) -> None:
 
 
 def run_stage(
-    store_path, clocks_path, out_path, analysis: dict | None = None, claims: dict | None = None
+    store_path,
+    clocks_path,
+    out_path,
+    *,
+    eps_star: float,
+    gen_acc_level: float,
+    margin: float = 0.25,
+    dataset_path=None,
 ) -> xr.Dataset:
     """The DAG stage ``reduce`` of one ReLU cell: read its trajectory store and clocks table,
     run `reduce_cell` on the CPU (the replay must be bitwise the stored run) and write the
-    result to ``out_path`` (zarr). T_cls at the analysis ``eps_star``, T_gen the ``gen_acc``
-    clock at the claims ``gen_acc_level``. A cell where no member has both clocks gets a store
-    with its clock times, ``t0`` = -1 and the reason in ``attrs["note"]`` (no trajectories), so
-    a cell that did not grok does not stop the pipeline."""
+    result to ``out_path`` (zarr). T_cls at ``eps_star`` (analysis), T_gen the ``gen_acc``
+    clock at ``gen_acc_level`` (claims), the horizon ``margin`` (analysis.reduction_margin):
+    the rule's params. ``dataset_path``: the cell's dataset store (else regenerated from the
+    params). A cell where no member has both clocks gets a store with its clock times, ``t0`` =
+    -1 and the reason in ``attrs["note"]`` (no trajectories), so a cell that did not grok does
+    not stop the pipeline."""
     import json
 
-    from twoclocks.analyze.claims import resolve_claim_settings
-    from twoclocks.analyze.clocks import resolve_settings
-    from twoclocks.data.io import build_dataset, data_params
+    from twoclocks.data.io import build_dataset, data_params, load_dataset
     from twoclocks.train import store as ts
 
-    a, c = resolve_settings(analysis), resolve_claim_settings(claims)
     store = ts.open_trajectory(store_path).load()
     params = json.loads(store.attrs["cell"])
     if params.get("model") != "relu_embed":
         raise ValueError(f"the reduction needs a relu_embed cell, not {params.get('model')!r}")
     seeds = [int(s) for s in store["seed"].values]
-    t_cls, t_gen = clock_times(
-        pd.read_parquet(clocks_path), seeds, a["eps_star"], c["gen_acc_level"]
-    )
+    t_cls, t_gen = clock_times(pd.read_parquet(clocks_path), seeds, eps_star, gen_acc_level)
     params = dict(params, device="cpu")
+    data = load_dataset(dataset_path) if dataset_path else build_dataset(data_params(params))
     try:
-        out = reduce_cell(
-            params,
-            build_dataset(data_params(params)),
-            store,
-            t_cls,
-            t_gen,
-            margin=float(a["reduction_margin"]),
-        )
+        out = reduce_cell(params, data, store, t_cls, t_gen, margin=float(margin))
     except ValueError as err:
         if "nothing to reduce" not in str(err):
             raise
-        t0, horizon = anchor_steps(t_cls, t_gen, int(params["steps"]))
-        out = xr.Dataset(
-            {
-                "t0": (("anchor", "seed"), t0),
-                "horizon": (("seed",), horizon),
-                "t_cls": (("seed",), t_cls),
-                "t_gen": (("seed",), t_gen),
-            },
-            coords={"anchor": np.array(ANCHORS, dtype=object), "seed": seeds},
-            attrs={"cell_id": str(params.get("cell_id", "?")), "note": str(err)},
-        )
-    out.attrs.update(eps_star=float(a["eps_star"]), gen_acc_level=float(c["gen_acc_level"]))
+        out = _nothing_to_reduce(params, seeds, t_cls, t_gen, str(err))
+    out.attrs.update(eps_star=float(eps_star), gen_acc_level=float(gen_acc_level))
     out.to_zarr(out_path, mode="w")
     return out
+
+
+def _nothing_to_reduce(params: dict, seeds, t_cls, t_gen, note: str) -> xr.Dataset:
+    """The reduce stage's output for a cell where no member has both clocks: the clock times,
+    ``t0`` = -1 and the reason."""
+    t0, horizon = anchor_steps(t_cls, t_gen, int(params["steps"]))
+    return xr.Dataset(
+        {
+            "t0": (("anchor", "seed"), t0),
+            "horizon": (("seed",), horizon),
+            "t_cls": (("seed",), t_cls),
+            "t_gen": (("seed",), t_gen),
+        },
+        coords={"anchor": np.array(ANCHORS, dtype=object), "seed": seeds},
+        attrs={"cell_id": str(params.get("cell_id", "?")), "note": note},
+    )

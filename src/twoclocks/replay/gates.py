@@ -1,4 +1,4 @@
-"""ReLU gate drift since a reference step, from weight snapshots (docs/science.md 3; App. F.3).
+"""ReLU gate drift between weight snapshots (docs/science.md 3; App. F.3): the replay stage.
 
 The paper's conditional ReLU corollary assumes that the activation patterns on the training set
 stay fixed on the interval where the frozen-gate reduction is used ([T_cls, T_gen]); it never
@@ -15,6 +15,8 @@ and compared with the pattern at a reference snapshot:
 
 Resolution is the snapshot spacing (log-spaced, `logging.snapshot_count`): the reference is the
 first snapshot at or after T_cls and the window ends at the last snapshot at or before T_gen.
+The replay stage (`gate_rows`) records the drift of every snapshot against every earlier one,
+so the claims read any window from the measures table without running the model.
 """
 
 from __future__ import annotations
@@ -34,22 +36,31 @@ def _cell(ds: xr.Dataset) -> dict:
     return json.loads(cell) if isinstance(cell, str) else dict(cell)
 
 
-def snapshot_gates(ds: xr.Dataset, cell: dict | None = None, x_train: np.ndarray | None = None):
+def snapshot_gates(
+    ds: xr.Dataset,
+    cell: dict | None = None,
+    x_train: np.ndarray | None = None,
+    dataset: xr.Dataset | None = None,
+):
     """Gate patterns and logit shares on the training set at every weight snapshot.
 
     Returns ``(steps (K,), gates (S, K, n, units) bool, share (S, K, H) float64)``, where units
-    are all hidden layers side by side and H is the last hidden layer's width. ``x_train``
-    defaults to the cell's dataset, regenerated from its params (modular tasks only).
+    are all hidden layers side by side and H is the last hidden layer's width. ``dataset`` is
+    the cell's dataset store (the replay rule's input); None regenerates it from the cell's
+    params. ``x_train`` defaults to its training inputs.
     Raises ValueError when the store has no snapshots or the model has no ReLU gates.
     """
     cell = _cell(ds) if cell is None else cell
-    try:
-        data = build_dataset(data_params(cell))
-    except KeyError as err:
-        raise ValueError(f"cell params lack {err} to regenerate the training set") from err
+    data = dataset
+    if data is None:
+        try:
+            data = build_dataset(data_params(cell))
+        except KeyError as err:
+            raise ValueError(f"cell params lack {err} to regenerate the training set") from err
     if x_train is None:
         x_train = data["x_train"].values
-    spec = model_spec(cell, dict(data.attrs))
+    dim = int(data["x_train"].shape[-1]) if data["x_train"].ndim > 1 else None
+    spec = model_spec(cell, dict(data.attrs), input_dim=dim)
     blocks = spec.blocks()
     missing = [b for b in blocks if f"snap_{b}" not in ds]
     if missing:
@@ -113,3 +124,26 @@ def gate_drift(
                 )
         out.append(rec)
     return out
+
+
+def gate_rows(
+    cell_id: str, seeds, steps: np.ndarray, gates: np.ndarray, share: np.ndarray
+) -> list[dict]:
+    """Measures-table rows ``gate_drift`` / ``gate_drift_weighted`` for every pair of snapshots
+    (ref <= step) of every member: the numbers `gate_drift` gives for a window that starts at
+    ``ref`` (computed the same way, so a window read from the table is the same number)."""
+    rows = []
+    n_units, h = gates.shape[-1], share.shape[-1]
+    for i, seed in enumerate(seeds):
+        for r in range(steps.size):
+            idx = np.arange(r, steps.size)
+            differs = gates[i, idx] != gates[i, r][None]  # (k, n, units)
+            drift = differs.mean(axis=(1, 2))
+            weighted = differs[..., n_units - h :].mean(axis=1) @ share[i, r]
+            for k, d, w in zip(idx, drift, weighted, strict=True):
+                base = {"cell_id": cell_id, "seed": int(seed), "ref_step": int(steps[r])}
+                rows.append({**base, "measure": "gate_drift", "step": int(steps[k]), "value": d})
+                rows.append(
+                    {**base, "measure": "gate_drift_weighted", "step": int(steps[k]), "value": w}
+                )
+    return rows
