@@ -190,7 +190,7 @@ def test_a_killed_job_shows_as_failed_never_running(tmp_path):
     """The kernel's OOM killer sends SIGKILL: no exception handler runs, the pid is gone."""
     study = tmp_path / "study"
     work = study / "state" / "relu" / "work"
-    write_store(str(work / "stacked.zarr.partial"), 0.0)
+    ts.create_store(work / "stacked.zarr.partial", layout())
     code = (
         "import os, signal, sys; from twoclocks.liveness import job_marker\n"
         f"with job_marker({str(work)!r}):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
