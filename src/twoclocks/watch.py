@@ -271,7 +271,13 @@ def remaining_s(study_dir: str | Path) -> float | None:
     except ImportError:
         return None
     estimate = getattr(eta, "study_remaining_s", None)
-    return estimate(Path(study_dir)) if estimate is not None else None
+    if estimate is None:
+        return None
+    try:
+        return estimate(Path(study_dir))
+    except Exception as exc:  # noqa: BLE001 - an estimate must never stop the watching
+        log.warning("twoclocks.eta.study_remaining_s failed (%s: %s)", type(exc).__name__, exc)
+        return None
 
 
 def done(summary: pd.DataFrame, plan) -> bool:
