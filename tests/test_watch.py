@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -158,3 +159,123 @@ def test_cli_writes_an_offline_page_and_rejects_a_missing_folder(tmp_path, capsy
     with pytest.raises(SystemExit):
         W.main([str(tmp_path / "nope"), "--once"])
     assert "not a directory" in capsys.readouterr().err
+
+
+# --- every planned cell, killed jobs, exit when done, one statistic, progress (#26, #29) ---
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / "config" / "test.yaml"  # cells relu/wd=0.5, relu/wd=1.0 (group relu), linear
+
+
+def _finished(study: Path, cell: str) -> None:
+    store = study / "runs" / cell / "trajectory.zarr"
+    store.parent.mkdir(parents=True)
+    ts.create_store(store, layout())  # rows unwritten: the status comes from the path alone
+
+
+def test_a_job_marker_says_running_while_alive_and_failed_on_an_exception(tmp_path):
+    from twoclocks import liveness
+
+    work = tmp_path / "state" / "relu" / "work"
+    assert liveness.job_state(work)[0] == "unknown"
+    with liveness.job_marker(work):
+        assert liveness.job_state(work)[0] == "running"
+    with pytest.raises(ValueError), liveness.job_marker(work):
+        raise ValueError("loss is NaN")
+    state, record = liveness.job_state(work)
+    assert state == "failed" and "ValueError: loss is NaN" in record["reason"]
+
+
+def test_a_killed_job_shows_as_failed_never_running(tmp_path):
+    """The kernel's OOM killer sends SIGKILL: no exception handler runs, the pid is gone."""
+    study = tmp_path / "study"
+    work = study / "state" / "relu" / "work"
+    ts.create_store(work / "stacked.zarr.partial", layout())
+    code = (
+        "import os, signal, sys; from twoclocks.liveness import job_marker\n"
+        f"with job_marker({str(work)!r}):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert proc.returncode == -9
+    (src,) = W.discover(study)
+    assert src.status == "failed" and "is gone" in src.note
+    _data, summary, _notes = W.snapshot(study)
+    assert set(summary["status"]) == {"failed"} and summary["note"].str.contains("gone").all()
+
+
+def test_every_planned_cell_is_listed_and_watch_exits_when_the_study_is_done(tmp_path, capsys):
+    from twoclocks.config import load_config
+    from twoclocks.liveness import job_marker
+
+    plan = load_config(TEST_CONFIG)
+    study = tmp_path / "test"
+    _finished(study, "linear/depth=2")
+    with job_marker(study / "state" / "relu" / "work"):  # relu group started, no rows yet
+        _data, summary, _notes = W.snapshot(study, plan)
+        assert dict(zip(summary["cell"], summary["status"], strict=True)) == {
+            "relu/wd=0.5": "running",
+            "relu/wd=1.0": "running",
+            "linear/depth=2": "finished",
+            "linear/depth=3": "pending",
+        }
+        assert W.main([str(study), "--configfile", str(TEST_CONFIG), "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "1 finished, 1 pending, 2 running" in out and "linear/depth=3" in out
+    for cell in ("relu/wd=0.5", "relu/wd=1.0", "linear/depth=3"):
+        _finished(study, cell)
+    # without --once it returns by itself: every planned cell is finished
+    assert W.main([str(study), "--configfile", str(TEST_CONFIG), "--every", "3600"]) == 0
+    assert "study done" in capsys.readouterr().out
+
+
+def test_watch_without_a_plan_says_how_to_stop_and_how_to_list_pending_cells(tmp_path, capsys):
+    study = tmp_path / "nameless"
+    _finished(study, "relu/wd=0.5")
+    assert W.load_plan(study) == (None, "no config found for nameless (pass --configfile)")
+    data, summary, _ = W.snapshot(study)
+    assert not W.done(summary, None)  # unknown plan: never claims the study is done
+    assert W.main([str(study), "--once"]) == 0
+    assert "pass --configfile" in capsys.readouterr().out
+
+
+def test_table_and_plots_show_the_same_statistic(tmp_path):
+    """Three seeds at 0.1, 0.2, 3.0: the median (0.2) in both, never the mean (1.1)."""
+    rows = [
+        {"cell_id": "relu/wd=0.5", "seed": s, "step": 10.0, "metric": m, "value": v}
+        for s, v in enumerate([0.1, 0.2, 3.0])
+        for m in ("train_loss", "test_acc")
+    ]
+    data = pd.DataFrame(rows)
+    summary = W.summarise(data, {"relu/wd=0.5": "running"})
+    assert summary["train CE"].tolist() == [pytest.approx(0.2)]
+    spec = W.chart(data).to_dict()
+    plotted = [
+        r["value"]
+        for values in spec["datasets"].values()
+        for r in values
+        if r["metric"] == "train_loss"
+    ]
+    assert plotted == [pytest.approx(0.2)]
+
+
+def test_progress_counts_member_steps_and_uses_the_eta_hook(tmp_path, monkeypatch):
+    import types
+
+    from twoclocks.config import load_config
+
+    plan = load_config(TEST_CONFIG)
+    study = tmp_path / "test"
+    _finished(study, "linear/depth=2")
+    (study / "data" / "x.zarr").mkdir(parents=True)
+    data, summary, _ = W.snapshot(study, plan)
+    prog = W.progress(study, data, summary, plan)
+    planned = sum(len(c.params["seeds"]) * c.params["steps"] for c in plan.cells)
+    assert prog["member_steps_planned"] == planned == 4 * 2 * 120
+    assert prog["member_steps_done"] == 2 * 120  # the finished cell, in full
+    assert prog["elapsed_s"] is not None and prog["remaining_s"] is None
+    assert "member-steps 240/960 (25%)" in W.headline(prog)
+    assert "remaining: no estimate" in W.headline(prog)
+    eta = types.ModuleType("twoclocks.eta")
+    eta.study_remaining_s = lambda study_dir: 125.0
+    monkeypatch.setitem(sys.modules, "twoclocks.eta", eta)
+    assert "remaining ~2m05s" in W.headline(W.progress(study, data, summary, plan))

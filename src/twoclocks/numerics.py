@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
+import re
 from pathlib import Path
 
 import torch
@@ -48,6 +50,49 @@ def fingerprint(device: str | torch.device = "cpu") -> dict:
             cudnn=torch.backends.cudnn.version(),
         )
     return record
+
+
+def blas() -> str:
+    """The BLAS torch was built with (``mkl``, ``open``, ``accelerate``, ...), from its build
+    settings; ``unknown`` where they do not say."""
+    found = re.search(r"BLAS_INFO=([\w.-]+)", torch.__config__.show())
+    return found.group(1) if found else "unknown"
+
+
+def cpu_identity() -> dict:
+    """Everything that decides the float bits of a CPU run on this machine, for fixtures keyed
+    by numerics: `fingerprint("cpu")` plus machine architecture, torch version and BLAS.
+
+    Two machines with equal identities give bitwise equal trajectories for equal inputs and
+    thread counts (the training dtype is part of the inputs, not of the identity). Of the
+    environment it keeps what changes bits: ``ATEN_CPU_CAPABILITY`` shows in ``cpu_capability``
+    already, and a BLAS library's variables count only for that library.
+    """
+    record = fingerprint("cpu")
+    library = blas()
+    prefix = "OPENBLAS_" if library.startswith("open") else "MKL_" if library == "mkl" else None
+    env = {k: v for k, v in record.pop("env", {}).items() if prefix and k.startswith(prefix)}
+    if env:
+        record["env"] = env
+    return {**record, "machine": platform.machine(), "torch": torch.__version__, "blas": library}
+
+
+def identity_key(identity: dict) -> str:
+    """A short readable key of `cpu_identity()`, e.g. ``x86_64-AVX512-torch2.13.0+cpu-mkl``;
+    variables of `ENV_KEYS` that are set add a digest of their values."""
+    key = "-".join(
+        [
+            identity["machine"],
+            identity["cpu_capability"],
+            "torch" + identity["torch"],
+            identity["blas"],
+        ]
+    )
+    if identity.get("env"):
+        from twoclocks.provenance import digest
+
+        key += "-env" + digest(identity["env"], 8)
+    return key
 
 
 def _marker(state_dir: Path) -> Path:

@@ -71,18 +71,25 @@ def package_versions() -> dict[str, str]:
 
 
 def collect(device: str | None = None, dtype: str | None = None) -> dict:
-    """A JSON-safe provenance record for an output file."""
+    """A JSON-safe provenance record for an output file.
+
+    ``numerics`` says which float code paths made the numbers: for a run on `device` its
+    fingerprint (`twoclocks.numerics.fingerprint`), else this machine's CPU identity
+    (`numerics.cpu_identity`: CPU capability, architecture, torch, BLAS), the one a local
+    study trains with. Values move with it in their last bits (tests/test_behaviour.py).
+    """
+    from twoclocks import numerics  # imports torch (lazily: `import twoclocks` stays light)
+
     record = {
         "library": "twoclocks",
         "library_version": twoclocks.__version__,
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "packages": package_versions(),
+        "numerics": numerics.cpu_identity(),
     }
     if device is not None:
         record["device"] = device
-        from twoclocks import numerics  # imports torch: only for records of a run
-
         record["numerics"] = numerics.fingerprint(device)
     if dtype is not None:
         record["dtype"] = dtype

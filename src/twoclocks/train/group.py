@@ -16,6 +16,7 @@ from pathlib import Path
 
 from twoclocks import numerics
 from twoclocks.config import STACKABLE, cell_hash
+from twoclocks.liveness import job_marker
 from twoclocks.publish import write_zarr
 from twoclocks.train.cache import train_or_fetch
 from twoclocks.train.engine import resolve_device
@@ -91,7 +92,8 @@ def train_group(
     stacked = work / "stacked.zarr"
     if not stacked.exists():  # else: trained before a crash during the split
         numerics.guard_resume(work / "engine", resolve_device(str(params.get("device", "auto"))))
-        train_or_fetch(params, dataset, stacked, state_dir=work / "engine")
+        with job_marker(work):  # lets `twoclocks.watch` tell a killed job from a running one
+            train_or_fetch(params, dataset, stacked, state_dir=work / "engine")
     paths = split_store(stacked, cells, out_dir / "cells", axes)
     shutil.rmtree(work, ignore_errors=True)
     if not all(p.exists() for p in paths.values()):
