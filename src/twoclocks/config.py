@@ -343,7 +343,8 @@ def _describe(err: jsonschema.ValidationError) -> str:
     if v == "required":
         return f"{key}: {err.message}; add it"
     if v == "type":
-        return f"{key} = {err.instance!r} has the wrong type; expected {err.validator_value}"
+        hint = yaml_number_hint(err.instance)
+        return f"{key} = {err.instance!r} has the wrong type; expected {err.validator_value}{hint}"
     bounds = {
         "minimum": ">=",
         "maximum": "<=",
@@ -356,7 +357,24 @@ def _describe(err: jsonschema.ValidationError) -> str:
     if v in ("minItems", "minProperties"):
         n = err.validator_value
         return f"{key} is empty; give at least {n} {'entry' if n == 1 else 'entries'}"
-    return f"{key} = {err.instance!r}: {err.message}"
+    return f"{key} = {err.instance!r}: {err.message}{yaml_number_hint(err.instance)}"
+
+
+_SCIENTIFIC = re.compile(r"([-+]?)(\d+\.?\d*|\.\d+)[eE]([-+]?)(\d+)")
+
+
+def yaml_number_hint(value: Any) -> str:
+    """For a string that is a number in scientific notation, the spelling YAML reads as one.
+
+    PyYAML follows YAML 1.1: a float needs a dot and a signed exponent, so `1e-2` and `1.0e2`
+    are strings (`1.0e-2`, `1.0e+2` are floats). Empty for anything else.
+    """
+    m = _SCIENTIFIC.fullmatch(value.strip()) if isinstance(value, str) else None
+    if m is None:
+        return ""
+    mantissa = m[2] if "." in m[2] else m[2] + ".0"
+    fixed = f"{m[1]}{mantissa}e{m[3] or '+'}{m[4]}"
+    return f" (YAML reads {value} as a string: write {fixed})"
 
 
 def _schema_errors(instance: Any, schema: dict, prefix: tuple = ()) -> list[str]:
