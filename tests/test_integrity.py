@@ -421,3 +421,14 @@ def test_analyze_names_unverified_and_stray_stores_of_a_mixed_dtype_study(study)
         analyse(study, study / "out2")
     store = study / "runs" / CELL / "trajectory.zarr"
     assert f"{store}: variable(s) train_loss are NaN throughout" in str(err.value)
+
+
+def test_update_ratio_is_nan_at_the_last_step_only_as_documented(built):
+    """Issue 27: the last row's NaN was undocumented. No update follows the last step."""
+    design = (REPO / "docs" / "design.md").read_text().splitlines()
+    row = next(line for line in design if line.startswith("| `update_ratio`"))
+    assert "NaN at the last step" in row
+    for cid in (CELL, "linear/depth=2"):
+        u = open_trajectory(built[0] / "runs" / cid / "trajectory.zarr")["update_ratio"]
+        assert np.isnan(u.isel(step=-1)).all(), cid
+        assert np.isfinite(u.isel(step=slice(0, -1))).all(), cid
