@@ -432,3 +432,15 @@ def test_update_ratio_is_nan_at_the_last_step_only_as_documented(built):
         u = open_trajectory(built[0] / "runs" / cid / "trajectory.zarr")["update_ratio"]
         assert np.isnan(u.isel(step=-1)).all(), cid
         assert np.isfinite(u.isel(step=slice(0, -1))).all(), cid
+
+
+def test_a_dtype_axis_is_one_column_of_the_clocks_table(built, tmp_path):
+    """Issue 27: a `dtype` grid axis (the clocks stage's `axes`) repeated the dtype column, and
+    writing the table failed with "Duplicate column names found"."""
+    from twoclocks.analyze.clocks import extract_clocks
+
+    ds = open_trajectory(built[0] / "runs" / "linear" / "depth=2" / "trajectory.zarr").load()
+    table = extract_clocks(ds, {}, {"dtype": "float64", "depth": 2})
+    assert not table.columns.duplicated().any()
+    assert set(table["dtype"]) == {"float64"} and set(table["depth"]) == {2}
+    table.to_parquet(tmp_path / "clocks.parquet", index=False)

@@ -41,7 +41,7 @@ def _config(path: Path) -> Path:
     raw["base"]["steps"] = 40
     del raw["grids"]["linear"]
     raw["grids"]["relu"]["axes"]["dtype"] = ["float32", "float64"]
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))  # axes in this order: cell ids
     return path
 
 
