@@ -222,8 +222,9 @@ def _cell_problems(study_dir: Path, config) -> tuple[dict[Path, list[str]], list
     planned = None if study is None else {c.id: c.hash for c in study.cells}
     cells = sort_cells(study_dir, None if planned is None else list(planned), study and study.name)
     problems: dict[Path, list[str]] = {}
-    for cid, why in cells.stray.items():
-        problems[runs / cid] = [f"{runs / cid}: stray store, {why}", _fix_extra(runs / cid)]
+    for cid, why in cells.stray.items():  # at a planned cell's path: delete and rebuild
+        fix = fix_for(runs / cid) if cid in (planned or {}) else _fix_extra(runs / cid)
+        problems[runs / cid] = [f"{runs / cid}: stray store, {why}", fix]
     for cid in cells.other:
         problems[runs / cid] = [f"{runs / cid}: not a cell of {source}", _fix_extra(runs / cid)]
     for cid in cells.missing:

@@ -558,7 +558,7 @@ def write_report(
         f"<script>{js_bundle()}</script>",
         "</head><body>",
         f"<h1>twoclocks report: {_esc(study)}</h1>",
-        *(f'<p id="warning"><b>Warning:</b> {_esc(w)}</p>' for w in config.get("warnings", [])),
+        *(f'<p class="warning"><b>Warning:</b> {_esc(w)}</p>' for w in config.get("warnings", [])),
         '<p class="note">Two training clocks of grokking (arXiv 2606.05863): classifier clock '
         "T_cls(eps), representation clock T_rep(eta), and checks of the paper's claims. "
         '<a href="#figures">Figures</a> · <a href="#cells-detail">Cells</a> · '
