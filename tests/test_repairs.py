@@ -148,7 +148,7 @@ def test_deleted_copied_unmanifested_and_untrained_cells_are_repaired(undamaged,
     assert (study / "stacked/relu/dtype=float64/train/group.json").is_file()  # retrained
     res = _verify(study)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert not (runs / "relu/wd=9.0").exists()
+    assert not (runs / "relu/wd=9.0/dtype=float32").exists()
     assert_same_tables(study, undamaged[0] / "results" / STUDY)
 
 
