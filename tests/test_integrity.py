@@ -1,6 +1,7 @@
-"""Nothing silent, nothing lost (issue 15): stores against their manifests' checksums, read
+"""Nothing silent, nothing lost (issues 15, 27): stores against their manifests' checksums, read
 errors that name their file, train logs that keep every attempt, load_study of the current
-config with snapshots of every model."""
+config with snapshots of every model, the study against its config (missing, stray and foreign
+cells), no store read without its manifest, studies whose cells differ in dtype."""
 
 import json
 import logging
@@ -11,12 +12,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import snakemake_cmd
 
 from twoclocks import logs
-from twoclocks.analyze.study_dir import analyse
+from twoclocks.analyze.study_dir import StudyError, analyse
 from twoclocks.config import load_config
 from twoclocks.data.io import build_dataset, data_params
 from twoclocks.fsutil import link_tree
@@ -32,6 +34,7 @@ from twoclocks.verify import (
     verify_store,
     verify_study,
 )
+from twoclocks.verify import main as verify_main
 
 pytestmark = pytest.mark.filterwarnings("ignore:Object at .snakemake_timestamp:UserWarning")
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +46,7 @@ def _raw_config(wds=(0.5, 1.0)) -> dict:
     raw = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     raw["base"]["steps"] = 40
     raw["grids"]["relu"]["axes"]["weight_decay"] = list(wds)
+    raw["grids"]["linear"]["set"]["dtype"] = "float64"  # cells differ in dtype, as in paper.yaml
     return raw
 
 
@@ -80,10 +84,10 @@ def study(built, tmp_path) -> Path:
     return dst
 
 
-def _verify_cli(study_dir: Path) -> subprocess.CompletedProcess:
+def _verify_cli(study_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
     return subprocess.run(
-        [sys.executable, "-m", "twoclocks.verify", str(study_dir)],
+        [sys.executable, "-m", "twoclocks.verify", str(study_dir), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -112,7 +116,7 @@ def test_manifest_checksums_describe_the_final_linked_store(built):
         (run / "trajectory.zarr" / ".snakemake_timestamp").unlink()
     res = _verify_cli(root)
     assert res.returncode == 0, res.stderr
-    assert "4 of 4 stores intact (0 damaged)" in res.stdout
+    assert "4 of 4 stores intact (0 damaged, missing or extra" in res.stdout
 
 
 def test_a_deleted_chunk_stops_every_reader_with_file_and_fix(study):
@@ -321,3 +325,122 @@ def test_snakemake_stops_on_a_deleted_chunk(built, tmp_path):
     assert damaged.returncode != 0
     assert f"{Path('results/test') / CHUNK}: missing" in out, out[-3000:]
     assert f"delete {Path('results/test/runs') / CELL} and rerun snakemake" in out
+
+
+def _add_stray_stores(study: Path) -> tuple[str, str]:
+    """A copy of a cell under another cell's name, and a store of another study (with its own
+    valid manifest, as copied from that study); returns their paths under runs/."""
+    runs = study / "runs"
+    copied, foreign = "linear/depth=9", "relu/wd=7.0"
+    shutil.copytree(runs / "linear" / "depth=2", runs / copied)
+    shutil.copytree(runs / "relu" / "wd=0.5", runs / foreign)
+    meta = runs / foreign / "trajectory.zarr" / "zarr.json"
+    record = json.loads(meta.read_text())
+    cell = json.loads(record["attributes"]["cell"])
+    record["attributes"]["cell"] = json.dumps({**cell, "study": "other", "cell_id": foreign})
+    meta.write_text(json.dumps(record))
+    write_manifest(runs / foreign / "trajectory.zarr", runs / foreign / "manifest.json")
+    return copied, foreign
+
+
+def test_verify_checks_the_study_against_its_config(study, tmp_path, capsys):
+    """Issue 27: a deleted cell, a copied cell and another study's cell were "intact"."""
+    runs = study / "runs"
+    copied, foreign = _add_stray_stores(study)
+    shutil.rmtree(runs / CELL)
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(_raw_config()))
+    assert verify_main([str(study), "--configfile", str(config)]) == 1
+    res = capsys.readouterr()
+    assert f"{runs / CELL}: planned by {config}, no store" in res.err
+    assert "Fix: rerun snakemake with this config" in res.err
+    assert f"{runs / copied}: stray store, the store records cell 'linear/depth=2'" in res.err
+    assert f"{runs / foreign}: stray store, the store records study 'other'" in res.err
+    for extra in (copied, foreign):
+        assert f"Fix: delete {runs / extra} (or move it out of runs/)" in res.err
+    assert "3 of 6 stores intact" in res.out
+    # no config given and none recorded: said so; stray stores are still found
+    assert verify_main([str(study)]) == 1
+    res = capsys.readouterr()
+    assert "planned cells not checked" in res.out
+    assert str(runs / copied) in res.err and str(runs / CELL) not in res.err
+    # the config recorded by the report (claims.json) is the default; unplanned cells are extra
+    shutil.rmtree(runs / copied)
+    shutil.rmtree(runs / foreign)
+    raw = _raw_config(wds=(0.5,))
+    raw["grids"]["linear"]["axes"]["depth"] = [2]
+    (study / "claims.json").write_text(json.dumps({"config": load_config(raw).config}))
+    ok, problems = verify_study(study)
+    assert ok == 2 and list(problems) == [runs / "linear" / "depth=3"]
+    assert "not a cell of" in problems[runs / "linear" / "depth=3"][0]
+
+
+def test_load_study_refuses_a_store_without_its_manifest(study):
+    """Issue 27: with its manifest deleted, a store with a deleted chunk was read as NaN."""
+    manifest = study / "runs" / CELL / "manifest.json"
+    manifest.unlink()
+    (study / CHUNK).unlink()
+    with pytest.raises(IntegrityError) as err:
+        load_study(study)
+    assert f"{manifest}: missing" in str(err.value)
+    assert f"delete {study / 'runs' / CELL} and rerun snakemake" in str(err.value)
+    assert load_study(study, verify=False).sizes["cell"] == 4  # asked for: read unchecked
+
+
+@pytest.mark.slow  # ~10 s: a whole analysis
+def test_analyze_names_unverified_and_stray_stores_of_a_mixed_dtype_study(study):
+    """Issue 27: `analyze` failed with "Duplicate column names found" on cells of different
+    dtypes, analysed a copied store and another study's store, and did not say which stores
+    nothing had checked. Stray stores are left out and named; stores without a manifest are
+    named at the top of the report; a variable NaN throughout in one stops the run."""
+    copied, foreign = _add_stray_stores(study)
+    (study / "runs" / CELL / "manifest.json").unlink()
+    out = analyse(study, study / "out", {"analysis": {"bootstrap_samples": 10}})
+    clocks = pd.read_parquet(out / "clocks.parquet")
+    dtypes = clocks.groupby("cell_id")["dtype"].unique().map(list).to_dict()
+    assert dtypes == {
+        "linear/depth=2": ["float64"],
+        "linear/depth=3": ["float64"],
+        "relu/wd=0.5": ["float32"],
+        "relu/wd=1.0": ["float32"],
+    }
+    for name in ("fits.json", "claims.json"):
+        record = json.loads((out / name).read_text())
+        assert record["unverified_stores"] == [CELL], name
+        assert sorted(record["stray_stores"]) == [copied, foreign], name
+    page = (out / "report" / "index.html").read_text()
+    warning = page.index("<b>Warning:</b> 1 of 4 store(s) have no manifest.json")
+    assert warning < page.index("<h2>Verdicts") and CELL in page[warning : warning + 300]
+    assert page.index("stray stores left out") < page.index("<h2>Verdicts")
+    ds = load_study(study, verify=False)  # the same cells, and the stray ones named
+    assert sorted(ds.cell.values.tolist()) == sorted(dtypes)
+    assert sorted(json.loads(ds.attrs["stray_cells"])) == [copied, foreign]
+    assert ds["train_loss"].dtype == np.float64
+    (study / CHUNK).unlink()  # now zarr reads train_loss back as NaN throughout
+    with pytest.raises(StudyError) as err:
+        analyse(study, study / "out2")
+    store = study / "runs" / CELL / "trajectory.zarr"
+    assert f"{store}: variable(s) train_loss are NaN throughout" in str(err.value)
+
+
+def test_update_ratio_is_nan_at_the_last_step_only_as_documented(built):
+    """Issue 27: the last row's NaN was undocumented. No update follows the last step."""
+    design = (REPO / "docs" / "design.md").read_text().splitlines()
+    row = next(line for line in design if line.startswith("| `update_ratio`"))
+    assert "NaN at the last step" in row
+    for cid in (CELL, "linear/depth=2"):
+        u = open_trajectory(built[0] / "runs" / cid / "trajectory.zarr")["update_ratio"]
+        assert np.isnan(u.isel(step=-1)).all(), cid
+        assert np.isfinite(u.isel(step=slice(0, -1))).all(), cid
+
+
+def test_a_dtype_axis_is_one_column_of_the_clocks_table(built, tmp_path):
+    """Issue 27: a `dtype` grid axis (the clocks stage's `axes`) repeated the dtype column, and
+    writing the table failed with "Duplicate column names found"."""
+    from twoclocks.analyze.clocks import extract_clocks
+
+    ds = open_trajectory(built[0] / "runs" / "linear" / "depth=2" / "trajectory.zarr").load()
+    table = extract_clocks(ds, {}, {"dtype": "float64", "depth": 2})
+    assert not table.columns.duplicated().any()
+    assert set(table["dtype"]) == {"float64"} and set(table["depth"]) == {2}
+    table.to_parquet(tmp_path / "clocks.parquet", index=False)

@@ -28,6 +28,7 @@ from twoclocks.schema import (  # noqa: F401 (re-exported: the schema readers)
     schema_and_finite_errors,
     schema_errors,
     section_default,
+    yaml_number_hint,
 )
 
 # Which cell keys apply to which task / model / optimizer; everything else is common. The tasks

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,23 @@ def _path(parts) -> str:
     return out or "<top level>"
 
 
+_SCIENTIFIC = re.compile(r"([-+]?)(\d+\.?\d*|\.\d+)[eE]([-+]?)(\d+)")
+
+
+def yaml_number_hint(value: Any) -> str:
+    """For a string that is a number in scientific notation, the spelling YAML reads as one.
+
+    PyYAML follows YAML 1.1: a float needs a dot and a signed exponent, so `1e-2` and `1.0e2`
+    are strings (`1.0e-2`, `1.0e+2` are floats). Empty for anything else.
+    """
+    m = _SCIENTIFIC.fullmatch(value.strip()) if isinstance(value, str) else None
+    if m is None:
+        return ""
+    mantissa = m[2] if "." in m[2] else m[2] + ".0"
+    fixed = f"{m[1]}{mantissa}e{m[3] or '+'}{m[4]}"
+    return f" (YAML reads {value} as a string: write {fixed})"
+
+
 def _describe(err: jsonschema.ValidationError) -> str:
     """One line: key, bad value, what is allowed."""
     key = _path(err.absolute_path)
@@ -82,7 +100,8 @@ def _describe(err: jsonschema.ValidationError) -> str:
     if v == "required":
         return f"{key}: {err.message}; add it"
     if v == "type":
-        return f"{key} = {err.instance!r} has the wrong type; expected {err.validator_value}"
+        hint = yaml_number_hint(err.instance)
+        return f"{key} = {err.instance!r} has the wrong type; expected {err.validator_value}{hint}"
     bounds = {
         "minimum": ">=",
         "maximum": "<=",
@@ -95,7 +114,7 @@ def _describe(err: jsonschema.ValidationError) -> str:
     if v in ("minItems", "minProperties"):
         n = err.validator_value
         return f"{key} is empty; give at least {n} {'entry' if n == 1 else 'entries'}"
-    return f"{key} = {err.instance!r}: {err.message}"
+    return f"{key} = {err.instance!r}: {err.message}{yaml_number_hint(err.instance)}"
 
 
 def schema_errors(instance: Any, schema: dict, prefix: tuple = ()) -> list[str]:

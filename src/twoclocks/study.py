@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from twoclocks.cells_on_disk import CellsOnDisk, planned_cells, sort_cells
 from twoclocks.config import ABBREVIATIONS
+from twoclocks.verify import MANIFEST, IntegrityError
 
 __all__ = ["current_cell_ids", "grid_axes", "load_study"]
 
@@ -99,33 +101,79 @@ def _index_weight_axes(datasets: list[xr.Dataset]) -> list[xr.Dataset]:
 
 
 def current_cell_ids(study_dir: Path, config=None) -> tuple[dict[str, str] | None, str]:
-    """The cells of the study's current config (cell id -> cell hash) and where they came from.
+    """The cells of the study's current config (cell id -> cell hash) and where they came from
+    (`twoclocks.cells_on_disk.planned_cells`); None when there is no config: then every store
+    on disk that is not stray counts."""
+    study, where = planned_cells(Path(study_dir), config)
+    return (None if study is None else {c.id: c.hash for c in study.cells}), where
 
-    `config`: a config file, a config dict or a `twoclocks.config.Study`; by default the config
-    the report stage last wrote into ``claims.json`` (it reruns whenever the config changes).
-    None when neither is there: then every store on disk counts.
-    """
-    from twoclocks.config import ConfigError, Study, load_config
 
-    if config is None:
-        claims = study_dir / "claims.json"
-        if not claims.exists():
-            return None, f"no config given and no {claims}"
-        from twoclocks.verify import read_json
+def _select(study_dir: Path, config) -> tuple[CellsOnDisk, dict[str, str] | None, str]:
+    """The stores to read, warning about every store left out and every planned cell missing."""
+    study, source = planned_cells(study_dir, config)
+    wanted = None if study is None else {c.id: c.hash for c in study.cells}
+    cells = sort_cells(study_dir, None if wanted is None else list(wanted), study and study.name)
+    if cells.stray:
+        log.warning("%s: left out stray store(s): %s", study_dir, "; ".join(cells.notes()))
+    if cells.other:
+        log.warning(
+            "%s: left out %d store(s) not in the current config (%s): %s",
+            study_dir,
+            len(cells.other),
+            source,
+            ", ".join(cells.other),
+        )
+    if cells.missing:
+        log.warning("%s: no store yet for current cell(s) %s", study_dir, ", ".join(cells.missing))
+    if wanted is None:
+        log.info("%s: reading every store (%s)", study_dir, source)
+    if not cells.stores:
+        raise FileNotFoundError(
+            f"no runs/**/trajectory.zarr under {study_dir}"
+            + (f" for the cells of {source}" if wanted is not None else "")
+            + (f" (left out: {'; '.join(cells.notes())})" if cells.stray else "")
+        )
+    return cells, wanted, source
 
-        config, where = read_json(claims).get("config"), str(claims)
-        if not isinstance(config, dict):
-            return None, f"{claims} records no config"
-    else:
-        where = str(config) if isinstance(config, (str, os.PathLike)) else "the given config"
-    if not isinstance(config, Study):
-        try:
-            config = load_config(config, where=where)
-        except ConfigError as err:
-            if where.endswith("claims.json"):  # an old report: say so, keep every store
-                return None, f"the config in {where} no longer validates ({err})"
-            raise
-    return {c.id: c.hash for c in config.cells}, where
+
+def _read_cell(path: Path, *, snapshots: bool, verify: bool) -> xr.Dataset:
+    """One cell's store, checked against its manifest first (`verify`): a store without one is
+    refused, naming the fix (this pipeline writes one for every store it publishes)."""
+    from twoclocks.verify import fix_for, load_store, verify_store
+
+    manifest = path.parent / MANIFEST
+    if verify and not manifest.exists():
+        raise IntegrityError(
+            f"{manifest}: missing, so {path} cannot be checked (an interrupted job, or a store "
+            f"not written by this pipeline). {fix_for(path.parent)} Stores written by other "
+            "code: python -m twoclocks.analyze, or load_study(..., verify=False)."
+        )
+    if verify:
+        verify_store(path, manifest)
+    ds = load_store(path)  # a read error names the store and the array
+    if not snapshots:
+        ds = ds.drop_vars([v for v in ds.data_vars if v.startswith("snap_")])
+        ds = ds.drop_vars(["checkpoint", "checkpoint_step"], errors="ignore")
+    return ds
+
+
+def _combine(datasets: list[xr.Dataset], ids: list[str]) -> xr.Dataset:
+    """The cells' Datasets along a new ``cell`` dimension, outer-joined on the rest."""
+    labelled = []
+    for ds, cid in zip(datasets, ids, strict=True):
+        ds = ds.expand_dims(cell=np.asarray([cid], dtype=object))
+        ds.attrs = {"cell": ds.attrs["cell"]}
+        labelled.append(ds)
+    return xr.concat(
+        labelled,
+        dim="cell",
+        join="outer",
+        data_vars="all",
+        coords="different",
+        compat="equals",
+        combine_attrs="drop",
+        fill_value={"diverged_step": -1},
+    )
 
 
 def load_study(
@@ -139,67 +187,34 @@ def load_study(
     warning and in ``attrs["other_cells_on_disk"]``; current cells without a store are named in
     ``attrs["missing_cells"]``, and stores trained with other settings than the config's (cell
     hash differs) in ``attrs["stale_cells"]``. Without any config every
-    ``runs/**/trajectory.zarr`` is read. With ``verify`` each store with a ``manifest.json`` is
-    first checked against its checksums (`twoclocks.verify.verify_store`).
+    ``runs/**/trajectory.zarr`` is read. Stray stores (a copy under another cell's path, or a
+    store of another study: `twoclocks.cells_on_disk`) are always left out, named in a warning
+    and in ``attrs["stray_cells"]``. With ``verify`` each store is first checked against its
+    ``manifest.json`` (`twoclocks.verify.verify_store`); a store without one is refused.
 
     The result has a ``cell`` dimension indexed by cell id, with ``cell_hash``, ``grid`` (str)
     and every grid axis that differs across cells (`grid_axes`, typed by `_axis_values`) as
     coordinates along it; the module docstring shows how to select. Runs of different lengths
-    or seeds are outer-joined on ``step``/``seed`` (missing entries are NaN). Weight snapshots
-    are dropped unless ``snapshots=True``; then every weight axis is an integer index, NaN where
-    a cell's block is smaller or absent (cells of different models combine).
+    or seeds are outer-joined on ``step``/``seed`` (missing entries are NaN); variables of
+    cells trained in different dtypes are promoted to the wider one. Weight snapshots are
+    dropped unless ``snapshots=True``; then every weight axis is an integer index, NaN where a
+    cell's block is smaller or absent (cells of different models combine).
     """
     from twoclocks.train.store import end_to_end_matrix
-    from twoclocks.verify import load_store, verify_store
 
     study_dir = Path(study_dir)
-    found = {
-        str(p.parent.relative_to(study_dir / "runs")): p
-        for p in sorted(study_dir.glob("runs/**/trajectory.zarr"))
-    }
-    wanted, source = current_cell_ids(study_dir, config)
-    other, missing, stale = [], [], []
-    if wanted is not None:
-        other = sorted(set(found) - set(wanted))
-        missing = [c for c in wanted if c not in found]
-        found = {c: p for c, p in found.items() if c in wanted}
-        if other:
-            log.warning(
-                "%s: left out %d store(s) not in the current config (%s): %s",
-                study_dir,
-                len(other),
-                source,
-                ", ".join(other),
-            )
-        if missing:
-            log.warning("%s: no store yet for current cell(s) %s", study_dir, ", ".join(missing))
-    else:
-        log.info("%s: reading every store (%s)", study_dir, source)
-    runs = list(found.values())
-    keys = list(found)
-    if not runs:
-        raise FileNotFoundError(
-            f"no runs/**/trajectory.zarr under {study_dir}"
-            + (f" for the cells of {source}" if wanted is not None else "")
-        )
-    datasets, cells, recorded, e2e = [], [], [], {}
-    for key, path in zip(keys, runs, strict=True):
-        if verify and (path.parent / "manifest.json").exists():
-            verify_store(path, path.parent / "manifest.json")
-        ds = load_store(path)  # a read error names the store and the array
+    found, wanted, source = _select(study_dir, config)
+    datasets, cells, recorded, e2e, stale = [], [], [], {}, []
+    for key, path in found.stores.items():
+        ds = _read_cell(path, snapshots=snapshots, verify=verify)
         cell = json.loads(ds.attrs["cell"])
-        if not snapshots:
-            ds = ds.drop_vars([v for v in ds.data_vars if v.startswith("snap_")])
-            ds = ds.drop_vars(["checkpoint", "checkpoint_step"], errors="ignore")
         if wanted is not None and cell.get("cell_hash") != wanted[key]:
             stale.append(key)
         cells.append(cell)
         recorded.append(ds.attrs.get("axes"))
         if "matrix" in ds.dims:
-            e2e[cell.get("cell_id", str(path.parent))] = end_to_end_matrix(ds)
+            e2e[cell.get("cell_id", key)] = end_to_end_matrix(ds)
         datasets.append(ds)
-    if snapshots:
-        datasets = _index_weight_axes(datasets)
     if stale:
         log.warning(
             "%s: store(s) of %s were trained with other settings than %s (cell hash differs; "
@@ -208,36 +223,23 @@ def load_study(
             ", ".join(stale),
             source,
         )
+    ids = [c.get("cell_id", key) for c, key in zip(cells, found.stores, strict=True)]
+    out = _combine(_index_weight_axes(datasets) if snapshots else datasets, ids)
     axes = grid_axes(cells, recorded)
-    ids = [c.get("cell_id", str(p.parent)) for c, p in zip(cells, runs, strict=True)]
-    labelled = []
-    for ds, cid in zip(datasets, ids, strict=True):
-        ds = ds.expand_dims(cell=np.asarray([cid], dtype=object))
-        ds.attrs = {"cell": ds.attrs["cell"]}
-        labelled.append(ds)
-    out = xr.concat(
-        labelled,
-        dim="cell",
-        join="outer",
-        data_vars="all",
-        coords="different",
-        compat="equals",
-        combine_attrs="drop",
-        fill_value={"diverged_step": -1},
-    )
     for k in ("cell_hash", "grid"):
         out.coords[k] = ("cell", _axis_values([str(c.get(k, "")) for c in cells]))
     for k in axes:
         out.coords[k] = ("cell", _axis_values([c.get(k) for c in cells]))
     out.attrs = {
-        "study": str(cells[0].get("study", Path(study_dir).name)),
+        "study": str(cells[0].get("study", study_dir.name)),
         "grid_axes": json.dumps(axes),
         "cells": json.dumps({cid: c for cid, c in zip(ids, cells, strict=True)}, sort_keys=True),
         "cells_from": source,
         # The end-to-end matrix of each cell (the matrix axis is the union over cells).
         "end_to_end_matrices": json.dumps(e2e, sort_keys=True),
-        "other_cells_on_disk": json.dumps(other),
-        "missing_cells": json.dumps(missing),
+        "other_cells_on_disk": json.dumps(found.other),
+        "missing_cells": json.dumps(found.missing),
         "stale_cells": json.dumps(stale),
+        "stray_cells": json.dumps(found.stray, sort_keys=True),
     }
     return out

@@ -4,8 +4,10 @@ zarr reads a missing chunk back as the fill value (NaN) without complaint, and a
 fails deep inside a codec (``Zstd decompression error``) without naming a file. Every stage that
 reads a store therefore calls :func:`verify_store` first (clocks, report, ``load_study``,
 ``python -m twoclocks.analyze`` where a manifest exists); a mismatch stops with the file, what is
-wrong and the fix. ``python -m twoclocks.verify STUDY_DIR`` checks a whole study and exits
-non-zero on any problem.
+wrong and the fix. ``python -m twoclocks.verify STUDY_DIR [--configfile CONFIG]`` checks a whole
+study against its config (every planned cell has a store, no other store lies under ``runs/``:
+`twoclocks.cells_on_disk`) and every store against its manifest, and exits 1 on any problem,
+naming each with its fix.
 
 Snakemake by itself does not notice a deleted or damaged chunk (it tracks the store's directory,
 not its files) and would rerun nothing, so the workflow's head process runs :func:`quick_check`
@@ -199,33 +201,78 @@ def read_json(path: str | Path) -> dict:
         ) from err
 
 
-def verify_study(study_dir: str | Path) -> tuple[int, dict[Path, list[str]]]:
-    """Hash every store under ``study_dir/runs`` against its manifest.
+def _store_problems(run_dir: Path) -> list[str]:
+    """Problems of one run directory's store against its manifest (each naming a file)."""
+    store, manifest = run_dir / "trajectory.zarr", run_dir / MANIFEST
+    if not manifest.exists():
+        return [f"{manifest}: missing, so {store} was never validated (an interrupted job?)"]
+    try:
+        return check_store(store, manifest)
+    except IntegrityError as err:  # unreadable manifest; its message has the fix
+        return [str(err).split(" Fix: ")[0]]
 
-    Returns the number of intact stores and, per damaged run directory, its problems (each
-    naming a file) ending with the fix. A store without a manifest, a manifest without a store
-    or without checksums, and an unreadable manifest are problems too.
+
+def _cell_problems(study_dir: Path, config) -> tuple[dict[Path, list[str]], list[Path]]:
+    """The study against its config (`twoclocks.cells_on_disk`): problems of missing, stray,
+    unplanned and stale cells, each with its fix, and the run directories to check."""
+    from twoclocks.cells_on_disk import planned_cells, recorded_cell, sort_cells
+
+    runs = study_dir / "runs"
+    study, source = planned_cells(study_dir, config)
+    planned = None if study is None else {c.id: c.hash for c in study.cells}
+    cells = sort_cells(study_dir, None if planned is None else list(planned), study and study.name)
+    problems: dict[Path, list[str]] = {}
+    for cid, why in cells.stray.items():  # at a planned cell's path: delete and rebuild
+        fix = fix_for(runs / cid) if cid in (planned or {}) else _fix_extra(runs / cid)
+        problems[runs / cid] = [f"{runs / cid}: stray store, {why}", fix]
+    for cid in cells.other:
+        problems[runs / cid] = [f"{runs / cid}: not a cell of {source}", _fix_extra(runs / cid)]
+    for cid in cells.missing:
+        if not (runs / cid / MANIFEST).exists() and cid not in cells.stray:
+            problems[runs / cid] = [
+                f"{runs / cid}: planned by {source}, no store",
+                "Fix: rerun snakemake with this config (every planned cell is one of its targets).",
+            ]
+    for cid, path in cells.stores.items():
+        recorded = recorded_cell(path).get("cell_hash")
+        if planned is not None and recorded not in (None, planned[cid]):
+            problems[runs / cid] = [
+                f"{path}: trained with other settings (cell hash {recorded}) than {source} "
+                f"({planned[cid]})",
+                fix_for(runs / cid),
+            ]
+    todo = [runs / c for c in cells.stores] + [runs / c for c in cells.missing]
+    return problems, [d for d in todo if d not in problems]
+
+
+def _fix_extra(run_dir: Path) -> str:
+    return f"Fix: delete {run_dir} (or move it out of runs/): no reader uses it."
+
+
+def verify_study(study_dir: str | Path, config=None) -> tuple[int, dict[Path, list[str]]]:
+    """Check a study against its config and hash every store against its manifest.
+
+    `config`: a config file, dict or `Study`; default: the one the report stage recorded in
+    ``claims.json`` (`twoclocks.cells_on_disk.planned_cells`); without either only stray stores
+    (a copy under another cell's path, another study's store) are found. Returns the number of
+    intact stores and, per problem run directory, its problems (each naming a file) ending with
+    the fix: a planned cell without a store, a store the config does not plan or a stray one, a
+    store without a manifest, a manifest without a store or without checksums, an unreadable
+    manifest, a store that differs from its manifest.
     """
-    runs = Path(study_dir) / "runs"
-    if not runs.is_dir():
+    study_dir = Path(study_dir)
+    if not (study_dir / "runs").is_dir():
         raise IntegrityError(f"{study_dir}: no runs/ directory (is this a study directory?)")
-    stores = {p.parent for p in runs.glob("**/trajectory.zarr")}
-    manifests = {p.parent for p in runs.glob(f"**/{MANIFEST}")}
-    damaged, ok = {}, 0
-    for run_dir in sorted(stores | manifests):
-        store, manifest = run_dir / "trajectory.zarr", run_dir / MANIFEST
-        if not manifest.exists():
-            found = [f"{manifest}: missing, so {store} was never validated (an interrupted job?)"]
-        else:
-            try:
-                found = check_store(store, manifest)
-            except IntegrityError as err:  # unreadable manifest; its message has the fix
-                found = [str(err).split(" Fix: ")[0]]
+    damaged, todo = _cell_problems(study_dir, config)
+    manifests = {p.parent for p in (study_dir / "runs").glob(f"**/{MANIFEST}")}
+    ok = 0
+    for run_dir in sorted(set(todo) | (manifests - set(damaged))):
+        found = _store_problems(run_dir)
         if found:
             damaged[run_dir] = [*found, fix_for(run_dir)]
         else:
             ok += 1
-    return ok, damaged
+    return ok, dict(sorted(damaged.items()))
 
 
 def quick_check(study_dir: str | Path) -> list[str]:
@@ -256,30 +303,42 @@ def quick_check(study_dir: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from twoclocks.cells_on_disk import planned_cells
+
     parser = argparse.ArgumentParser(
         prog="python -m twoclocks.verify",
-        description="Check every STUDY_DIR/runs/<cell>/trajectory.zarr against the checksums of "
-        "its manifest.json; exit 1 on any problem, 2 when STUDY_DIR is not a study.",
+        description="Check STUDY_DIR against its config (every planned cell has a store, no "
+        "other store is under runs/) and every STUDY_DIR/runs/<cell>/trajectory.zarr against the "
+        "checksums of its manifest.json; exit 1 on any problem, 2 when STUDY_DIR is not a study.",
     )
     parser.add_argument("study_dir", type=Path, nargs="+")
+    parser.add_argument(
+        "--configfile",
+        type=Path,
+        default=None,
+        help="the study's config (default: the one the report recorded in STUDY_DIR/claims.json)",
+    )
     args = parser.parse_args(argv)
     rc = 0
     for study_dir in args.study_dir:
         start = time.perf_counter()
         try:
-            ok, damaged = verify_study(study_dir)
-        except IntegrityError as err:
+            study, source = planned_cells(study_dir, args.configfile)
+            ok, problems = verify_study(study_dir, args.configfile)
+        except ValueError as err:  # IntegrityError, ConfigError
             print(f"error: {err}", file=sys.stderr)
             rc = 2
             continue
-        for run_dir, problems in damaged.items():
-            print(f"DAMAGED {run_dir}:\n  " + "\n  ".join(problems), file=sys.stderr)
+        if study is None:
+            print(f"{study_dir}: planned cells not checked ({source}); pass --configfile")
+        for run_dir, found in problems.items():
+            print(f"PROBLEM {run_dir}:\n  " + "\n  ".join(found), file=sys.stderr)
         seconds = time.perf_counter() - start
         print(
-            f"{study_dir}: {ok} of {ok + len(damaged)} stores intact "
-            f"({len(damaged)} damaged), checked in {seconds:.1f} s"
+            f"{study_dir}: {ok} of {ok + len(problems)} stores intact ({len(problems)} damaged, "
+            f"missing or extra; cells of {source}), checked in {seconds:.1f} s"
         )
-        rc = max(rc, 1 if damaged else 0)
+        rc = max(rc, 1 if problems else 0)
     return rc
 
 

@@ -85,7 +85,16 @@ def trajectories(kind):
 
 
 def final_targets():
+    """The report and every planned cell's files. Snakemake (>= 7.7) reruns no job for a deleted
+    intermediate file while the files downstream of it exist ("Nothing to be done"); as targets,
+    a deleted runs/<cell> (manifest, clocks, reduction) is rebuilt by a plain rerun, and so is
+    everything downstream of it."""
+    per_cell = [f"{RESULTS}/runs/{cid}/clocks.parquet" for cid in CELL_IDS]
+    reductions = [f"{RESULTS}/runs/{cid}/reduce.zarr" for cid in REDUCE_IDS]
     return [
+        *trajectories("manifest"),
+        *per_cell,
+        *reductions,
         f"{RESULTS}/clocks.parquet",
         f"{RESULTS}/fits.json",
         f"{RESULTS}/claims.json",

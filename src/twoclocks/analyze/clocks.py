@@ -318,9 +318,12 @@ def _table(
         out[c] = out[c].fillna("").astype(str)
     ident = {c: cell.get(c, "") for c in IDENTITY_COLUMNS}
     ident["cell_id"] = ident["cell_id"] or ds.attrs.get("cell_id", "")
-    # a list-valued axis (layer_init_scales, frozen_blocks) is one label, written as in cell ids
+    # a list-valued axis (layer_init_scales, frozen_blocks) is one label, written as in cell ids;
+    # an axis that is a column already (dtype) is not repeated
     labels = {
-        k: "-".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in axes.items()
+        k: "-".join(map(str, v)) if isinstance(v, list | tuple) else v
+        for k, v in axes.items()
+        if k not in CLOCK_COLUMNS
     }
     head = pd.DataFrame({**ident, **labels}, index=out.index)
     out = pd.concat([head, out[list(CLOCK_COLUMNS)]], axis=1)

@@ -9,7 +9,10 @@ same stage functions as the Snakemake rules.
 Every store is checked before any clock is computed: a missing required variable, dimension or
 attribute stops the run with the store and the name. A clock whose inputs a store lacks is
 skipped, with a note in the report. A store with a `manifest.json` beside it (written by this
-pipeline) is first checked against the manifest's checksums (`twoclocks.verify`).
+pipeline) is first checked against the manifest's checksums (`twoclocks.verify`); a store without
+one is unverified: named at the top of the report and in `fits.json`/`claims.json`
+(`unverified_stores`), and a variable that is NaN throughout stops the run. Stray stores (a copy
+under another cell's path, another study's store) are left out and named (`stray_stores`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 import yaml
@@ -30,7 +34,8 @@ from twoclocks.analyze.claims import claims_stage, resolve_claim_settings
 from twoclocks.analyze.clock_specs import clock_inputs
 from twoclocks.analyze.clocks import extract_clocks, is_deep_linear, resolve_settings
 from twoclocks.analyze.fits import fit_clocks
-from twoclocks.verify import load_store, verify_store
+from twoclocks.cells_on_disk import CellsOnDisk, sort_cells
+from twoclocks.verify import MANIFEST, load_store, verify_store
 
 log = logging.getLogger("twoclocks.analyze")
 
@@ -49,14 +54,60 @@ class StudyError(ValueError):
 
 
 def find_stores(study_dir: Path) -> dict[str, Path]:
-    """cell_id (path under runs/) -> store path, sorted."""
+    """cell_id (path under runs/) -> store path, sorted; stray stores (a copy under another
+    cell's path, another study's store: `twoclocks.cells_on_disk`) are left out and logged."""
+    return _sort(study_dir).stores
+
+
+def _sort(study_dir: Path) -> CellsOnDisk:
     runs = study_dir / "runs"
     if not runs.is_dir():
         raise StudyError(f"{study_dir}: no runs/ directory (expected runs/<cell>/trajectory.zarr)")
-    stores = {str(p.parent.relative_to(runs)): p for p in sorted(runs.glob("**/trajectory.zarr"))}
-    if not stores:
-        raise StudyError(f"{runs}: no */trajectory.zarr stores found")
-    return stores
+    cells = sort_cells(study_dir)
+    for note in cells.notes():
+        log.warning("%s", note)
+    if not cells.stores:
+        found = f" (left out: {'; '.join(cells.notes())})" if cells.stray else ""
+        raise StudyError(f"{runs}: no */trajectory.zarr stores found{found}")
+    return cells
+
+
+def all_nan_variables(ds: xr.Dataset) -> list[str]:
+    """Float variables of `ds` whose every value is NaN: what zarr reads back for an array whose
+    chunks are missing."""
+    return [
+        str(name)
+        for name, var in ds.variables.items()
+        if var.dtype.kind in "fc" and var.size and bool(np.isnan(var.values).all())
+    ]
+
+
+def _read(study_dir: Path):
+    """Every store to analyse, checked: (stores, trajectories, params, notes, unverified, stray).
+
+    A store with a ``manifest.json`` (this pipeline's) is verified against it first; one without
+    is foreign and unverified: a variable that is NaN throughout (a missing chunk reads as NaN)
+    stops the analysis, naming the store and the variable.
+    """
+    cells = _sort(study_dir)
+    trajectories, notes, params, unverified = {}, [], {}, []
+    for cid, path in cells.stores.items():
+        if (path.parent / MANIFEST).exists():  # written by this pipeline: check first
+            verify_store(path, path.parent / MANIFEST)
+        else:
+            unverified.append(cid)
+        ds = load_store(path)  # a read error names the store and the array
+        notes += [f"{cid}: {n}" for n in check_store(path, ds)]
+        if cid in unverified and (empty := all_nan_variables(ds)):
+            raise StudyError(
+                f"{path}: variable(s) {', '.join(empty)} are NaN throughout (missing chunks?): "
+                "this store has no manifest.json to check it against. Fix: rewrite the store, "
+                "or drop the variable if it was never recorded."
+            )
+        params[cid] = _params(ds, cid)
+        ds.attrs["cell"] = json.dumps(params[cid])
+        trajectories[cid] = ds
+    return cells.stores, trajectories, params, notes, unverified, cells.stray
 
 
 def check_store(path: Path, ds: xr.Dataset) -> list[str]:
@@ -120,16 +171,18 @@ def analyse(study_dir: str | Path, out_dir: str | Path | None = None, config: di
     config = dict(config or {})
     analysis = resolve_settings(config.get("analysis"))  # bad settings fail before any work
     claim_settings = resolve_claim_settings(config.get("claims"))
-    stores = find_stores(study_dir)
-    trajectories, notes, params = {}, [], {}
-    for cid, path in stores.items():
-        if (path.parent / "manifest.json").exists():  # written by this pipeline: check first
-            verify_store(path, path.parent / "manifest.json")
-        ds = load_store(path)  # a read error names the store and the array
-        notes += [f"{cid}: {n}" for n in check_store(path, ds)]
-        params[cid] = _params(ds, cid)
-        ds.attrs["cell"] = json.dumps(params[cid])
-        trajectories[cid] = ds
+    stores, trajectories, params, notes, unverified, stray = _read(study_dir)
+    warnings = []
+    if unverified:
+        warnings.append(
+            f"{len(unverified)} of {len(stores)} store(s) have no manifest.json, so nothing "
+            "checks that they are complete (foreign stores, or a deleted manifest): "
+            + ", ".join(unverified)
+        )
+    if stray:
+        warnings.append(
+            "stray stores left out: " + "; ".join(f"{k}: {v}" for k, v in stray.items())
+        )
     axes = _axes(params)
     frames = []
     for cid, ds in trajectories.items():
@@ -143,7 +196,13 @@ def analyse(study_dir: str | Path, out_dir: str | Path | None = None, config: di
     clocks.to_csv(out / "clocks.csv", index=False)
     fits_table.to_parquet(out / "fits.parquet", index=False)
     measures.to_parquet(out / "measures.parquet", index=False)
-    record = {"provenance": provenance.collect(), "analysis": analysis, "study_dir": str(study_dir)}
+    record = {
+        "provenance": provenance.collect(),
+        "analysis": analysis,
+        "study_dir": str(study_dir),
+        "unverified_stores": unverified,  # no manifest: nothing checked them
+        "stray_stores": stray,
+    }
     (out / "fits.json").write_text(
         json.dumps({**fits, **record}, indent=2, sort_keys=True, default=str)
     )
@@ -154,7 +213,12 @@ def analyse(study_dir: str | Path, out_dir: str | Path | None = None, config: di
     render_report(
         out / "report" / "index.html",
         None,
-        config={"study": study_dir.name, "analysis": analysis, "claims": claim_settings},
+        config={
+            "study": study_dir.name,
+            "analysis": analysis,
+            "claims": claim_settings,
+            "warnings": warnings,
+        },
         runtime={"n_cells": len(trajectories), "stores": {c: str(p) for c, p in stores.items()}},
         trajectories=trajectories,
         clocks=clocks,

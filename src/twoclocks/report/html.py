@@ -349,6 +349,10 @@ def _top(r: _Report) -> list[str]:
     seeds = r.config.get("seeds") or (sorted({int(s) for s in runs["seed"]}) if len(runs) else [])
     return [
         f"<h1>twoclocks report: {_esc(r.study)}</h1>",
+        *(
+            f'<p class="warning"><b>Warning:</b> {_esc(w)}</p>'
+            for w in r.config.get("warnings", [])
+        ),
         '<p class="note">Two training clocks of grokking (arXiv 2606.05863): classifier clock '
         "T_cls(eps), representation clock T_rep(eta), and checks of the paper's claims. "
         '<a href="#figures">Figures</a> · <a href="#cells-detail">Cells</a> · '
