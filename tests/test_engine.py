@@ -287,9 +287,9 @@ def _progress_lines(caplog) -> list[str]:
 def test_progress_lines_in_a_log(modular, tmp_path, monkeypatch, caplog):
     """No terminal: periodic log lines with step, steps/s, ETA and the members' CE and test
     accuracy (median [min, max]); step 0 has no rate, so no NaN ETA."""
-    import twoclocks.train.engine as engine
+    import twoclocks.train.progress as progress
 
-    monkeypatch.setattr(engine, "PROGRESS_MIN_INTERVAL_S", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_MIN_INTERVAL_S", 0.0)
     caplog.set_level("INFO", logger="twoclocks.train")
     cell = dict(CELL, steps=40, snapshot_count=2, log_dense_steps=3, log_every_steps=10)
     out = train_cell(cell, modular, tmp_path / "trajectory.zarr", progress=False)
