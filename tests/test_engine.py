@@ -211,11 +211,16 @@ def _run(script: Path, cell: dict, path: Path, kill_after: int, sig: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
-def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "rows_per_decade"), [("SIGKILL", 0), ("SIGTERM", 0), ("SIGKILL", 10), ("SIGTERM", 10)]
+)
+def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig, rows_per_decade):
+    """Also on the geometric cadence (`log_rows_per_decade`; rows 40, 50, 62, 78, 98, 120)."""
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
     cell = dict(CELL, seeds=[0, 1])
+    if rows_per_decade:
+        cell["log_rows_per_decade"] = rows_per_decade
     path = tmp_path / "killed" / "trajectory.zarr"
     first = _run(script, cell, path, 2, sig)
     assert first.returncode == (-9 if sig == "SIGKILL" else 128 + 15), first.stderr
@@ -228,7 +233,10 @@ def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig):
     assert second.returncode == 0, second.stderr
     assert f"resuming cell at step {int(saved['step'])}" in second.stderr
     # progress: counted from the resumed step (no rate over steps this run did not take)
-    assert f"step {int(saved['step'])}/{cell['steps']} resuming, 2 members; @80 " in second.stderr
+    rows = log_steps(cell["steps"], 10, 10, rows_per_decade)
+    last_row = int(rows[rows <= int(saved["step"])][-1])  # 80 linear, 78 geometric
+    want = f"step {int(saved['step'])}/{cell['steps']} resuming, 2 members; @{last_row} "
+    assert want in second.stderr
     ref = train_cell(cell, modular, tmp_path / "ref" / "trajectory.zarr")
     _assert_identical(_arrays(path), _arrays(ref))
 
