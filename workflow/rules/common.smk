@@ -1,5 +1,6 @@
 # Config loading and validation, grid expansion, path helpers. Runs before any job is scheduled.
 import json
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -11,6 +12,7 @@ from twoclocks.config import (
     config_for_snakemake,
     load_config,
 )
+from twoclocks.eta import study_eta
 from twoclocks.verify import quick_check
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
@@ -40,6 +42,14 @@ onstart:
 
 RESULTS = f"results/{STUDY.name}"
 CELL_IDS = [c.id for c in STUDY.cells]
+
+# The study's expected training time, first line of a run and of `snakemake -n` (twoclocks.eta).
+if workflow.exec_mode == ExecMode.DEFAULT:
+    try:
+        _jobs = max(1, int(workflow._cores or 1) // int(STUDY.config["train_threads"]))
+        print(study_eta(STUDY, results_dir=RESULTS, jobs=_jobs).line(), file=sys.stderr)
+    except Exception as err:  # an estimate must never stop a run
+        print(f"study {STUDY.name}: no training ETA ({err!r})", file=sys.stderr)
 
 # Snakemake sees a store's directory, not its files: a chunk deleted or truncated after the
 # store was validated would go unnoticed ("Nothing to be done"). The head process compares each
