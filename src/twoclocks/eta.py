@@ -14,9 +14,9 @@ and prices a member-step from, in order of preference:
 The bench times the paper model (relu_embed, d = H = 128, p = 113); another cell's member-step
 is priced by its matmul work (distinct train inputs x weights of the matmuls, what sets its
 FLOPs; a sum-embedding pair and its transpose count once) relative to the bench cell's, floored
-at ``MIN_WORK_RATIO`` (small models are bound by per-step overhead, not FLOPs). Groups run ``jobs`` at a time, longest first. An estimate, good to about
-2x (docs/performance.md): it does not model the log cadence, snapshots or other load on the
-machine.
+at ``MIN_WORK_RATIO`` (small models are bound by per-step overhead, not FLOPs). Groups run
+``jobs`` at a time, longest first. An estimate, good to about 2x (docs/performance.md): it does
+not model the log cadence, snapshots or other load on the machine.
 
 Snakemake prints ``Eta.line()`` when the workflow loads (`workflow/rules/common.smk`), so it is
 the first line of a run and shows in ``snakemake -n``; ``python -m twoclocks.eta CONFIG`` prints
@@ -258,18 +258,15 @@ def study_eta(
     if per_member_step_s is not None:
         rate, source = float(per_member_step_s), "the caller"
     else:
-        paths = (
-            bench_paths if bench_paths is not None else sorted(Path("results").glob("*/bench.json"))
-        )
+        paths = bench_paths
+        if paths is None:
+            paths = sorted(Path("results").glob("*/bench.json"))
         found = bench_rate(paths, device)
         if found is None and calibrate_here:
             found = calibrate(threads)
         if found is None:
-            found = (
-                DEFAULT_PER_MEMBER_STEP_S,
-                bench_work,
-                "the default (no bench of this machine)",
-            )
+            why = "a CPU figure" if device == "cuda" else "no bench of this machine"
+            found = (DEFAULT_PER_MEMBER_STEP_S, bench_work, f"the default, {why}")
         rate, bench_work, source = found
     groups = []
     for gid, cells in study.groups.items():
