@@ -179,9 +179,20 @@ def train_cell(
         torch.set_flush_denormal(True)
     try:
         t0 = time.perf_counter()
-        run = set_up(params, dataset, device)
-        run.on_step = on_step
-        _open_or_resume(run, store_path, state_dir)
+        writer, state = BackgroundWriter(), _resume_state(params, store_path, state_dir)
+
+        def create(layout: ts.StoreLayout) -> None:  # overlaps the rest of set-up
+            if state is None:
+                writer.submit(ts.create_store, ts.partial_path(store_path), layout)
+
+        try:
+            run = set_up(params, dataset, device, on_layout=create)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                writer.close()
+            raise
+        run.on_step, run.writer = on_step, writer
+        _open_or_resume(run, store_path, state_dir, state)
         _loop(run, progress)
         out = _finish(run)
         if timings is not None:
@@ -231,8 +242,16 @@ class Run:
         return _fingerprint(self.params)
 
 
-def set_up(params: dict, dataset: xr.Dataset, device: torch.device) -> Run:
-    """Phase 1: the model, samples, schedules, store layout, initial parameters and optimiser."""
+def set_up(
+    params: dict,
+    dataset: xr.Dataset,
+    device: torch.device,
+    on_layout: Callable[[ts.StoreLayout], None] | None = None,
+) -> Run:
+    """Phase 1: the model, schedules, initial parameters, store layout, samples and optimiser.
+
+    ``on_layout(layout)`` is called as soon as the store layout is known, before the samples
+    and the optimiser are built (`train_cell` starts creating the store there)."""
     dtype = DTYPES[str(params.get("dtype", "float32"))]
     seeds = [int(s) for s in params["seeds"]]
     steps = int(params["steps"])
@@ -247,12 +266,14 @@ def set_up(params: dict, dataset: xr.Dataset, device: torch.device) -> Run:
         # Distinct inputs only, weighted by multiplicity (same losses and metrics).
         return Samples.of(spec, x, y)
 
-    train, test = split("train"), split("test")
     log_at = cell_log_steps(params)
     snap_at = snapshot_steps(steps, int(params["snapshot_count"]))
     p0 = init_params(spec, seeds, params.get("init_scale", 1.0), dtype=dtype, device=device)
     metrics = cat.metrics_for(spec)
     layout = _layout(params, spec, seeds, log_at, snap_at, metrics, p0, device, dtype)
+    if on_layout is not None:
+        on_layout(layout)
+    train, test = split("train"), split("test")
     p = {k: v.requires_grad_(True) for k, v in p0.items()}
     return Run(
         params=params,
@@ -305,21 +326,27 @@ def _layout(params, spec, seeds, log_at, snap_at, metrics, p0, device, dtype) ->
     )
 
 
-def _open_or_resume(run: Run, store_path: Path, state_dir: Path) -> None:
-    """Phase 2: create the partial store, or restore params, optimiser, gates and rows from a
-    resume state written for the same params."""
-    run.store_path, run.state_dir = store_path, state_dir
-    run.partial = ts.partial_path(store_path)
-    run.writer = BackgroundWriter()
-    device = run.p[run.spec.blocks()[0]].device
+def _resume_state(params: dict, store_path: Path, state_dir: Path) -> dict | None:
+    """The resume state in ``state_dir`` if it was written for these params next to an existing
+    partial store, else None (a stale state is ignored, with a warning)."""
     state = ts.load_state(state_dir)
     if state is not None and (
-        str(state["fingerprint"]) != run.fingerprint or not run.partial.exists()
+        str(state["fingerprint"]) != _fingerprint(params)
+        or not ts.partial_path(store_path).exists()
     ):
         log.warning("ignoring resume state in %s (different params or no partial store)", state_dir)
         state = None
+    return state
+
+
+def _open_or_resume(run: Run, store_path: Path, state_dir: Path, state: dict | None) -> None:
+    """Phase 2: fresh buffers for a new store (its creation, queued during set-up, is waited
+    for here so no log row runs beside it), or params, optimiser, gates and rows restored from
+    the resume ``state``."""
+    run.store_path, run.state_dir = store_path, state_dir
+    run.partial = ts.partial_path(store_path)
+    device = run.p[run.spec.blocks()[0]].device
     if state is None:
-        run.writer.submit(ts.create_store, run.partial, run.layout)
         run.buffers = {n: np.full(run.layout.metric_shape(n), np.nan) for n in run.layout.metrics}
         run.buffers["diverged_step"] = np.full(len(run.seeds), -1, dtype=np.int64)
         run.start = 0
@@ -338,6 +365,9 @@ def _open_or_resume(run: Run, store_path: Path, state_dir: Path) -> None:
     run.t = run.start
     run.diverged = _to_tensor(run.buffers["diverged_step"], device) >= 0
     run.flushed = int(np.searchsorted(run.layout.steps, run.start))
+    tw0 = time.perf_counter()
+    run.writer.wait()
+    run.clock["writes_s"] += time.perf_counter() - tw0
 
 
 def gradients(run: Run):
