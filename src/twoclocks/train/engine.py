@@ -9,10 +9,13 @@ Inputs the model cannot tell apart (``models.distinct_samples``) are trained and
 weighted by multiplicity; every loss and sample mean equals the one over all samples. Store and
 resume-state writes run on one background thread, in order (``BackgroundWriter``).
 
-Phases (each a short function over one `Run` dataclass): ``set_up`` (model, samples, schedules,
-store layout, parameters, optimiser), ``_open_or_resume``, ``_loop`` (per step: ``gradients``,
-divergence check, ``_log``, ``_snapshot``, optimiser update, ``on_step`` hook, ``_checkpoint``),
-``_finish`` (validate, publish). ``step`` is the bare training step the bench times.
+Phases (each a short function over one `Run` dataclass): ``set_up`` (model, schedules
+(`train.schedule`), parameters, store layout, samples, optimiser; a new store's creation starts
+on the writer thread as soon as the layout is known), ``_open_or_resume`` (waits for that
+creation, so no log row runs beside it), ``_loop`` (per step: ``gradients``, divergence check,
+``_log``, ``_snapshot``, optimiser update, ``on_step`` hook, ``_checkpoint``), ``_finish``
+(validate, publish). ``step`` is the bare training step the bench times; the progress bar and
+lines are `train.progress`.
 
 Faults: resume state is saved every ``checkpoint_every_steps`` (and on SIGTERM/SIGINT, which then
 exit with 128 + signal); a re-run resumes from it and produces a bitwise identical store on CPU.

@@ -29,10 +29,6 @@ class BackgroundWriter:
         for fut in done:
             fut.result()
 
-    def idle(self) -> bool:
-        """True when every submitted write has finished (errors are raised by the next call)."""
-        return all(f.done() for f in self._pending)
-
     def wait(self) -> None:
         pending, self._pending = self._pending, []
         for fut in pending:
