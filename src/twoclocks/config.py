@@ -492,7 +492,7 @@ def _resolve(config: dict, grid: str, overrides: dict, label: dict, stack: bool)
     params["seeds"] = list(config["seeds"])
     params["device"] = config["device"]
     params.update(config["logging"])
-    if params["log_rows_per_decade"] == 0:  # linear cadence: params and hashes as before
+    if params.get("log_rows_per_decade") == 0:  # linear cadence: params and hashes as before
         del params["log_rows_per_decade"]
     params["grid"] = grid
     params["dataset_id"] = dataset_id(params)
