@@ -132,3 +132,16 @@ def test_dry_run_states_the_eta_first(tmp_path):
     )
     first = (proc.stderr or proc.stdout).splitlines()[0]
     assert first.startswith("study paper: training ETA ") and "2 job(s) at once" in first
+
+
+def test_saved_plan_gives_the_time_left_from_the_study_dir(study, tmp_path):
+    assert eta.eta_of_run(tmp_path) is None  # no plan: no estimate
+    plan = eta.study_eta(study, results_dir=tmp_path, per_member_step_s=1e-3, jobs=2)
+    eta.write_plan(plan, tmp_path)
+    before = eta.eta_of_run(tmp_path)
+    assert before == plan
+    first = next(iter(study.groups))
+    (tmp_path / "stacked" / first / "train").mkdir(parents=True)
+    after = eta.eta_of_run(tmp_path)
+    assert after.remaining_s < before.remaining_s and after.total_s == before.total_s
+    assert eta.eta_of_run(tmp_path, jobs=1).jobs == 1

@@ -20,14 +20,17 @@ not model the log cadence, snapshots or other load on the machine.
 
 Snakemake prints ``Eta.line()`` when the workflow loads (`workflow/rules/common.smk`), so it is
 the first line of a run and shows in ``snakemake -n``; ``python -m twoclocks.eta CONFIG`` prints
-it too. A live view (`twoclocks.watch`) gets the remaining time with
-``study_eta(study, results_dir=<study dir>).remaining_s``.
+it too. At the start of a run (``onstart``) the plan is saved as ``<study dir>/eta.json``; a live
+view (`twoclocks.watch`) gets the time left from the study dir alone with
+``eta_of_run(study_dir).wall_s`` (None without a plan), or from the config with
+``study_eta(study, results_dir=study_dir).wall_s``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import heapq
 import json
 import math
@@ -46,8 +49,10 @@ __all__ = [
     "Eta",
     "GroupPlan",
     "bench_rate",
+    "eta_of_run",
     "matmul_work",
     "study_eta",
+    "write_plan",
 ]
 
 # Paper model (3 members, 1,500 steps, paper cadence, 2 threads) on the 2-core AMD EPYC VM:
@@ -276,6 +281,36 @@ def study_eta(
         ratio = max(MIN_WORK_RATIO, max((w or bench_work) for w in works) / bench_work)
         groups.append(GroupPlan(gid, members, steps, _done_steps(results, gid, steps), ratio))
     return Eta(study.name, groups, rate, source, max(1, int(jobs)))
+
+
+PLAN_FILE = "eta.json"
+
+
+def write_plan(eta: Eta, study_dir: str | Path) -> Path:
+    """Save the plan and its rate as ``<study_dir>/eta.json`` (Snakemake does at the start of a
+    run), so a live view can price what is left without the config."""
+    path = Path(study_dir) / PLAN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = dataclasses.asdict(eta)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def eta_of_run(study_dir: str | Path, jobs: int | None = None) -> Eta | None:
+    """The plan saved in ``study_dir`` (`write_plan`) with every group's trained steps read
+    again from the study dir now; None if there is no readable plan. ``.remaining_s`` /
+    ``.wall_s`` is the time left."""
+    root = Path(study_dir)
+    try:
+        data = json.loads((root / PLAN_FILE).read_text())
+        groups = [
+            GroupPlan(**{**g, "done_steps": _done_steps(root, g["group_id"], int(g["steps"]))})
+            for g in data["groups"]
+        ]
+        jobs = int(jobs or data["jobs"])
+        return Eta(data["study"], groups, float(data["per_member_step_s"]), data["source"], jobs)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

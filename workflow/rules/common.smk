@@ -12,7 +12,7 @@ from twoclocks.config import (
     config_for_snakemake,
     load_config,
 )
-from twoclocks.eta import study_eta
+from twoclocks.eta import study_eta, write_plan
 from twoclocks.verify import quick_check
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
@@ -38,6 +38,13 @@ onstart:
             check_device(STUDY.config, CONFIG_SOURCE)
         except ConfigError as err:
             raise WorkflowError(f"invalid config: {err}") from None
+    try:  # the plan the ETA line priced, for a live view of the time left (twoclocks.eta)
+        write_plan(STUDY_ETA, f"results/{STUDY.name}")
+    except Exception as err:
+        print(
+            f"study {STUDY.name}: training plan not saved ({err!r})",
+            file=sys.stderr,
+        )
 
 
 RESULTS = f"results/{STUDY.name}"
@@ -47,7 +54,8 @@ CELL_IDS = [c.id for c in STUDY.cells]
 if workflow.exec_mode == ExecMode.DEFAULT:
     try:
         _jobs = max(1, int(workflow._cores or 1) // int(STUDY.config["train_threads"]))
-        print(study_eta(STUDY, results_dir=RESULTS, jobs=_jobs).line(), file=sys.stderr)
+        STUDY_ETA = study_eta(STUDY, results_dir=RESULTS, jobs=_jobs)
+        print(STUDY_ETA.line(), file=sys.stderr)
     except Exception as err:  # an estimate must never stop a run
         print(f"study {STUDY.name}: no training ETA ({err!r})", file=sys.stderr)
 
