@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 from twoclocks.config import (
@@ -38,7 +39,8 @@ onstart:
             check_device(STUDY.config, CONFIG_SOURCE)
         except ConfigError as err:
             raise WorkflowError(f"invalid config: {err}") from None
-    try:  # the plan the ETA line priced, for a live view of the time left (twoclocks.eta)
+    try:  # the ETA in the run's log; its plan, for a live view of the time left (twoclocks.eta)
+        logger.info(STUDY_ETA.line())
         write_plan(STUDY_ETA, f"results/{STUDY.name}")
     except Exception as err:
         print(
