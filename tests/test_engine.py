@@ -211,11 +211,16 @@ def _run(script: Path, cell: dict, path: Path, kill_after: int, sig: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
-def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "rows_per_decade"), [("SIGKILL", 0), ("SIGTERM", 0), ("SIGKILL", 10), ("SIGTERM", 10)]
+)
+def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig, rows_per_decade):
+    """Also on the geometric cadence (`log_rows_per_decade`; rows 40, 50, 62, 78, 98, 120)."""
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
     cell = dict(CELL, seeds=[0, 1])
+    if rows_per_decade:
+        cell["log_rows_per_decade"] = rows_per_decade
     path = tmp_path / "killed" / "trajectory.zarr"
     first = _run(script, cell, path, 2, sig)
     assert first.returncode == (-9 if sig == "SIGKILL" else 128 + 15), first.stderr
@@ -228,7 +233,10 @@ def test_resume_after_kill_is_bitwise_identical(modular, tmp_path, sig):
     assert second.returncode == 0, second.stderr
     assert f"resuming cell at step {int(saved['step'])}" in second.stderr
     # progress: counted from the resumed step (no rate over steps this run did not take)
-    assert f"step {int(saved['step'])}/{cell['steps']} resuming, 2 members; @80 " in second.stderr
+    rows = log_steps(cell["steps"], 10, 10, rows_per_decade)
+    last_row = int(rows[rows <= int(saved["step"])][-1])  # 80 linear, 78 geometric
+    want = f"step {int(saved['step'])}/{cell['steps']} resuming, 2 members; @{last_row} "
+    assert want in second.stderr
     ref = train_cell(cell, modular, tmp_path / "ref" / "trajectory.zarr")
     _assert_identical(_arrays(path), _arrays(ref))
 
@@ -287,9 +295,9 @@ def _progress_lines(caplog) -> list[str]:
 def test_progress_lines_in_a_log(modular, tmp_path, monkeypatch, caplog):
     """No terminal: periodic log lines with step, steps/s, ETA and the members' CE and test
     accuracy (median [min, max]); step 0 has no rate, so no NaN ETA."""
-    import twoclocks.train.engine as engine
+    import twoclocks.train.progress as progress
 
-    monkeypatch.setattr(engine, "PROGRESS_MIN_INTERVAL_S", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_MIN_INTERVAL_S", 0.0)
     caplog.set_level("INFO", logger="twoclocks.train")
     cell = dict(CELL, steps=40, snapshot_count=2, log_dense_steps=3, log_every_steps=10)
     out = train_cell(cell, modular, tmp_path / "trajectory.zarr", progress=False)

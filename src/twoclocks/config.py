@@ -376,6 +376,8 @@ def _resolve(
     params["seeds"] = list(config["seeds"])
     params["device"] = config["device"]
     params.update(config["logging"])
+    if params.get("log_rows_per_decade") == 0:  # linear cadence: params and hashes as before
+        del params["log_rows_per_decade"]
     params["grid"] = grid
     params["dataset_id"] = dataset_id(params)
     params["study"] = config["study"]

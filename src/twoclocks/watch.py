@@ -11,7 +11,7 @@ trains; a stacked store holds every cell of its group, members in cell order), a
   running, finished, failed: a job whose process is gone without a finished store, see
   `twoclocks.liveness`), last logged step, train CE and test accuracy (median over members, as
   in the plots), and the study's progress in member-steps, elapsed time and, where
-  `twoclocks.eta` exists, the remaining time.
+  `twoclocks.eta` has a plan, the remaining time.
 
 It exits once every planned cell is finished or failed (exit status 1 if any failed);
 otherwise Ctrl-C stops it (the study keeps running).
@@ -243,7 +243,7 @@ def summarise(data: pd.DataFrame, status: dict, plan=None) -> pd.DataFrame:
 def progress(study_dir: str | Path, data: pd.DataFrame, summary: pd.DataFrame, plan) -> dict:
     """The study's progress: cells per status, member-steps done and planned (finished cells
     count in full), seconds since its first dataset was written, and the remaining seconds
-    from `twoclocks.eta` where that module exists (else None)."""
+    from the ETA plan (`twoclocks.eta`; None without one)."""
     counts = summary["status"].value_counts().to_dict()
     out: dict = {"cells": counts, "member_steps_done": None, "member_steps_planned": None}
     if plan is not None:
@@ -264,19 +264,16 @@ def progress(study_dir: str | Path, data: pd.DataFrame, summary: pd.DataFrame, p
 
 
 def remaining_s(study_dir: str | Path) -> float | None:
-    """The study's remaining time from `twoclocks.eta.study_remaining_s(study_dir)`, the hook
-    for the ETA model; None where that module or function does not exist (yet) or knows not."""
+    """The study's remaining training time from the ETA plan Snakemake saved at the start of the
+    run (`twoclocks.eta.eta_of_run`, re-read against the steps trained so far); None without a
+    plan."""
+    from twoclocks.eta import eta_of_run
+
     try:
-        from twoclocks import eta  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    estimate = getattr(eta, "study_remaining_s", None)
-    if estimate is None:
-        return None
-    try:
-        return estimate(Path(study_dir))
+        estimate = eta_of_run(Path(study_dir))
+        return None if estimate is None else float(estimate.wall_s)
     except Exception as exc:  # noqa: BLE001 - an estimate must never stop the watching
-        log.warning("twoclocks.eta.study_remaining_s failed (%s: %s)", type(exc).__name__, exc)
+        log.warning("twoclocks.eta failed (%s: %s)", type(exc).__name__, exc)
         return None
 
 

@@ -1,8 +1,10 @@
 # Config loading and validation, grid expansion, path helpers. Runs before any job is scheduled.
 import json
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 from twoclocks.config import (
@@ -11,6 +13,7 @@ from twoclocks.config import (
     config_for_snakemake,
     load_config,
 )
+from twoclocks.eta import study_eta, write_plan
 from twoclocks.verify import quick_check
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
@@ -36,10 +39,27 @@ onstart:
             check_device(STUDY.config, CONFIG_SOURCE)
         except ConfigError as err:
             raise WorkflowError(f"invalid config: {err}") from None
+    try:  # the ETA in the run's log; its plan, for a live view of the time left (twoclocks.eta)
+        logger.info(STUDY_ETA.line())
+        write_plan(STUDY_ETA, f"results/{STUDY.name}")
+    except Exception as err:
+        print(
+            f"study {STUDY.name}: training plan not saved ({err!r})",
+            file=sys.stderr,
+        )
 
 
 RESULTS = f"results/{STUDY.name}"
 CELL_IDS = [c.id for c in STUDY.cells]
+
+# The study's expected training time, first line of a run and of `snakemake -n` (twoclocks.eta).
+if workflow.exec_mode == ExecMode.DEFAULT:
+    try:
+        _jobs = max(1, int(workflow._cores or 1) // int(STUDY.config["train_threads"]))
+        STUDY_ETA = study_eta(STUDY, results_dir=RESULTS, jobs=_jobs)
+        print(STUDY_ETA.line(), file=sys.stderr)
+    except Exception as err:  # an estimate must never stop a run
+        print(f"study {STUDY.name}: no training ETA ({err!r})", file=sys.stderr)
 
 # Snakemake sees a store's directory, not its files: a chunk deleted or truncated after the
 # store was validated would go unnoticed ("Nothing to be done"). The head process compares each

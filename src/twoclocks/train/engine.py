@@ -7,12 +7,15 @@ one optimiser update. Metrics at step t use the parameters after t updates (step
 the same forward/backward that drives the next update, so train metrics cost no extra pass.
 Inputs the model cannot tell apart (``models.distinct_samples``) are trained and evaluated once,
 weighted by multiplicity; every loss and sample mean equals the one over all samples. Store and
-resume-state writes run on one background thread, in order (``_Writer``).
+resume-state writes run on one background thread, in order (``BackgroundWriter``).
 
-Phases (each a short function over one `Run` dataclass): ``set_up`` (model, samples, schedules,
-store layout, parameters, optimiser), ``_open_or_resume``, ``_loop`` (per step: ``gradients``,
-divergence check, ``_log``, ``_snapshot``, optimiser update, ``on_step`` hook, ``_checkpoint``),
-``_finish`` (validate, publish). ``step`` is the bare training step the bench times.
+Phases (each a short function over one `Run` dataclass): ``set_up`` (model, schedules
+(`train.schedule`), parameters, store layout, samples, optimiser; a new store's creation starts
+on the writer thread as soon as the layout is known), ``_open_or_resume`` (waits for that
+creation, so no log row runs beside it), ``_loop`` (per step: ``gradients``, divergence check,
+``_log``, ``_snapshot``, optimiser update, ``on_step`` hook, ``_checkpoint``), ``_finish``
+(validate, publish). ``step`` is the bare training step the bench times; the progress bar and
+lines are `train.progress`.
 
 Faults: resume state is saved every ``checkpoint_every_steps`` (and on SIGTERM/SIGINT, which then
 exit with 128 + signal); a re-run resumes from it and produces a bitwise identical store on CPU.
@@ -33,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -53,6 +56,14 @@ from twoclocks.train.models import (
     model_spec,
 )
 from twoclocks.train.optim import make_optimizer
+from twoclocks.train.progress import (  # noqa: F401  (re-exported: the old import path)
+    PROGRESS_EVERY_FRACTION,
+    PROGRESS_MIN_INTERVAL_S,
+    Progress,
+    progress_stream,
+)
+from twoclocks.train.schedule import cell_log_steps, log_steps, snapshot_steps
+from twoclocks.train.writer import BackgroundWriter
 
 __all__ = [
     "Run",
@@ -78,42 +89,6 @@ class _Interrupted(Exception):
         self.signum = signum
 
 
-class _Writer:
-    """Runs store writes on one background thread, in submission order, while training goes on.
-
-    Everything submitted must own its data (copies, never views of live tensors or buffers).
-    Order makes resume safe: a state file is only written after the rows and snapshots submitted
-    before it. ``wait`` blocks until all submitted writes are done and re-raises the first error.
-    """
-
-    def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="twoclocks-writer")
-        self._pending: list = []
-
-    def submit(self, fn, *args) -> None:
-        self._raise_failed()
-        self._pending.append(self._pool.submit(fn, *args))
-
-    def _raise_failed(self) -> None:
-        done = [f for f in self._pending if f.done()]
-        self._pending = [f for f in self._pending if not f.done()]
-        for fut in done:
-            fut.result()
-
-    def wait(self) -> None:
-        pending, self._pending = self._pending, []
-        for fut in pending:
-            fut.result()
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._pool.shutdown(wait=True)
-
-
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda if available else cpu (logged); ``cuda`` without a GPU is an error."""
     if name == "cpu":
@@ -132,51 +107,6 @@ def resolve_device(name: str) -> torch.device:
         log.info("device: auto -> no CUDA available, training on CPU")
         return torch.device("cpu")
     raise ValueError(f"unknown device {name!r}; allowed: auto, cpu, cuda")
-
-
-def log_steps(steps: int, dense_steps: int, every_steps: int) -> np.ndarray:
-    """Log points: every step in ``[0, dense_steps]``, then multiples of ``every_steps``, and
-    always the last step."""
-    dense = np.arange(0, min(dense_steps, steps) + 1)
-    sparse = np.arange(0, steps + 1, max(1, every_steps))
-    return np.unique(np.concatenate([dense, sparse, [steps]])).astype(np.int64)
-
-
-def snapshot_steps(steps: int, count: int) -> np.ndarray:
-    """``count`` distinct log-spaced steps in ``[0, steps]``, always with 0 and ``steps`` (fewer
-    if ``steps + 1 < count``)."""
-    count = max(2, int(count))
-    if steps + 1 <= count:
-        return np.arange(steps + 1, dtype=np.int64)
-    if count == 2:
-        return np.array([0, steps], dtype=np.int64)
-    n = count - 1
-    while True:
-        pts = np.unique(np.round(np.geomspace(1, steps, n)).astype(np.int64))
-        if len(pts) >= count - 1:
-            break
-        n += 1
-    pick = np.unique(np.round(np.linspace(0, len(pts) - 1, count - 1)).astype(np.int64))
-    return np.concatenate([[0], pts[pick]]).astype(np.int64)
-
-
-def progress_stream(progress: bool | None = None) -> TextIO | None:
-    """Where the progress bar is drawn: the process's own stderr (``sys.__stderr__``), or None.
-
-    Pipeline scripts point ``sys.stderr`` at the rule's log file (`twoclocks.logs.to_file`), so
-    TTY-ness is judged on ``sys.__stderr__``: an interactive ``snakemake`` run shows the bar on
-    the terminal while log lines still go to the log; a batch job (stderr a file) draws none.
-    ``progress=None`` draws only on a TTY; True forces the bar, False suppresses it.
-    """
-    stream = sys.__stderr__
-    if stream is None or progress is False:
-        return None
-    if progress is None:
-        try:
-            progress = stream.isatty()
-        except (AttributeError, ValueError, OSError):  # closed or not a real file
-            progress = False
-    return stream if progress else None
 
 
 def _fingerprint(params: dict) -> str:
@@ -252,9 +182,20 @@ def train_cell(
         torch.set_flush_denormal(True)
     try:
         t0 = time.perf_counter()
-        run = set_up(params, dataset, device)
-        run.on_step = on_step
-        _open_or_resume(run, store_path, state_dir)
+        writer, state = BackgroundWriter(), _resume_state(params, store_path, state_dir)
+
+        def create(layout: ts.StoreLayout) -> None:  # overlaps the rest of set-up
+            if state is None:
+                writer.submit(ts.create_store, ts.partial_path(store_path), layout)
+
+        try:
+            run = set_up(params, dataset, device, on_layout=create)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                writer.close()
+            raise
+        run.on_step, run.writer = on_step, writer
+        _open_or_resume(run, store_path, state_dir, state)
         _loop(run, progress)
         out = _finish(run)
         if timings is not None:
@@ -287,7 +228,7 @@ class Run:
     store_path: Path | None = None
     partial: Path | None = None
     state_dir: Path | None = None
-    writer: _Writer | None = None
+    writer: BackgroundWriter | None = None
     buffers: dict[str, np.ndarray] = field(default_factory=dict)
     diverged: torch.Tensor | None = None
     prev_gates: torch.Tensor | None = None
@@ -304,8 +245,16 @@ class Run:
         return _fingerprint(self.params)
 
 
-def set_up(params: dict, dataset: xr.Dataset, device: torch.device) -> Run:
-    """Phase 1: the model, samples, schedules, store layout, initial parameters and optimiser."""
+def set_up(
+    params: dict,
+    dataset: xr.Dataset,
+    device: torch.device,
+    on_layout: Callable[[ts.StoreLayout], None] | None = None,
+) -> Run:
+    """Phase 1: the model, schedules, initial parameters, store layout, samples and optimiser.
+
+    ``on_layout(layout)`` is called as soon as the store layout is known, before the samples
+    and the optimiser are built (`train_cell` starts creating the store there)."""
     dtype = DTYPES[str(params.get("dtype", "float32"))]
     seeds = [int(s) for s in params["seeds"]]
     steps = int(params["steps"])
@@ -320,12 +269,14 @@ def set_up(params: dict, dataset: xr.Dataset, device: torch.device) -> Run:
         # Distinct inputs only, weighted by multiplicity (same losses and metrics).
         return Samples.of(spec, x, y)
 
-    train, test = split("train"), split("test")
-    log_at = log_steps(steps, int(params["log_dense_steps"]), int(params["log_every_steps"]))
+    log_at = cell_log_steps(params)
     snap_at = snapshot_steps(steps, int(params["snapshot_count"]))
     p0 = init_params(spec, seeds, params.get("init_scale", 1.0), dtype=dtype, device=device)
     metrics = cat.metrics_for(spec)
     layout = _layout(params, spec, seeds, log_at, snap_at, metrics, p0, device, dtype)
+    if on_layout is not None:
+        on_layout(layout)
+    train, test = split("train"), split("test")
     p = {k: v.requires_grad_(True) for k, v in p0.items()}
     return Run(
         params=params,
@@ -378,21 +329,27 @@ def _layout(params, spec, seeds, log_at, snap_at, metrics, p0, device, dtype) ->
     )
 
 
-def _open_or_resume(run: Run, store_path: Path, state_dir: Path) -> None:
-    """Phase 2: create the partial store, or restore params, optimiser, gates and rows from a
-    resume state written for the same params."""
-    run.store_path, run.state_dir = store_path, state_dir
-    run.partial = ts.partial_path(store_path)
-    run.writer = _Writer()
-    device = run.p[run.spec.blocks()[0]].device
+def _resume_state(params: dict, store_path: Path, state_dir: Path) -> dict | None:
+    """The resume state in ``state_dir`` if it was written for these params next to an existing
+    partial store, else None (a stale state is ignored, with a warning)."""
     state = ts.load_state(state_dir)
     if state is not None and (
-        str(state["fingerprint"]) != run.fingerprint or not run.partial.exists()
+        str(state["fingerprint"]) != _fingerprint(params)
+        or not ts.partial_path(store_path).exists()
     ):
         log.warning("ignoring resume state in %s (different params or no partial store)", state_dir)
         state = None
+    return state
+
+
+def _open_or_resume(run: Run, store_path: Path, state_dir: Path, state: dict | None) -> None:
+    """Phase 2: fresh buffers for a new store (its creation, queued during set-up, is waited
+    for here so no log row runs beside it), or params, optimiser, gates and rows restored from
+    the resume ``state``."""
+    run.store_path, run.state_dir = store_path, state_dir
+    run.partial = ts.partial_path(store_path)
+    device = run.p[run.spec.blocks()[0]].device
     if state is None:
-        run.writer.submit(ts.create_store, run.partial, run.layout)
         run.buffers = {n: np.full(run.layout.metric_shape(n), np.nan) for n in run.layout.metrics}
         run.buffers["diverged_step"] = np.full(len(run.seeds), -1, dtype=np.int64)
         run.start = 0
@@ -411,6 +368,9 @@ def _open_or_resume(run: Run, store_path: Path, state_dir: Path) -> None:
     run.t = run.start
     run.diverged = _to_tensor(run.buffers["diverged_step"], device) >= 0
     run.flushed = int(np.searchsorted(run.layout.steps, run.start))
+    tw0 = time.perf_counter()
+    run.writer.wait()
+    run.clock["writes_s"] += time.perf_counter() - tw0
 
 
 def gradients(run: Run):
@@ -526,91 +486,6 @@ def _checkpoint(run: Run) -> None:
     run.writer.submit(ts.save_state, run.state_dir, arrays)
 
 
-PROGRESS_EVERY_FRACTION = 0.05  # a log line at most every 5% of the steps ...
-PROGRESS_MIN_INTERVAL_S = 30.0  # ... and at most every 30 s (whichever is rarer)
-_BAR_REFRESH_S = 0.5  # the bar's metric text changes at most this often
-
-
-def _spread(v: np.ndarray, fmt: str) -> str:
-    """Median over the finite members, with ``[min, max]`` when there are several."""
-    v = v[np.isfinite(v)]
-    if not v.size:
-        return "n/a"
-    med = format(float(np.median(v)), fmt)
-    return med if v.size == 1 else f"{med} [{v.min():{fmt}}, {v.max():{fmt}}]"
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-class _Progress:
-    """The progress bar on a terminal (tqdm, in place) and the periodic lines in the log.
-
-    Both show step, steps/s, ETA and, summarised over members (median [min, max]), the train CE
-    and test accuracy of the latest log row. They only read rows `_log` already wrote to the
-    host buffers: no extra forward pass and no device sync. Log lines come at step ``start``, at
-    the end and in between at most every ``PROGRESS_EVERY_FRACTION`` of the steps and
-    ``PROGRESS_MIN_INTERVAL_S`` seconds (whichever is rarer).
-    """
-
-    def __init__(self, run: Run, progress: bool | None):
-        self.run, self.bar = run, None
-        stream = progress_stream(progress)
-        if stream is not None:
-            from tqdm import tqdm
-
-            name = str(run.params.get("cell_id", "train"))
-            self.bar = tqdm(total=run.steps, initial=run.start, desc=name, unit="step", file=stream)
-        self.every = max(1, math.ceil(run.steps * PROGRESS_EVERY_FRACTION))
-        self.t0 = self.last_s = self.bar_s = time.perf_counter()
-        self.start = self.last_t = run.start
-
-    def metrics(self) -> str:
-        """Train CE and test accuracy of the latest log row at or before the current step."""
-        run = self.run
-        i = int(np.searchsorted(run.layout.steps, run.t, side="right")) - 1
-        if i < 0:
-            return ""
-        ce, acc = run.buffers["train_loss"][:, i], run.buffers["test_acc"][:, i]
-        out = (
-            f"@{int(run.layout.steps[i])} train_ce {_spread(ce, '.4g')} "
-            f"test_acc {_spread(acc, '.3f')}"
-        )
-        n_div = int(np.count_nonzero(run.buffers["diverged_step"] >= 0))
-        return out + (f" diverged {n_div}/{len(run.seeds)}" if n_div else "")
-
-    def report(self) -> None:
-        """Called once per step after the log row (if any) is written."""
-        run, t = self.run, self.run.t
-        if self.bar is not None and t in run.log_index:
-            now = time.perf_counter()
-            if now - self.bar_s >= _BAR_REFRESH_S or t == run.steps:
-                self.bar.set_postfix_str(self.metrics(), refresh=False)
-                self.bar_s = now
-        if t == self.start:
-            what = "resuming" if t else "starting"
-            n = len(run.seeds)
-            members = f"{n} member" + ("s" if n != 1 else "")
-            log.info("step %d/%d %s, %s; %s", t, run.steps, what, members, self.metrics())
-            return
-        if t != run.steps and t - self.last_t < self.every:
-            return
-        now = time.perf_counter()
-        if t != run.steps and now - self.last_s < PROGRESS_MIN_INTERVAL_S:
-            return
-        rate = (t - self.start) / max(now - self.t0, 1e-9)
-        tail = f"ETA {_duration((run.steps - t) / rate)}" if t < run.steps else "done"
-        tail += f" (elapsed {_duration(now - self.t0)})"
-        log.info("step %d/%d %.1f steps/s %s; %s", t, run.steps, rate, tail, self.metrics())
-        self.last_t, self.last_s = t, now
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _loop(run: Run, progress: bool | None) -> None:
     """Phase 3: steps ``start .. steps`` (log, snapshot, update, checkpoint), then the last rows.
 
@@ -620,7 +495,7 @@ def _loop(run: Run, progress: bool | None) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             handlers[sig] = signal.signal(sig, lambda s, _f: interrupted.append(s))
-    bar = _Progress(run, progress)
+    bar = Progress(run, progress)
     try:
         while True:
             fwd, loss_m = gradients(run)

@@ -157,20 +157,19 @@ def write_rows(path: Path, layout: StoreLayout, buffers: dict[str, np.ndarray], 
     """Write log rows ``[lo, hi)`` of the in-memory ``buffers``, widened to whole chunks.
 
     The buffers hold every row computed so far (NaN elsewhere), so widening rewrites the same
-    values: the write is idempotent and never touches a chunk partially.
+    values: the write is idempotent and never touches a chunk partially. Written through zarr
+    into the arrays `create_store` made (same codecs and bytes as an xarray region write, at
+    about half the cost: no dataset to build and check per call).
     """
     if hi <= lo:
         return
     s = len(layout.steps)
     a = (lo // STEP_CHUNK) * STEP_CHUNK
     b = min(s, -(-hi // STEP_CHUNK) * STEP_CHUNK)
-    ds = xr.Dataset(
-        {n: (layout.metric_dims(n), buffers[n][:, a:b]) for n in layout.metrics},
-    )
-    ds.to_zarr(path, region={"step": slice(a, b)}, consolidated=False)
-    xr.Dataset({"diverged_step": (("seed",), buffers["diverged_step"])}).to_zarr(
-        path, region={"seed": slice(0, len(layout.seeds))}, consolidated=False
-    )
+    group = zarr.open_group(str(path), mode="r+")
+    for n in layout.metrics:
+        group[n][:, a:b] = buffers[n][:, a:b]
+    group["diverged_step"][:] = buffers["diverged_step"]
 
 
 def write_snapshot(path: Path, layout: StoreLayout, k: int, arrays: dict[str, np.ndarray]):
@@ -179,19 +178,13 @@ def write_snapshot(path: Path, layout: StoreLayout, k: int, arrays: dict[str, np
 
 
 def write_snapshots(path: Path, layout: StoreLayout, k0: int, snaps: list[dict[str, np.ndarray]]):
-    """Write consecutive snapshots ``k0, k0 + 1, ...`` in one region write."""
+    """Write consecutive snapshots ``k0, k0 + 1, ...`` in one region write (through zarr)."""
     if not snaps:
         return
-    ds = xr.Dataset(
-        {
-            f"snap_{b}": (
-                ("seed", "checkpoint", *_snap_dims(b, layout.snapshots[b])),
-                np.stack([s[b] for s in snaps], axis=1).astype(layout.snapshot_dtype),
-            )
-            for b in layout.snapshots
-        }
-    )
-    ds.to_zarr(path, region={"checkpoint": slice(k0, k0 + len(snaps))}, consolidated=False)
+    group = zarr.open_group(str(path), mode="r+")
+    for b in layout.snapshots:
+        stacked = np.stack([s[b] for s in snaps], axis=1).astype(layout.snapshot_dtype)
+        group[f"snap_{b}"][:, k0 : k0 + len(snaps)] = stacked
 
 
 def read_buffers(path: Path, layout: StoreLayout) -> dict[str, np.ndarray]:
