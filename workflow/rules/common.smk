@@ -11,6 +11,7 @@ from twoclocks.config import (
     config_for_snakemake,
     load_config,
 )
+from twoclocks.train.memory import check_study
 from twoclocks.verify import quick_check
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
@@ -25,6 +26,7 @@ try:
     config.clear()
     config.update(_config)
     STUDY = load_config(dict(config), schema_path=SCHEMA, where=CONFIG_SOURCE)
+    check_study(STUDY, CONFIG_SOURCE, local=workflow.local_exec)
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 

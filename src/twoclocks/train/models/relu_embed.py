@@ -97,6 +97,18 @@ class ReluEmbedSpec(ModelSpec):
         bs = [f"b{k}" for k in range(1, self.hidden_layers + 1)] if self.bias else []
         return ["E", *self._hidden(), *bs, "U"]
 
+    def block_shapes(self) -> dict[str, tuple[int, ...]]:
+        """One member's block shapes (what :meth:`init_member` draws), allocating nothing."""
+        h, layers = self.hidden_width, self.hidden_layers
+        out: dict[str, tuple[int, ...]] = {"E": (int(self.vocab_size), self.embed_dim)}
+        out.update(
+            {f"W{k}": (h, self.linear_input_dim if k == 1 else h) for k in range(1, layers + 1)}
+        )
+        if self.bias:
+            out.update({f"b{k}": (h,) for k in range(1, layers + 1)})
+        out["U"] = (self.num_classes, h)
+        return out
+
     def init_member(self, gen: torch.Generator, scale: float) -> dict[str, Tensor]:
         """Draws in a fixed order (E, then W_k and b_k per layer, then U) from ``gen``, every
         block times ``scale``; E also times ``embed_init_scale`` (the other blocks' draws do not
