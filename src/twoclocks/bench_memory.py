@@ -10,7 +10,6 @@ depths: peak memory, time per member-step and the share of time spent on metrics
 from __future__ import annotations
 
 import json
-import math
 import resource
 import subprocess
 import sys
@@ -37,11 +36,11 @@ TABLE_SETTING = {
 }
 
 
-def measure_job(params: dict, timeout_s: float = 3600.0) -> dict:
-    """Train ``params`` (a resolved cell) in a fresh subprocess; its peak resident memory (MB),
-    wall time and the engine's own metric and write times."""
+def measure_job(params: dict, threads: int = 1, timeout_s: float = 3600.0) -> dict:
+    """Train ``params`` (a resolved cell) in a fresh subprocess on ``threads`` torch threads; its
+    peak resident memory (MB), wall time and the engine's own metric and write times."""
     proc = subprocess.run(
-        [sys.executable, "-m", "twoclocks.bench_memory", "--child"],
+        [sys.executable, "-m", "twoclocks.bench_memory", "--child", str(int(threads))],
         input=json.dumps(params),
         capture_output=True,
         text=True,
@@ -54,9 +53,12 @@ def measure_job(params: dict, timeout_s: float = 3600.0) -> dict:
 
 def _child() -> int:
     """The subprocess side of :func:`measure_job`: params on stdin, one JSON line out."""
+    import torch
+
     from twoclocks.data.io import build_dataset, data_params
     from twoclocks.train import engine
 
+    torch.set_num_threads(int(sys.argv[2]))  # as the train job does (train_threads)
     params = json.loads(sys.stdin.read())
     dataset = build_dataset(data_params(params))
     timings: dict = {}
@@ -70,12 +72,12 @@ def _child() -> int:
     return 0
 
 
-def memory_row(params: dict) -> dict:
+def memory_row(params: dict, threads: int = 1) -> dict:
     """Predicted and measured peak of one job, with its speed and metric share."""
-    from twoclocks.train.memory import MARGIN, job_memory
+    from twoclocks.train.memory import job_memory, mem_mb_of
 
     est = job_memory(params)
-    got = measure_job(params)
+    got = measure_job(params, threads)
     members, steps = len(params["seeds"]), int(params["steps"])
     return {
         "hidden_width": int(params.get("hidden_width", 0)),
@@ -84,7 +86,7 @@ def memory_row(params: dict) -> dict:
         "steps": steps,
         "predicted_mb": est.total_mb,
         "predicted_parts_mb": est.parts,
-        "declared_mem_mb": int(math.ceil(est.total_mb * MARGIN / 10.0) * 10),
+        "declared_mem_mb": mem_mb_of(est),
         "measured_mb": got["peak_rss_mb"],
         "predicted_over_measured": est.total_mb / got["peak_rss_mb"],
         "per_member_step_s": got["wall_s"] / (steps * members),
@@ -93,13 +95,16 @@ def memory_row(params: dict) -> dict:
     }
 
 
-def memory_table(make_params, widths=(128, 256, 512, 1024), layers=(1, 2, 3)) -> list[dict]:
-    """One :func:`memory_row` per (width, depth); ``make_params(**override)`` resolves a cell."""
+def memory_table(
+    make_params, widths=(128, 256, 512, 1024), layers=(1, 2, 3), threads: int = 1
+) -> list[dict]:
+    """One :func:`memory_row` per (width, depth); ``make_params(**override)`` resolves a cell.
+    Each row is also printed to stderr as it comes (the largest take minutes on a CPU)."""
     rows = []
     for depth in layers:
         for width in widths:
             params = make_params(hidden_width=int(width), hidden_layers=int(depth))
-            rows.append(memory_row(params))
+            rows.append(memory_row(params, threads))
             print(format_table(rows[-1:], header=not rows[:-1]), file=sys.stderr, flush=True)
     return rows
 
@@ -125,6 +130,6 @@ def format_table(rows: list[dict], header: bool = True) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--child"]:
+    if sys.argv[1:2] == ["--child"]:
         sys.exit(_child())
     sys.exit("usage: python -m twoclocks.bench --memory-table (this module's --child is internal)")
