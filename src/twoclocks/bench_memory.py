@@ -80,8 +80,8 @@ def memory_row(params: dict, threads: int = 1) -> dict:
     got = measure_job(params, threads)
     members, steps = len(params["seeds"]), int(params["steps"])
     return {
-        "hidden_width": int(params.get("hidden_width", 0)),
-        "hidden_layers": int(params.get("hidden_layers", 0)),
+        "hidden_width": int(params["hidden_width"]),
+        "hidden_layers": int(params["hidden_layers"]),
         "members": members,
         "steps": steps,
         "predicted_mb": est.total_mb,
