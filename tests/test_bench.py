@@ -98,10 +98,22 @@ def test_format_table_has_a_row_per_configuration():
         "declared_mem_mb": 880,
         "per_member_step_s": 1.478,
         "metrics_share": 0.087,
+        "log_rows": 9,
     }
     lines = format_table([row, row]).splitlines()
     assert len(lines) == 3 and "measured MB" in lines[0]
-    assert lines[1].split() == ["2", "512", "1", "586", "605", "0.97", "880", "1478.00", "0.087"]
+    assert lines[1].split() == [
+        "2",
+        "512",
+        "1",
+        "586",
+        "605",
+        "0.97",
+        "880",
+        "1478.00",
+        "0.087",
+        "9",
+    ]
 
 
 @pytest.mark.slow  # the bench subprocess

@@ -62,18 +62,30 @@ def _child() -> int:
     params = json.loads(sys.stdin.read())
     dataset = build_dataset(data_params(params))
     timings: dict = {}
+    stamps: list[float] = []
     with tempfile.TemporaryDirectory(prefix="twoclocks-mem-") as tmp:
         t0 = time.perf_counter()
-        engine.train_cell(params, dataset, Path(tmp) / "t" / "trajectory.zarr", timings=timings)
+        engine.train_cell(
+            params,
+            dataset,
+            Path(tmp) / "t" / "trajectory.zarr",
+            timings=timings,
+            on_step=lambda _t: stamps.append(time.perf_counter()),
+        )
         wall = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
-    out = {"peak_rss_mb": peak_kb / 1024.0, "wall_s": wall, **timings}
+    # steps 1 .. last: the first and last log rows (and set-up, final writes) fall outside
+    step_s = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else wall
+    out = {"peak_rss_mb": peak_kb / 1024.0, "wall_s": wall, "step_s": step_s, **timings}
     print(json.dumps(out))
     return 0
 
 
 def memory_row(params: dict, threads: int = 1) -> dict:
-    """Predicted and measured peak of one job, with its speed and metric share."""
+    """Predicted and measured peak of one job, with its time per member-step (the training
+    steps between the first and last log rows) and the share of its wall time spent on the
+    metrics of its ``log_rows`` rows (fixed costs weigh more in a short run)."""
+    from twoclocks.train.engine import log_steps
     from twoclocks.train.memory import job_memory, mem_mb_of
 
     est = job_memory(params)
@@ -89,8 +101,11 @@ def memory_row(params: dict, threads: int = 1) -> dict:
         "declared_mem_mb": mem_mb_of(est),
         "measured_mb": got["peak_rss_mb"],
         "predicted_over_measured": est.total_mb / got["peak_rss_mb"],
-        "per_member_step_s": got["wall_s"] / (steps * members),
+        "per_member_step_s": got["step_s"] / members,
         "metrics_share": got["metrics_s"] / got["wall_s"],
+        "log_rows": int(
+            len(log_steps(steps, params["log_dense_steps"], params["log_every_steps"]))
+        ),
         "wall_s": got["wall_s"],
     }
 
@@ -121,6 +136,7 @@ def format_table(rows: list[dict], header: bool = True) -> str:
         ("mem_mb", "declared_mem_mb", "{:d}"),
         ("ms/member-step", "per_member_step_s", "{:.2f}"),
         ("metric share", "metrics_share", "{:.3f}"),
+        ("log rows", "log_rows", "{:d}"),
     )
     lines = ["  ".join(f"{name:>14}" for name, _, _ in cols)] if header else []
     for r in rows:
