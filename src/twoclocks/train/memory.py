@@ -54,7 +54,7 @@ MARGIN = 1.5  # declared mem_mb over the estimate: the estimate's error (measure
 DTYPE_BYTES = {"float32": 4, "float64": 8}
 # per parameter, in units of the training dtype: weights, grads, the pre-update copy, two
 # transient foreach temporaries of the update, host copies of a checkpoint (params + state)
-PARAM_COPIES = {"adamw": 5 + 2 + 3, "sgd": 5 + 1 + 2, "gd": 5 + 0 + 1}
+PARAM_COPIES = {"adamw": 5 + 2 + 3, "sgd": 5 + 1 + 2}  # SGD: the momentum buffer
 PARAM_F64_COPIES = 2  # float64 weights and gradients (`LogContext.params64`, `grads64`)
 
 
@@ -142,7 +142,10 @@ def _dataset_attrs(data_json: str) -> tuple[dict, int | None]:
 
 
 def job_memory(params: dict) -> JobMemory:
-    """The estimate for one train job of a resolved (or stacked, `group.stacked_params`) cell."""
+    """The estimate for one train job of a resolved (or stacked, `group.stacked_params`) cell.
+
+    Measured on CPU jobs; on a GPU the parameters and activations live in device memory, so for
+    host memory it is an upper bound (device memory is not checked here)."""
     from twoclocks.data.io import data_params
     from twoclocks.train.models import model_spec
 
