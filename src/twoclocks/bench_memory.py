@@ -1,7 +1,7 @@
 """Peak resident memory of train jobs: predicted (`train.memory`) against measured.
 
 Each configuration trains in a fresh subprocess (``python -m twoclocks.bench_memory --child``),
-which reports its own peak resident set (``ru_maxrss``), so one job's allocations never hide
+which reports its own peak resident set (``VmHWM``), so one job's allocations never hide
 another's. :func:`memory_table` runs the grid of issue 29's setting (concatenated 128-d
 embeddings, (a + b) mod 97 on half of the ordered pairs, one seed) over hidden widths and
 depths: peak memory, time per member-step and the share of time spent on metrics.
@@ -73,12 +73,26 @@ def _child() -> int:
             on_step=lambda _t: stamps.append(time.perf_counter()),
         )
         wall = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    peak_kb = _peak_rss_kb()
     # steps 1 .. last: the first and last log rows (and set-up, final writes) fall outside
     step_s = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else wall
     out = {"peak_rss_mb": peak_kb / 1024.0, "wall_s": wall, "step_s": step_s, **timings}
     print(json.dumps(out))
     return 0
+
+
+def _peak_rss_kb() -> int:
+    """This process's peak resident set in kB: ``VmHWM`` of its own address space (Linux).
+    ``ru_maxrss`` would do elsewhere, but on Linux it keeps the parent's resident size across
+    fork and exec, so a child of a large process would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def memory_row(params: dict, threads: int = 1) -> dict:
