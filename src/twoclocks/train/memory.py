@@ -115,12 +115,24 @@ def activation_floats(spec, n_train: int, n_test: int) -> tuple[int, int]:
     return step, step + n_test * (max(w[0] for w in widths) + c)
 
 
-@functools.cache
-def _sample_counts(data_json: str, symmetric: bool) -> tuple[int, int]:
-    """Distinct train and test inputs of a dataset (what the engine trains and evaluates)."""
+@functools.lru_cache(maxsize=64)
+def _dataset(data_json: str):
+    """The dataset of a cell (small; built once per dataset id, as the data rule builds it)."""
     from twoclocks.data.io import build_dataset
 
-    ds = build_dataset(json.loads(data_json))
+    return build_dataset(json.loads(data_json))
+
+
+def _dataset_attrs(data_json: str) -> tuple[dict, int | None]:
+    ds = _dataset(data_json)
+    return dict(ds.attrs), int(ds.sizes["feature"]) if "feature" in ds.sizes else None
+
+
+@functools.cache
+def _sample_counts(data_json: str, symmetric: bool) -> tuple[int, int]:
+    """Distinct train and test inputs of a dataset (what the engine trains and evaluates,
+    `models.distinct_samples`)."""
+    ds = _dataset(data_json)
 
     def distinct(split: str) -> int:
         x, y = ds[f"x_{split}"].values, ds[f"y_{split}"].values
@@ -130,15 +142,6 @@ def _sample_counts(data_json: str, symmetric: bool) -> tuple[int, int]:
         return int(np.unique(key, axis=0).shape[0])
 
     return distinct("train"), distinct("test")
-
-
-@functools.cache
-def _dataset_attrs(data_json: str) -> tuple[dict, int | None]:
-    from twoclocks.data.io import build_dataset
-
-    ds = build_dataset(json.loads(data_json))
-    dense = "feature" in ds.sizes
-    return dict(ds.attrs), int(ds.sizes["feature"]) if dense else None
 
 
 def job_memory(params: dict) -> JobMemory:
@@ -170,7 +173,6 @@ def job_memory(params: dict) -> JobMemory:
 
 def group_memory(cells: list[dict]) -> JobMemory:
     """The estimate for the train job of one group's resolved cells (stacked, as it trains)."""
-
     key = json.dumps([dict(c) for c in cells], sort_keys=True, default=str)
     return _group_memory(key)
 
