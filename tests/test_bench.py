@@ -59,6 +59,64 @@ def test_headline_fields(record):
 
 
 @pytest.mark.slow  # the bench subprocess
+def test_predicted_and_measured_peak_memory_of_the_bench_job(record):
+    mem = record["memory"]
+    assert mem["members"] == 2 and mem["measured_mb"] > 100
+    assert 0.75 <= mem["predicted_over_measured"] <= 1.25, mem
+    assert mem["declared_mem_mb"] >= mem["measured_mb"]
+
+
+@pytest.mark.slow  # one training subprocess per row
+def test_memory_table_cli(tmp_path):
+    out = tmp_path / "table.json"
+    args = ["--memory-table", "--widths", "16", "--layers", "1", "2", "--steps", "3"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "twoclocks.bench", *args, "--threads", "1", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["hidden_width"], r["hidden_layers"]) for r in rows] == [(16, 1), (16, 2)]
+    for r in rows:
+        assert 0.75 <= r["predicted_over_measured"] <= 1.25, r
+        assert 0.0 <= r["metrics_share"] <= 1.0 and r["per_member_step_s"] > 0
+    assert "pred/meas" in proc.stderr  # the printed table
+
+
+def test_format_table_has_a_row_per_configuration():
+    from twoclocks.bench_memory import format_table
+
+    row = {
+        "hidden_layers": 2,
+        "hidden_width": 512,
+        "members": 1,
+        "predicted_mb": 586.4,
+        "measured_mb": 605.3,
+        "predicted_over_measured": 0.969,
+        "declared_mem_mb": 880,
+        "per_member_step_s": 1.478,
+        "metrics_share": 0.087,
+        "log_rows": 9,
+    }
+    lines = format_table([row, row]).splitlines()
+    assert len(lines) == 3 and "measured MB" in lines[0]
+    assert lines[1].split() == [
+        "2",
+        "512",
+        "1",
+        "586",
+        "605",
+        "0.97",
+        "880",
+        "1478.00",
+        "0.087",
+        "9",
+    ]
+
+
+@pytest.mark.slow  # the bench subprocess
 def test_flop_count_matches_the_model(record):
     s = record["setup"]
     n, d, h, c = s["n_train"], s["embed_dim"], s["hidden_width"], s["modulus"]

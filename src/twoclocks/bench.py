@@ -50,16 +50,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 
+from twoclocks.bench_memory import TABLE_SETTING, format_table, memory_row, memory_table
+from twoclocks.bench_reference import check_metric_set as _check_metric_set  # noqa: F401
+from twoclocks.bench_reference import reference_train
 from twoclocks.config import load_config
 from twoclocks.data.io import build_dataset, data_params
 from twoclocks.provenance import json_safe
 from twoclocks.train import engine
-from twoclocks.train import metric_catalog as cat
-from twoclocks.train import metrics as tm
-from twoclocks.train.models import ReluEmbedNet, init_params, model_spec
+from twoclocks.train.models import model_spec
 
 __all__ = [
     "TARGETS",
@@ -143,6 +143,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--dry-run-cells", type=int, default=1000, help="0 skips the dry run")
     ap.add_argument("--output", type=Path, default=None)
+    ap.add_argument(
+        "--no-memory",
+        dest="memory",
+        action="store_false",
+        help="skip the predicted vs measured peak memory of the bench's job (a subprocess run)",
+    )
+    ap.add_argument(
+        "--memory-table",
+        action="store_true",
+        help="instead of the speed record: peak memory and time per member-step of issue 29's "
+        "setting (concat 128-d embeddings, mod 97, half the ordered pairs, one seed) over widths "
+        "x depths",
+    )
+    ap.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024])
+    ap.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3])
     return ap.parse_args(argv)
 
 
@@ -291,185 +306,6 @@ def executed_flops_per_step(spec, n_distinct: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# The reference loop (how peers train: one nn.Module at a time, torch.optim.AdamW)
-
-
-def _ref_forward(net: ReluEmbedNet, x: torch.Tensor):
-    """The module's forward, keeping the combined embedding, pre-activations and last hidden."""
-    ea, eb = net.embed(x[:, 0]), net.embed(x[:, 1])
-    z = ea + eb if net.spec.combine == "sum" else torch.cat([ea, eb], dim=1)
-    h, pres = z, []
-    for layer in net.hidden:
-        pres.append(layer(h))
-        h = torch.relu(pres[-1])
-    return net.head(h), z, torch.cat(pres, dim=1), h
-
-
-def _ref_metrics(
-    net, logits, z, pre, h, y, test_logits, y_test, prev_gates, keep, wd, skip=()
-) -> tuple:
-    """The engine's metric set for one model, with plain per-model code; values as floats
-    (``update_ratio`` is a placeholder here: :func:`_ref_update_ratio` fills it after the step);
-    metrics in ``skip`` (not logged on this row, ``Metric.every_rows``) are NaN."""
-    row = {}
-    for split, lg, yy in (("train", logits, y), ("test", test_logits, y_test)):
-        lg = lg.detach().double()
-        row[f"{split}_loss"] = F.cross_entropy(lg, yy).item()
-        row[f"{split}_acc"] = (lg.argmax(1) == yy).double().mean().item()
-        if split == "train":
-            true = lg.gather(1, yy[:, None]).squeeze(1)
-            other = lg.scatter(1, yy[:, None], -math.inf).amax(1)
-            margin = true - other
-            row["train_margin_min"], row["train_margin_mean"] = (
-                margin.min().item(),
-                margin.mean().item(),
-            )
-    blocks = net.block_params()
-    row["sqnorm"] = [w.detach().double().pow(2).sum().item() for w in blocks.values()]
-    row["sqnorm_total"] = sum(row["sqnorm"])
-    row["grad_norm"] = [w.grad.double().norm().item() for w in blocks.values()]
-    row["grad_norm_energy"] = [
-        (w.grad.double() + wd * w.detach().double()).norm().item() for w in blocks.values()
-    ]
-    row["update_ratio"] = [math.nan] * len(blocks)
-    w1, u, e = blocks["W1"].detach(), blocks["U"].detach(), blocks["E"].detach()
-    mats = {"E": e, "W1": w1, "U": u, "UW": tm.end_to_end([w1[None], u[None]])[0]}
-    sv = {k: torch.linalg.svdvals(v.double()) for k, v in mats.items()}
-    row["srank"] = [(s.pow(2).sum() / s[0] ** 2).item() for s in sv.values()]
-    row["singular_values"] = sv["UW"].tolist()
-    n = y.numel()
-    delta = torch.softmax(logits.detach().double(), 1) - F.one_hot(y, logits.shape[1]).double()
-    row["delta_norm"] = delta.norm().item() / math.sqrt(n)
-    row["h_norm"] = h.detach().double().norm().item() / math.sqrt(n)
-    row["z_norm"] = z.detach().double().norm().item() / math.sqrt(n)
-    row["U_spec"], row["W_spec"], row["E_spec"] = (sv[k][0].item() for k in ("U", "W1", "E"))
-    gates = pre.detach() > 0
-    flip = math.nan if prev_gates is None else (gates != prev_gates).double().mean().item()
-    row["gate_flip_fraction"] = flip
-    row["preact_min_abs"] = pre.detach().abs().min().item()
-    energy = tm.fourier_energy(e[None, : int(net.spec.vocab_size)])[0]
-    kept = energy[1:].topk(keep).values.sum()
-    row["fourier_gap"] = ((energy.sum() - kept).clamp_min(0) / (energy.sum() + 1e-12)).item()
-    hd = h.detach().double()
-    c = logits.shape[1]
-    counts = torch.bincount(y, minlength=c).double()
-    mu = torch.zeros(c, hd.shape[1], dtype=hd.dtype, device=hd.device).index_add_(0, y, hd)
-    mu = mu / counts.clamp_min(1)[:, None]
-    present = counts > 0
-    k = present.sum().double()
-    within = (hd - mu[y]).pow(2).sum() / n
-    mbar = mu[present].mean(0)
-    between = 2 * k * (mu[present] - mbar).pow(2).sum() / (k * (k - 1))
-    row["separation_gap"] = (within / (between + 1e-12)).item()
-    for name, mat in (
-        ("srank_gated", u.double() @ (gates.double().mean(0)[:, None] * w1.double())),
-        ("srank_hidden", hd),
-        ("srank_logits", logits.detach().double()),
-    ):
-        if name in skip:
-            row[name] = math.nan
-            continue
-        s = torch.linalg.svdvals(mat)
-        row[name] = (s.pow(2).sum() / s[0] ** 2).item()
-    return row, gates
-
-
-def _ref_update_ratio(net, before: dict) -> list[float]:
-    """``||theta_b(t+1) - theta_b(t)|| / ||theta_b(t)||`` per block, after ``opt.step()``."""
-    return [
-        ((w.detach().double() - before[k]).norm() / before[k].norm()).item()
-        for k, w in net.block_params().items()
-    ]
-
-
-def _check_metric_set(row: dict, spec) -> None:
-    """The reference must log exactly the engine's declared metrics (``metric_catalog``)."""
-    want, got = set(cat.names_for(spec)), set(row)
-    if want != got:
-        raise RuntimeError(
-            f"bench reference metrics differ from the engine's: missing {sorted(want - got)}, "
-            f"extra {sorted(got - want)}; add them to bench._ref_metrics"
-        )
-
-
-def reference_train(params: dict, dataset, device: torch.device, dtype: torch.dtype) -> dict:
-    """Train each member as its own ``ReluEmbedNet`` with ``torch.optim.AdamW``, one after another,
-    logging the same metrics at the same steps and saving them (and snapshots) to npz."""
-    spec = model_spec(params, dict(dataset.attrs))
-    steps = int(params["steps"])
-    log_at = set(
-        engine.log_steps(
-            steps, int(params["log_dense_steps"]), int(params["log_every_steps"])
-        ).tolist()
-    )
-    snap_at = set(engine.snapshot_steps(steps, int(params["snapshot_count"])).tolist())
-    keep = min(int(params["fourier_keep"]), int(spec.vocab_size) // 2)
-    x = torch.as_tensor(dataset["x_train"].values, device=device)
-    y = torch.as_tensor(dataset["y_train"].values, device=device)
-    xt = torch.as_tensor(dataset["x_test"].values, device=device)
-    yt = torch.as_tensor(dataset["y_test"].values, device=device)
-    stacked = init_params(spec, params["seeds"], dtype=dtype, device=device)
-    wd = float(params["weight_decay"])
-    thinned = [m for m in cat.metrics_for(spec) if m.every_rows > 1]
-    metrics_s = 0.0
-    outdir = Path(tempfile.mkdtemp(prefix="twoclocks-ref-"))
-    _sync(device)
-    t0 = time.perf_counter()
-    for i, seed in enumerate(params["seeds"]):
-        net = ReluEmbedNet.from_member(spec, stacked, i)
-        opt = torch.optim.AdamW(
-            net.parameters(),
-            lr=params["lr"],
-            betas=tuple(params["betas"]),
-            eps=params["adam_eps"],
-            weight_decay=params["weight_decay"],
-        )
-        history: dict[str, list] = {}
-        prev_gates = None
-        for t in range(steps + 1):
-            opt.zero_grad(set_to_none=True)
-            logits, z, pre, h = _ref_forward(net, x)
-            loss = F.cross_entropy(logits, y)
-            loss.backward()
-            if t in log_at:
-                tm0 = time.perf_counter()
-                with torch.no_grad():
-                    test_logits = net(xt)
-                skip = {m.name for m in thinned if not m.logged_at(len(history.get("step", [])))}
-                row, prev_gates = _ref_metrics(
-                    net, logits, z, pre, h, y, test_logits, yt, prev_gates, keep, wd, skip
-                )
-                if not history:
-                    _check_metric_set(row, spec)
-                row["step"] = t
-                for k, v in row.items():
-                    history.setdefault(k, []).append(v)
-                if t in snap_at:
-                    np.savez(
-                        outdir / f"snap_{seed}_{t}.npz",
-                        **{k: v.detach().cpu().numpy() for k, v in net.block_params().items()},
-                    )
-                metrics_s += time.perf_counter() - tm0
-            if t == steps:
-                break
-            before = None
-            if t in log_at:
-                before = {k: w.detach().double().clone() for k, w in net.block_params().items()}
-            opt.step()
-            if before is not None:
-                tm0 = time.perf_counter()
-                history["update_ratio"][-1] = _ref_update_ratio(net, before)
-                metrics_s += time.perf_counter() - tm0
-        tm0 = time.perf_counter()
-        np.savez(outdir / f"metrics_{seed}.npz", **{k: np.asarray(v) for k, v in history.items()})
-        metrics_s += time.perf_counter() - tm0
-    _sync(device)
-    wall = time.perf_counter() - t0
-    shutil.rmtree(outdir, ignore_errors=True)
-    return {"wall_s": wall, "metrics_write_s": metrics_s}
-
-
-# ---------------------------------------------------------------------------------------------
 # Workflow dry run
 
 
@@ -576,88 +412,103 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         torch.set_num_threads(int(args.threads))
     device = engine.resolve_device(args.device)
     dtype = engine.DTYPES[args.dtype]
-    params = bench_cell(args)
-    params["device"] = device.type
+    params = bench_cell(args) | {"device": device.type}
     dataset = build_dataset(data_params(params))
     spec = model_spec(params, dict(dataset.attrs))
-    n_train = int(dataset.sizes["train"])
+    record = _record_head(args, argv, params, dataset, spec, device)
+    runs = _timed_runs(args, params, dataset, device, dtype)
+    # Peak and bare step interleaved, best of 3 rounds: other load on the machine only slows.
+    rounds = [
+        (gemm_peak_flops(device, dtype), _step_loop_seconds(params, dataset, device, k))
+        for k in [max(1, args.mfu_steps)] * 3
+    ]
+    peak = max(runs["peak"], *(r[0] for r in rounds))
+    step_s = min(r[1] for r in rounds)
+    _speed_fields(record, runs, spec, args.members, int(params["steps"]), peak, step_s)
+    _late_fields(record, runs["late"], args)
+    record["dry_run_cells"] = args.dry_run_cells
+    record["dry_run_s"] = dry_run_seconds(args.dry_run_cells) if args.dry_run_cells > 0 else None
+    record["dry_run_1000_cells_s"] = record["dry_run_s"] if args.dry_run_cells == 1000 else None
+    record["memory"] = memory_row(params, torch.get_num_threads()) if args.memory else None
+    record["machine"]["load_avg_end"] = list(os.getloadavg())
+    record["targets"] = _verdicts(record)
+    return record
+
+
+def _record_head(args, argv, params, dataset, spec, device) -> dict:
+    """The record's command, date, machine and set-up."""
     n_distinct = len(_train_samples(spec, dataset, device).y)
-    m, steps = args.members, int(params["steps"])
-    record: dict = {
+    steps = int(params["steps"])
+    log_at = engine.log_steps(steps, params["log_dense_steps"], params["log_every_steps"])
+    setup = {"model": "relu_embed"}
+    setup.update({k: getattr(args, k) for k in ("modulus", "embed_dim", "hidden_width")})
+    setup.update(
+        train_fraction=args.train_fraction,
+        n_train=int(dataset.sizes["train"]),
+        n_train_distinct=n_distinct,
+        split=args.split,
+        n_test=int(dataset.sizes["test"]),
+        members=args.members,
+        steps=steps,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        dtype=args.dtype,
+        log_dense_steps=int(params["log_dense_steps"]),
+        log_every_steps=int(params["log_every_steps"]),
+        log_points=int(len(log_at)),
+        snapshot_count=int(params["snapshot_count"]),
+    )
+    return {
         "command": shlex.join([sys.executable, "-m", "twoclocks.bench", *(argv or sys.argv[1:])]),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
         "machine": _machine(device),
-        "setup": {
-            "model": "relu_embed",
-            "modulus": args.modulus,
-            "embed_dim": args.embed_dim,
-            "hidden_width": args.hidden_width,
-            "train_fraction": args.train_fraction,
-            "n_train": n_train,
-            "n_train_distinct": n_distinct,
-            "split": args.split,
-            "n_test": int(dataset.sizes["test"]),
-            "members": m,
-            "steps": steps,
-            "lr": args.lr,
-            "weight_decay": args.weight_decay,
-            "dtype": args.dtype,
-            "log_dense_steps": int(params["log_dense_steps"]),
-            "log_every_steps": int(params["log_every_steps"]),
-            "log_points": int(
-                len(engine.log_steps(steps, params["log_dense_steps"], params["log_every_steps"]))
-            ),
-            "snapshot_count": int(params["snapshot_count"]),
-        },
+        "setup": setup,
     }
-    peak = gemm_peak_flops(device, dtype)
-    flops = model_flops_per_step(spec, n_train)
-    flops_exec = executed_flops_per_step(spec, n_distinct)
+
+
+def _timed_runs(args, params, dataset, device, dtype) -> dict:
+    """Engine (N members and 1), reference and late-speed runs: the fastest of interleaved
+    repeats (load from other processes only slows a run), with every wall kept."""
+    out: dict = {"peak": gemm_peak_flops(device, dtype)}
     with tempfile.TemporaryDirectory(prefix="twoclocks-bench-") as tmp:
         work = Path(tmp)
         # Warm-up: first-call costs (imports, allocator, optimiser setup) of both sides.
-        _timed_engine(
-            bench_cell(args, steps=2, snapshot_count=2) | {"device": device.type},
-            dataset,
-            work,
-            device,
-        )
+        warm = bench_cell(args, steps=2, snapshot_count=2) | {"device": device.type}
+        _timed_engine(warm, dataset, work, device)
         reference_train(
             bench_cell(args, steps=2, members=1, snapshot_count=2), dataset, device, dtype
         )
-        # Interleaved repeats, fastest kept: load from other processes only slows a run.
         one = bench_cell(args, members=1) | {"device": device.type}
         runs_n, refs, runs_1 = [], [], []
         for _ in range(max(1, args.repeats)):
             runs_n.append(_timed_engine(params, dataset, work, device))
             refs.append(reference_train(params, dataset, device, dtype))
             runs_1.append(_timed_engine(one, dataset, work, device))
-        run_n, ref, run_1 = (min(r, key=lambda d: d["wall_s"]) for r in (runs_n, refs, runs_1))
-        late = None
+        out["walls"] = {"engine": runs_n, "reference": refs, "engine_1_member": runs_1}
+        for key, runs in (("run_n", runs_n), ("ref", refs), ("run_1", runs_1)):
+            out[key] = min(runs, key=lambda d: d["wall_s"])
+        out["late"] = None
         if args.late_steps > 0:
             late_params = bench_cell(
                 args, steps=args.late_steps, lr=args.late_lr, log_dense_steps=0, snapshot_count=2
             ) | {"device": device.type}
-            late = _timed_engine(late_params, dataset, work, device)
-    # Peak and bare step interleaved, best of 3 rounds: other load on the machine only slows.
-    rounds = [
-        (gemm_peak_flops(device, dtype), _step_loop_seconds(params, dataset, device, k))
-        for k in [max(1, args.mfu_steps)] * 3
-    ]
-    peak = max(peak, *(r[0] for r in rounds))
-    step_s = min(r[1] for r in rounds)
+            out["late"] = _timed_engine(late_params, dataset, work, device)
+    return out
 
+
+def _speed_fields(record, runs, spec, m, steps, peak, step_s) -> None:
+    """Per-member step times, speed-up, FLOP utilisation, metric share and stacking ratio."""
+    run_n, ref, run_1 = runs["run_n"], runs["ref"], runs["run_1"]
+    n_train, n_distinct = record["setup"]["n_train"], record["setup"]["n_train_distinct"]
+    flops = model_flops_per_step(spec, n_train)
+    flops_exec = executed_flops_per_step(spec, n_distinct)
     eng_pm = run_n["wall_s"] / (steps * m)
     ref_pm = ref["wall_s"] / (steps * m)
     one_pm = run_1["wall_s"] / steps
     spent = run_n["spent_s"]
-    record["repeats"] = max(1, args.repeats)
-    record["walls_s"] = {
-        "engine": [r["wall_s"] for r in runs_n],
-        "reference": [r["wall_s"] for r in refs],
-        "engine_1_member": [r["wall_s"] for r in runs_1],
-    }
+    record["repeats"] = len(runs["walls"]["engine"])
+    record["walls_s"] = {k: [r["wall_s"] for r in v] for k, v in runs["walls"].items()}
     record["engine"] = {
         "wall_s": run_n["wall_s"],
         "per_member_step_s": eng_pm,
@@ -683,30 +534,46 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     record["metrics_write_share"] = min(1.0, sum(spent.values()) / run_n["wall_s"])
     record["stacking"] = {"per_member_step_s_1": one_pm, f"per_member_step_s_{m}": eng_pm}
     record["stacking_per_member_ratio"] = eng_pm / one_pm
-    if late is not None:
-        early_rate, late_rate = _window_rate(late["stamps"], args.late_steps)
-        record["late"] = {
-            "steps": args.late_steps,
-            "lr": args.late_lr,
-            "log_every_steps": int(args.log_every_steps),
-            "early_steps_per_s": early_rate,
-            "late_steps_per_s": late_rate,
-            "flush_denormal": True,
-        }
-        record["late_vs_early_speed"] = late_rate / early_rate
-    else:
+
+
+def _late_fields(record, late, args) -> None:
+    """Steps/s late in a longer, higher-lr run over early (subnormal floats slow CPUs)."""
+    if late is None:
         record["late"], record["late_vs_early_speed"] = None, None
-    record["dry_run_cells"] = args.dry_run_cells
-    record["dry_run_s"] = dry_run_seconds(args.dry_run_cells) if args.dry_run_cells > 0 else None
-    record["dry_run_1000_cells_s"] = record["dry_run_s"] if args.dry_run_cells == 1000 else None
-    record["machine"]["load_avg_end"] = list(os.getloadavg())
-    record["targets"] = _verdicts(record)
-    return record
+        return
+    early_rate, late_rate = _window_rate(late["stamps"], args.late_steps)
+    record["late"] = {
+        "steps": args.late_steps,
+        "lr": args.late_lr,
+        "log_every_steps": int(args.log_every_steps),
+        "early_steps_per_s": early_rate,
+        "late_steps_per_s": late_rate,
+        "flush_denormal": True,
+    }
+    record["late_vs_early_speed"] = late_rate / early_rate
+
+
+def run_memory_table(args: argparse.Namespace) -> dict:
+    """``--memory-table``: peak resident memory (predicted and measured) and time per
+    member-step of issue 29's setting over hidden widths and depths (`bench_memory`)."""
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    device = engine.resolve_device(args.device).type
+
+    def make(**shape) -> dict:
+        return bench_cell(args, members=1, **TABLE_SETTING, **shape) | {"device": device}
+
+    rows = memory_table(make, args.widths, args.layers, threads=torch.get_num_threads())
+    return {"setting": TABLE_SETTING, "members": 1, "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    record = run_bench(args, argv)
+    if args.memory_table:
+        record = run_memory_table(args)
+        print(format_table(record["rows"]), file=sys.stderr)
+    else:
+        record = run_bench(args, argv)
     text = json.dumps(json_safe(record), indent=2, allow_nan=False)
     print(text)
     if args.output is not None:

@@ -14,6 +14,7 @@ from twoclocks.config import (
     load_config,
 )
 from twoclocks.eta import study_eta, write_plan
+from twoclocks.train.memory import check_study
 from twoclocks.verify import quick_check
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
@@ -28,6 +29,7 @@ try:
     config.clear()
     config.update(_config)
     STUDY = load_config(dict(config), schema_path=SCHEMA, where=CONFIG_SOURCE)
+    check_study(STUDY, CONFIG_SOURCE, local=workflow.local_exec)
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 

@@ -4,6 +4,9 @@
 # a retried or preempted job resumes instead of starting over. `unstack` publishes each cell's
 # store at runs/<cell>/trajectory.zarr with a validated manifest.
 
+# mem_mb: the group's estimated peak memory (twoclocks.train.memory) x margin x attempt.
+from twoclocks.train.memory import declared_mem_mb
+
 
 rule train:
     input:
@@ -18,7 +21,9 @@ rule train:
         "../envs/twoclocks.yaml"
     threads: STUDY.config["train_threads"]
     resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,
+        mem_mb=lambda wildcards, attempt: declared_mem_mb(
+            group_cells(wildcards), attempt
+        ),
         runtime=lambda wildcards, attempt: 60 * attempt,
         gpu=train_gpus,
     params:

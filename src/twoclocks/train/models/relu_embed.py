@@ -98,6 +98,18 @@ class ReluEmbedSpec(ModelSpec):
         bs = [f"b{k}" for k in range(1, self.hidden_layers + 1)] if self.bias else []
         return ["E", *self._hidden(), *bs, "U"]
 
+    def block_shapes(self) -> dict[str, tuple[int, ...]]:
+        """One member's block shapes (what :meth:`init_member` draws), allocating nothing."""
+        h, layers = self.hidden_width, self.hidden_layers
+        out: dict[str, tuple[int, ...]] = {"E": (int(self.vocab_size), self.embed_dim)}
+        out.update(
+            {f"W{k}": (h, self.linear_input_dim if k == 1 else h) for k in range(1, layers + 1)}
+        )
+        if self.bias:
+            out.update({f"b{k}": (h,) for k in range(1, layers + 1)})
+        out["U"] = (self.num_classes, h)
+        return out
+
     def init_member(self, gen: torch.Generator, scale: float) -> dict[str, Tensor]:
         """Draws in a fixed order (E, then W_k and b_k per layer, then U) from ``gen``, every
         block times ``scale``; E also times ``embed_init_scale`` (the other blocks' draws do not
@@ -226,67 +238,6 @@ class ReluEmbedSpec(ModelSpec):
     def extra_metrics(cls):
         from twoclocks.train.metric_catalog import Metric
 
-        def h_norm(c):
-            hsq = c.fwd.h.square().sum(-1, dtype=torch.float64)  # float32 squares, float64 sums
-            return tm.wmean(hsq, c.train.weight).sqrt()
-
-        def z_norm(c):
-            sq = c.spec.embedding_sqnorm(c.params["E"], c.train.x)
-            return tm.wmean(sq, c.train.weight).sqrt()
-
-        def gate_flip(c):
-            if c.prev_gates is None:  # step 0: nothing to compare with
-                return c.nan()
-            return tm.gate_flip_fraction(c.prev_gates, c.gates, c.train.weight)
-
-        def spec_norm(block):
-            return lambda c: c.spectra[block][:, 0]
-
-        def hidden_gram(c):
-            """Weighted float32 Gram matrix ``h^T diag(w) h`` (M, H, H) of the last hidden layer's
-            activations on the training set, shared by the hidden and logit stable ranks."""
-            h = c.fwd.h.float()
-            if c.train.weight is not None:
-                h = h * c.train.weight.to(h).sqrt()[None, :, None]
-            return tm.gram(h.mT)
-
-        def hidden_srank(c):
-            """Stable rank of the hidden-activation matrix (rows weighted by multiplicity) from
-            its float32 Gram matrix (largest singular value to ~1e-6 relative, enough for a
-            stable rank); per member, so a member's value does not depend on its stack."""
-            return tm.stable_rank_of_gram(c.shared("hidden_gram", hidden_gram))
-
-        def logits_srank(c):
-            """Stable rank of the logit matrix ``L = h U^T`` (the head has no bias): its Gram
-            ``L^T W L = U (h^T W h) U^T`` comes from the hidden Gram, p x p, with no second pass
-            over the samples."""
-            u = c.params["U"].detach().float()
-            g = tm.gram_through(u, c.shared("hidden_gram", hidden_gram))
-            return tm.stable_rank_of_gram(g)
-
-        def gated_srank(c):
-            """Stable rank of ``J = mean_a U D_L(a) W_L ... D_1(a) W_1`` (multiplicity-weighted):
-            the Jacobian d logits / d z of the map acting on the combined embedding, averaged
-            over the training set (docs/science.md 8). One hidden layer: U diag(mean gate) W1."""
-            w = c.train.weight
-            gates = [(a > 0).to(a.dtype) for a in c.fwd.pre]  # each (M, n, H_k), exact 0/1
-            hidden = [n for n in c.spec.weight_blocks() if n.startswith("W")]
-            if len(gates) == 1:
-                # weighted gate counts: 0/1 times integer multiplicities, exact in float32
-                wt = torch.ones_like(gates[0][0, :, 0]) if w is None else w.to(gates[0])
-                mean_gate = (wt @ gates[0]).double() / wt.sum().double()  # (M, H)
-                j = c.params["U"].double() @ (mean_gate[:, :, None] * c.params["W1"].double())
-            else:  # per-sample products, then the weighted mean
-                g64 = [g.double() for g in gates]
-                j = g64[0][..., None] * c.params[hidden[0]].double()[:, None]  # (M, n, H, d)
-                for g, name in zip(g64[1:], hidden[1:], strict=True):
-                    j = g[..., None] * (c.params[name].double()[:, None] @ j)
-                j = c.params["U"].double()[:, None] @ j  # (M, n, p, d)
-                j = tm.wmean(j.permute(0, 2, 3, 1), w)
-            # only its stable rank is stored: float32 eigenvalues, as for every non-end-to-end map
-            j = j.float()
-            return tm.stable_rank_of_gram(tm.gram(j if j.shape[1] <= j.shape[2] else j.mT))
-
         return [
             Metric(
                 "delta_norm",
@@ -294,34 +245,34 @@ class ReluEmbedSpec(ModelSpec):
                 compute=lambda c: c.train_logits["delta_rms"],
                 needs_delta=True,
             ),
-            Metric("h_norm", "||h||_F / sqrt(n_train), last hidden layer (Prop. 4.2)", h_norm),
-            Metric("z_norm", "||z||_F / sqrt(n_train), combined embedding (Prop. 4.2)", z_norm),
-            Metric("U_spec", "spectral norm of the head U (Prop. 4.2)", spec_norm("U")),
+            Metric("h_norm", "||h||_F / sqrt(n_train), last hidden layer (Prop. 4.2)", _h_norm),
+            Metric("z_norm", "||z||_F / sqrt(n_train), combined embedding (Prop. 4.2)", _z_norm),
+            Metric("U_spec", "spectral norm of the head U (Prop. 4.2)", _spec_norm("U")),
             Metric(
-                "W_spec", "spectral norm of the first hidden layer W1 (Prop. 4.2)", spec_norm("W1")
+                "W_spec", "spectral norm of the first hidden layer W1 (Prop. 4.2)", _spec_norm("W1")
             ),
-            Metric("E_spec", "spectral norm of the embedding E (Prop. 4.2)", spec_norm("E")),
+            Metric("E_spec", "spectral norm of the embedding E (Prop. 4.2)", _spec_norm("E")),
             Metric(
                 "gate_flip_fraction",
                 "fraction of train ReLU gates flipped since last log",
-                gate_flip,
+                _gate_flip,
             ),
             Metric(
                 "srank_gated",
                 "stable rank of the training-set mean gated map mean_a U D(a) W (d logits / d z)",
-                gated_srank,
+                _gated_srank,
                 every_rows=FIG3_EVERY_ROWS,
             ),
             Metric(
                 "srank_hidden",
                 "stable rank of the hidden-activation matrix (train samples x last-layer units)",
-                hidden_srank,
+                _hidden_srank,
                 every_rows=FIG3_EVERY_ROWS,
             ),
             Metric(
                 "srank_logits",
                 "stable rank of the train logit matrix (train samples x classes)",
-                logits_srank,
+                _logits_srank,
                 every_rows=FIG3_EVERY_ROWS,
             ),
             Metric(
@@ -333,6 +284,67 @@ class ReluEmbedSpec(ModelSpec):
 
     def reference(self) -> ReluEmbedNet:
         return ReluEmbedNet(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metric computations (each reads one log step's `metric_catalog.LogContext`)
+
+
+def _h_norm(c):
+    hsq = c.fwd.h.square().sum(-1, dtype=torch.float64)  # float32 squares, float64 sums
+    return tm.wmean(hsq, c.train.weight).sqrt()
+
+
+def _z_norm(c):
+    sq = c.spec.embedding_sqnorm(c.params["E"], c.train.x)
+    return tm.wmean(sq, c.train.weight).sqrt()
+
+
+def _gate_flip(c):
+    if c.prev_gates is None:  # step 0: nothing to compare with
+        return c.nan()
+    return tm.gate_flip_fraction(c.prev_gates, c.gates, c.train.weight)
+
+
+def _spec_norm(block):
+    return lambda c: c.spectra[block][:, 0]
+
+
+def _hidden_gram(c):
+    """Weighted float32 Gram matrix ``h^T diag(w) h`` (M, H, H) of the last hidden layer's
+    activations on the training set, shared by the hidden and logit stable ranks."""
+    h = c.fwd.h.float()
+    if c.train.weight is not None:
+        h = h * c.train.weight.to(h).sqrt()[None, :, None]
+    return tm.gram(h.mT)
+
+
+def _hidden_srank(c):
+    """Stable rank of the hidden-activation matrix (rows weighted by multiplicity) from its
+    float32 Gram matrix (largest singular value to ~1e-6 relative, enough for a stable rank);
+    per member, so a member's value does not depend on its stack."""
+    return tm.stable_rank_of_gram(c.shared("hidden_gram", _hidden_gram))
+
+
+def _logits_srank(c):
+    """Stable rank of the logit matrix ``L = h U^T`` (the head has no bias): its Gram
+    ``L^T W L = U (h^T W h) U^T`` comes from the hidden Gram, p x p, with no second pass over
+    the samples."""
+    u = c.params["U"].detach().float()
+    g = tm.gram_through(u, c.shared("hidden_gram", _hidden_gram))
+    return tm.stable_rank_of_gram(g)
+
+
+def _gated_srank(c):
+    """Stable rank of ``J = mean_a U D_L(a) W_L ... D_1(a) W_1`` (multiplicity-weighted): the
+    Jacobian d logits / d z of the map acting on the combined embedding, averaged over the
+    training set (docs/science.md 8), by `metrics.mean_gated_map` (no per-sample maps)."""
+    gates = [(a > 0).to(a.dtype) for a in c.fwd.pre]  # each (M, n, H_k), exact 0/1
+    hidden = [c.params[n].detach() for n in c.spec.weight_blocks() if n.startswith("W")]
+    j = tm.mean_gated_map(c.params["U"].detach(), hidden, gates, c.train.weight)
+    # only its stable rank is stored: float32 eigenvalues, as for every non-end-to-end map
+    j = j.float()
+    return tm.stable_rank_of_gram(tm.gram(j if j.shape[1] <= j.shape[2] else j.mT))
 
 
 class ReluEmbedNet(nn.Module):
