@@ -255,10 +255,6 @@ def claim_rules(settings: Mapping[str, Any] | None = None) -> dict[str, str]:
         "decay > 0), the median of each cell's median T_rep(rep_spurious, eta="
         f"{s['dln_eta']:g}) / T_cls(eps_star) >= {s['dln_min_ratio']:g} (a cell where no run "
         "fired counts as 0)",
-        "dln_rate_scaling": "PASS if in every lazy sweep with an ok scaling fit the interval of "
-        "the exponent of T_rep(rep_spurious) against weight decay (lr fixed) holds -1",
-        "dln_controls": "PASS if no weight-decay-0 or small-init cell has a median "
-        f"T_rep(rep_spurious, eta={s['dln_eta']:g}) / T_cls(eps_star) >= {s['dln_min_ratio']:g}",
         "small_sv_shrink_faster": "PASS if the median over lazy runs of Spearman rho(rank from "
         "the largest singular value of A, relative shrink rate over the last "
         f"{s['late_fraction']:.0%} of steps) >= {s['dln_sv_min_rho']:g}",
@@ -272,6 +268,7 @@ def claim_rules(settings: Mapping[str, Any] | None = None) -> dict[str, str]:
         f"{s['reduction_tol']:g}; only pairs whose gates drift by at most "
         f"{s['gate_drift_max']:g} on [T_cls, T_gen] are scored; PASS if more than half of them "
         "track, else FAIL",
+        **cl.claim_rules(settings),  # the registered specs' rules win (issue 23: dln_* claims)
     }
 
 
