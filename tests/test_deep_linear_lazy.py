@@ -5,6 +5,7 @@ lazy-rich knob on the scale-free spurious fraction and the depth / balance claim
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -357,3 +358,19 @@ def test_depth_rate_scores_the_p_2_over_l_reading_only_on_balanced_cells():
     got = _judge(unbalanced, "dln_depth_rate")
     assert got["verdict"] == "INCONCLUSIVE" and "not scored" in got["evidence"]
     assert np.isclose(got["details"]["per_cell"]["d3"]["gap_rep"], 0.3)
+
+
+def test_shipped_grids_put_deep_linear_cells_in_the_theorys_regime():
+    """The default study has a lazy plain-GD cell and a small-init control on an n < d teacher;
+    config/deep_linear.yaml's knob spans init 0.01-1 under GD with >= 5 e-folds of 2 wd lr."""
+    repo = Path(__file__).resolve().parents[1]
+    default = [c.params for c in load_config(repo / "config" / "config.yaml").cells
+               if c.params["model"] == "deep_linear"]  # fmt: skip
+    knob = [c.params for c in load_config(repo / "config" / "deep_linear.yaml").cells
+            if c.params["grid"] == "knob_gd"]  # fmt: skip
+    for p in default + knob:
+        assert p["optimizer"] == "sgd" and p["momentum"] == 0.0 and p["weight_decay"] > 0
+        assert p["task"] == "teacher" and p["train_size"] < p["input_dim"]
+    assert sorted(p["init_scale"] for p in default) == [0.1, 1.0]
+    assert sorted(p["init_scale"] for p in knob) == [0.01, 0.03, 0.1, 0.3, 1.0]
+    assert all(p["steps"] * 2 * p["weight_decay"] * p["lr"] >= 5 for p in knob)
