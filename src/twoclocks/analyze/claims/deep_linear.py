@@ -49,6 +49,12 @@ GD = Scope(
 )
 
 
+def counted_text(counts: dict[str, int]) -> str:
+    """ "; excluded and counted: n what, ..." for the nonzero counts ("" when all are 0)."""
+    parts = [f"{n} {what}" for what, n in counts.items() if n]
+    return f"; excluded and counted: {', '.join(parts)}" if parts else ""
+
+
 def cell_params(cells: pd.DataFrame, cell_id: str) -> dict:
     """The cell table's row of `cell_id` as a dict (empty if absent)."""
     row = cells[cells["cell_id"].astype(str) == str(cell_id)]
@@ -194,21 +200,22 @@ def judge_deep_linear(ctx: Context, s: dict) -> dict:
     if not lazy:
         return ctx.record(
             INCONCLUSIVE,
-            "no deep linear cells in the lazy regime with the spurious-energy clock (train_size < "
-            f"input_dim, weight decay > 0, S(T_cls) > {s['dln_eta_abs']:g} or, where S is not "
-            "logged, orthogonal init) in this study",
+            "no deep linear cells in the lazy regime (rep_spurious clock, weight decay > 0, "
+            f"S(T_cls) > {s['dln_eta_abs']:g}) in this study",
         )
     runs = spurious_ratios(ctx.clocks, lazy, float(s["dln_eta"]))
     n_cls = int(runs["cls_censored"].sum())
     n_rep = int((~runs["cls_censored"] & runs["ratio"].isna()).sum())
-    counted = (
-        f"excluded and counted: {n_cls} runs without T_cls(eps_star), {n_rep} runs whose T_rep "
-        "never fired or is unresolved"
+    counted = counted_text(
+        {
+            "runs without T_cls(eps_star)": n_cls,
+            "runs whose T_rep never fired or is unresolved": n_rep,
+        }
     )
     n_ok = int(runs["ratio"].notna().sum())
     if n_ok < s["min_runs"]:
         return ctx.record(
-            INCONCLUSIVE, f"{n_ok} lazy runs where {DLN_CLOCK} fired ({counted})",
+            INCONCLUSIVE, f"{n_ok} lazy runs where {DLN_CLOCK} fired{counted}",
             cls_censored_runs=n_cls, rep_censored_runs=n_rep,
         )  # fmt: skip
     per_cell = runs.dropna(subset=["ratio"]).groupby("cell_id")["ratio"].median()
@@ -217,7 +224,7 @@ def judge_deep_linear(ctx: Context, s: dict) -> dict:
     ev = (
         f"{DLN_CLOCK} at eta={runs['level'].iloc[0]:g}: median over {len(per_cell)} lazy cells of "
         f"the per-cell median T_rep/T_cls(eps_star) = {med:.3g} (range {per_cell.min():.3g}-"
-        f"{per_cell.max():.3g}; {counted}); per cell: "
+        f"{per_cell.max():.3g}){counted}; per cell: "
         + ", ".join(f"{k}: {v:.3g}" for k, v in per_cell.items())
     )
     return ctx.record(
@@ -296,9 +303,8 @@ def judge_dln_rep_law(ctx: Context, s: dict) -> dict:
 SPECS = (
     ClaimSpec(
         id="deep_linear",
-        statement="In deep linear networks in the lazy regime (n < d, weight decay > 0, a "
-        "spurious fraction S(T_cls) above the absolute level) the representation clock on the "
-        "spurious energy fires well after the classifier clock.",
+        statement="Lazy deep linear networks (n < d, weight decay > 0, S(T_cls) above the "
+        "absolute level): the spurious-energy clock fires well after the classifier clock.",
         section="Sec. 4 (Prop. 4.3, eq. 4.2); docs/science.md 6",
         scope=DEEP,
         inputs=("cells", "clocks", "trajectories"),
@@ -315,8 +321,8 @@ SPECS = (
     ),
     ClaimSpec(
         id="small_sv_shrink_faster",
-        statement="Prop. 4.3: late in training the singular values of the end-to-end map shrink "
-        "at relative rates ordered smallest-fastest.",
+        statement="Prop. 4.3: late in training, smaller singular values of the end-to-end map "
+        "shrink at faster relative rates.",
         section="Prop. 4.3 (small singular values shrink harder under the Schatten penalty)",
         scope=GD,
         inputs=("cells", "clocks", "trajectories"),
@@ -331,9 +337,8 @@ SPECS = (
     ),
     ClaimSpec(
         id="dln_rep_law",
-        statement="Lazy deep linear networks: T_rep on the spurious energy is logarithmic in "
-        "1/eta (an exponential tail, theta = 1/2; docs/science.md 6), as chosen by the law "
-        "selection.",
+        statement="Lazy deep linear networks under GD: T_rep on the spurious energy is "
+        "logarithmic in 1/eta (an exponential tail, theta = 1/2), as the law selection chooses.",
         section="Thm 4.8/4.9 at theta = 1/2 (the boundary case); docs/science.md 6",
         scope=GD,
         inputs=("cells", "clocks", "fits", "trajectories"),

@@ -129,9 +129,7 @@ def judge_dln_depth_rate(ctx: Context, s: dict) -> dict:
 SPECS = (
     ClaimSpec(
         id="dln_depth_rate",
-        statement="p = 2/L (eq. 2.7, Prop. 4.3): where the factors are balanced, layerwise weight "
-        "decay is the Schatten-2/L penalty on A and a mode no loss gradient holds decays at "
-        "2 L wd lr under GD; the measured depth dependence of the tail rate is recorded.",
+        statement="p = 2/L (eq. 2.7): balanced factors shed a mode no gradient holds at 2 L wd lr.",
         section="eq. 2.7 and Prop. 4.3 (p = 2/L); docs/science.md 6",
         scope=GD,
         inputs=("cells", "clocks", "trajectories"),

@@ -19,6 +19,7 @@ from twoclocks.analyze.claims.common import fmt
 from twoclocks.analyze.claims.deep_linear import (
     GD,
     cell_params,
+    counted_text,
     gd_rate_band,
     member_tails,
     spurious_fraction,
@@ -90,15 +91,16 @@ def judge_dln_lazy_rich(ctx: Context, s: dict) -> dict:
     late = (t["status"] == "censored") & (t["horizon"] > (1 + m) * t["dt_hi"])
     t.loc[late, ["status", "dt"]] = ["fired", np.inf]
     fired = t[t["status"] == "fired"].copy()
-    counted = (
-        f"excluded and counted: {int((t['status'] == 'no T_cls').sum())} members without "
-        f"T_cls(eps_star), {int((t['status'] == 'censored').sum())} still above eta at a last "
-        f"log inside the predicted window, {int(late.sum())} still above eta past it (misses); "
-        f"cells without S: {skipped or 'none'}"
-    )
+    counted = counted_text(
+        {"members without T_cls(eps_star)": int((t["status"] == "no T_cls").sum()),
+         "still above eta at a last log inside the predicted window":
+             int((t["status"] == "censored").sum()),
+         "still above eta past it (misses)": int(late.sum()),
+         f"cells without S ({', '.join(skipped)})": len(skipped)}
+    )  # fmt: skip
     if len(fired) < s["min_runs"]:
         return ctx.record(INCONCLUSIVE, f"{len(fired)} plain-GD members with S measured after "
-                          f"T_cls ({counted})")  # fmt: skip
+                          f"T_cls{counted}")  # fmt: skip
     fired["ok"] = _consistent(fired, m)
     fired["lazy"] = fired["s_cls"] > eta
     per = fired.groupby("cell_id").agg(
@@ -127,7 +129,7 @@ def judge_dln_lazy_rich(ctx: Context, s: dict) -> dict:
         f"spurious fraction S against eta = {eta:g}: {int(per['ok'].sum())}/{len(per)} plain-GD "
         f"cells within [(1 - {m:g}) ln(S(T_cls)/eta)/(2 L wd lr), (1 + {m:g}) ln(S(T_cls)/eta)/"
         f"(2 wd lr)] (one log interval of slack; {sides['lazy']} lazy, {sides['rich']} rich): "
-        f"{text}; {counted}"
+        f"{text}{counted}"
     )
     details = {cid: {k: (bool(v) if k in ("ok", "lazy", "mixed") else float(v))
                      for k, v in r.items()} for cid, r in per.iterrows()}  # fmt: skip
@@ -137,10 +139,8 @@ def judge_dln_lazy_rich(ctx: Context, s: dict) -> dict:
 SPECS = (
     ClaimSpec(
         id="dln_lazy_rich",
-        statement="The lazy-rich knob: under plain GD the slow clock on the scale-free spurious "
-        "fraction S = ||A P_perp||^2 / ||A||^2 lasts T_rep - T_cls = ln(S(T_cls) / eta) / rate "
-        "with the rate between 2 wd lr and 2 L wd lr, and there is no plateau once "
-        "S(T_cls) < eta (the rich regime keeps its small amplitude; it is not normalised away).",
+        statement="Lazy-rich knob (GD): S = ||A P_perp||^2 / ||A||^2 falls below eta after "
+        "ln(S(T_cls) / eta) / rate.",
         section="Prop. 4.3 with App. F.4; docs/science.md 6, 9 (lazy vs rich regime)",
         scope=GD,
         inputs=("cells", "clocks", "trajectories"),

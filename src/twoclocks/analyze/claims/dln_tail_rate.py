@@ -20,6 +20,7 @@ from twoclocks.analyze.claims.deep_linear import (
     DLN_CLOCK,
     GD,
     cell_params,
+    counted_text,
     gd_rate_band,
     member_tails,
 )
@@ -92,15 +93,14 @@ def judge_dln_tail_rate(ctx: Context, s: dict) -> dict:
     )  # fmt: skip
     n_cens = int(table["cls_censored"].sum()) if len(table) else 0
     judged = table[(table["n_rate"] >= 2) & (table["rate_lo"] > 0)] if len(table) else table
-    tail = (
-        f"; excluded and counted: {n_cens} GD members without T_cls(eps_star), "
-        f"{len(table) - len(judged)} GD cells with < 2 late rates or no lr; out of scope "
-        f"(reported, not judged): {reported or 'none'}"
-    )
+    tail = counted_text(
+        {"GD members without T_cls(eps_star)": n_cens,
+         "GD cells with < 2 late rates or no lr": len(table) - len(judged)}
+    ) + (f"; out of scope (reported, not judged): {reported}" if reported else "")  # fmt: skip
     if judged.empty or int(judged["n_rate"].sum()) < s["min_runs"]:
         return ctx.record(
             INCONCLUSIVE,
-            f"no plain-GD deep linear cell with >= 2 members with a late {DLN_CLOCK} rate" + tail,
+            f"no plain-GD deep linear cell with >= 2 late {DLN_CLOCK} rates" + tail,
             cls_censored_members=n_cens,
         )
     ok = (judged["rate"] >= (1 - m) * judged["rate_lo"]) & (
@@ -125,9 +125,8 @@ def judge_dln_tail_rate(ctx: Context, s: dict) -> dict:
 SPECS = (
     ClaimSpec(
         id="dln_tail_rate",
-        statement="Under plain GD with layerwise weight decay the spurious energy decays "
-        "exponentially (theta = 1/2) with a per-step rate of its slowest mode between 2 wd lr "
-        "(the first layer's null-space block alone) and 2 L wd lr (balanced factors, p = 2/L).",
+        statement="Plain GD: the spurious energy's slowest mode decays at 2 wd lr to "
+        "2 L wd lr per step.",
         section="Prop. 4.3 with App. F.4 (tau = sum of lr); docs/science.md 6, 9",
         scope=GD,
         inputs=("cells", "clocks", "trajectories"),
