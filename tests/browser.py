@@ -64,8 +64,9 @@ def png_pixels_vary(png: bytes) -> bool:
 
 # The report's height budget: at 1280 px wide with every <details> collapsed (as it opens), the
 # page stays at or under this many CSS pixels (measured: 4,243 px for config/test.yaml, 4 cells
-# and 12 figures; the previous layout was 13,323 px).
-MAX_PAGE_HEIGHT_PX = 6000
+# and 12 figures; the previous layout was 13,323 px). +100 px: one more claim row (dln_depth_rate,
+# issue 23; the synthetic study's page measured 6,017 px with it).
+MAX_PAGE_HEIGHT_PX = 6100
 PAGE_WIDTH_PX = 1280
 
 

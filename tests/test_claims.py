@@ -23,18 +23,20 @@ IDS = [
     "gates_stable",
     "fourier",
     "deep_linear",
-    "dln_rate_scaling",
-    "dln_controls",
+    "dln_tail_rate",
+    "dln_lazy_rich",
     "small_sv_shrink_faster",
+    "dln_depth_rate",
     "dln_rep_law",
 ]
 # the deep-linear lazy-regime claims need the spurious-energy clock (issue 13), which the
 # synthetic study does not have: tests/test_deep_linear_claims.py covers them
 DLN_IDS = {
     "deep_linear",
-    "dln_rate_scaling",
-    "dln_controls",
+    "dln_tail_rate",
+    "dln_lazy_rich",
     "small_sv_shrink_faster",
+    "dln_depth_rate",
     "dln_rep_law",
 }
 

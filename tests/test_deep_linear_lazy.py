@@ -1,14 +1,20 @@
 """Deep linear networks in the lazy regime (issue 13): the n < d teacher task, orthogonal init with
-per-layer scales, the spurious energy ||A P_perp||_F^2 and its representation clock."""
+per-layer scales, the spurious energy ||A P_perp||_F^2 and its representation clock; the
+lazy-rich knob on the scale-free spurious fraction and the depth / balance claim (issue 23)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import xarray as xr
 
+from twoclocks.analyze import claims as C
+from twoclocks.analyze.claims import dln_lazy_rich as K
 from twoclocks.analyze.clocks import extract_clocks, structural_gaps
 from twoclocks.config import ConfigError, load_config
 from twoclocks.data.io import build_dataset, data_params
@@ -228,3 +234,143 @@ def test_rep_spurious_fires_after_the_classifier_clock(tmp_path):
     assert (t_cls < 500).all()
     assert (t_rep > 5 * t_cls).all(), (t_rep, t_cls)
     assert json.loads(ds.attrs["cell"])["init_scheme"] == "orthogonal"
+
+
+# --- the lazy-rich knob (dln_lazy_rich) and depth / balance (dln_depth_rate), issue 23 ---------
+LR, WD = 0.5, 0.001
+RATE = -2 * np.log1p(-LR * WD)  # 2 wd lr per step
+T_CLS = 100.0
+
+
+def _knob_store(cid: str, s_cls: float, rate: float, depth: int = 3, gap: float = 0.3,
+                bump: bool = False, steps_end: int = 8000) -> xr.Dataset:  # fmt: skip
+    """Two GD seeds whose spurious fraction is S(t) = s_cls exp(-rate (t - T_cls)) after T_cls
+    (||A||^2 = 4 from two singular values), with a relative balancedness gap `gap`; `bump`
+    puts S back above 1e-3 once, after T_cls (a plateau)."""
+    steps = np.arange(0, steps_end + 1, 50).astype(float)
+    frac = s_cls * np.exp(-rate * np.maximum(steps - T_CLS, 0.0))
+    if bump:
+        frac[(steps > 1000) & (steps < 1200)] = 5e-3
+    frac = np.repeat(frac[None], 2, axis=0)
+    sv = np.broadcast_to(np.array([np.sqrt(3.0), 1.0]), (2, len(steps), 2))
+    schatten = np.full((2, len(steps)), 1.0)
+    cell = {"cell_id": cid, "model": "deep_linear", "depth": depth, "weight_decay": WD,
+            "lr": LR, "optimizer": "sgd", "momentum": 0.0, "init_scheme": "orthogonal"}  # fmt: skip
+    total = depth * schatten / (1 - gap)  # sum ||W||^2 such that the relative gap is `gap`
+    return xr.Dataset(
+        {
+            "spurious_energy": (("seed", "step"), 4.0 * frac),
+            "singular_values": (("seed", "step", "sv"), sv.copy()),
+            "schatten_energy": (("seed", "step"), schatten),
+            "balancedness_gap": (("seed", "step"), total - depth * schatten),
+        },
+        coords={"seed": [0, 1], "step": steps},
+        attrs={"cell": json.dumps(cell), "model": "deep_linear"},
+    )
+
+
+def _knob_clocks(study: dict, t_cls: float = T_CLS):
+    """rep_spurious rows carrying T_cls and each member's tail fit, per cell of `study`."""
+    rows = []
+    for cid, ds in study.items():
+        cell = json.loads(ds.attrs["cell"])
+        for seed in (0, 1):
+            rows.append({"study": "s", "grid": "g", "cell_id": cid, "cell_hash": "0" * 12,
+                         "seed": seed, "clock": "rep_spurious", "level": 0.1,
+                         "step": 1000.0, "censored": False, "pre_fit": False,
+                         "unresolved": False, "below_floor": False, "diverged": False,
+                         "t_cls_ref": t_cls, "g_ref": 1.0, "tail_law": "exp",
+                         "tail_timescale": 1 / RATE,
+                         **{k: cell[k] for k in ("depth", "weight_decay", "lr", "optimizer",
+                                                 "momentum", "init_scheme")}})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _judge(study: dict, claim: str, settings=None, **kw) -> dict:
+    got = C.evaluate_claims(study, _knob_clocks(study, **kw), None, settings or {})
+    return next(c for c in got if c["id"] == claim)
+
+
+def test_knob_member_measures_the_time_s_stays_below_the_level():
+    steps = np.arange(0.0, 1001.0, 10.0)
+    s = 0.1 * np.exp(-0.01 * steps)
+    s[50] = 0.2  # a late excursion above the level resets T_rep
+    got = K.knob_member(steps, s, 20.0, 1e-3)
+    assert got["status"] == "fired" and got["dt"] == 510.0 - 20.0 and got["tol"] == 10.0
+    assert np.isclose(got["s_cls"], 0.1 * np.exp(-0.2))
+    assert K.knob_member(steps, np.full_like(steps, 0.5), 20.0, 1e-3)["status"] == "censored"
+
+
+def test_lazy_rich_passes_when_both_regimes_follow_the_prediction():
+    study = {"lazy": _knob_store("lazy", 0.1, RATE), "rich": _knob_store("rich", 1e-4, RATE)}
+    got = _judge(study, "dln_lazy_rich")
+    assert got["verdict"] == "PASS", got["evidence"]
+    lazy = got["details"]["per_cell"]["lazy"]
+    assert np.isclose(lazy["dt_hi"], np.log(0.1 / 1e-3) / RATE)
+    assert np.isclose(lazy["dt_lo"], lazy["dt_hi"] / 3)
+    assert abs(lazy["dt"] - lazy["dt_hi"]) <= 50  # one logging interval
+    assert got["details"]["per_cell"]["rich"]["dt"] <= 50  # no plateau
+
+
+def test_lazy_rich_fails_on_a_plateau_below_the_level_or_a_too_slow_decay():
+    rich_bump = {"lazy": _knob_store("lazy", 0.1, RATE),
+                 "rich": _knob_store("rich", 1e-4, RATE, bump=True)}  # fmt: skip
+    assert _judge(rich_bump, "dln_lazy_rich")["verdict"] == "FAIL"
+    slow = {"lazy": _knob_store("lazy", 0.1, RATE / 2), "rich": _knob_store("rich", 1e-4, RATE)}
+    got = _judge(slow, "dln_lazy_rich")
+    assert got["verdict"] == "FAIL" and "MISSED" in got["evidence"]
+    # a decay L = 3 times faster is the balanced bound: inside the band
+    fast = {"lazy": _knob_store("lazy", 0.1, 3 * RATE), "rich": _knob_store("rich", 1e-4, RATE)}
+    assert _judge(fast, "dln_lazy_rich")["verdict"] == "PASS"
+
+
+def test_lazy_rich_needs_both_sides_and_counts_censored_members():
+    only_lazy = {"lazy": _knob_store("lazy", 0.1, RATE)}
+    got = _judge(only_lazy, "dln_lazy_rich")
+    assert got["verdict"] == "INCONCLUSIVE" and "only lazy cells" in got["evidence"]
+    # a run that ends inside the predicted window: excluded and counted, not a miss
+    short = {"lazy": _knob_store("lazy", 0.1, RATE, steps_end=2000),
+             "rich": _knob_store("rich", 1e-4, RATE)}  # fmt: skip
+    got = _judge(short, "dln_lazy_rich")
+    assert (
+        got["verdict"] == "INCONCLUSIVE"
+        and "2 still above eta at a last log inside" in (got["evidence"])
+    )
+    # still above the level long after the predicted window: a miss
+    stuck = {"lazy": _knob_store("lazy", 0.1, RATE / 10), "rich": _knob_store("rich", 1e-4, RATE)}
+    got = _judge(stuck, "dln_lazy_rich")
+    assert got["verdict"] == "FAIL" and got["details"]["late_members"] == 2
+    # no T_cls: nothing judged, counted
+    got = _judge(only_lazy, "dln_lazy_rich", t_cls=np.nan)
+    assert got["verdict"] == "INCONCLUSIVE" and "2 members without T_cls" in got["evidence"]
+
+
+def test_depth_rate_scores_the_p_2_over_l_reading_only_on_balanced_cells():
+    balanced = {f"d{L}": _knob_store(f"d{L}", 0.1, L * RATE, depth=L, gap=0.0) for L in (2, 3)}
+    got = _judge(balanced, "dln_depth_rate")  # rate L x 2 wd lr
+    assert got["verdict"] == "PASS", got["evidence"]
+    assert np.isclose(next(iter(got["details"]["depth_slopes"].values())), 1.0)
+    first_layer = {f"d{L}": _knob_store(f"d{L}", 0.1, RATE, depth=L, gap=0.0) for L in (2, 3)}
+    got = _judge(first_layer, "dln_depth_rate")  # rate 2 wd lr at every depth
+    assert got["verdict"] == "FAIL"
+    assert np.isclose(next(iter(got["details"]["depth_slopes"].values())), 0.0, atol=1e-6)
+    unbalanced = {f"d{L}": _knob_store(f"d{L}", 0.1, RATE, depth=L, gap=0.3) for L in (2, 3)}
+    got = _judge(unbalanced, "dln_depth_rate")
+    assert got["verdict"] == "INCONCLUSIVE" and "not scored" in got["evidence"]
+    assert np.isclose(got["details"]["per_cell"]["d3"]["gap_rep"], 0.3)
+
+
+def test_shipped_grids_put_deep_linear_cells_in_the_theorys_regime():
+    """The default study has a lazy plain-GD cell and a small-init control on an n < d teacher;
+    config/deep_linear.yaml's knob spans init 0.01-1 under GD with >= 5 e-folds of 2 wd lr."""
+    repo = Path(__file__).resolve().parents[1]
+    default = [c.params for c in load_config(repo / "config" / "config.yaml").cells
+               if c.params["model"] == "deep_linear"]  # fmt: skip
+    knob = [c.params for c in load_config(repo / "config" / "deep_linear.yaml").cells
+            if c.params["grid"] == "knob_gd"]  # fmt: skip
+    for p in default + knob:
+        assert p["optimizer"] == "sgd" and p["momentum"] == 0.0 and p["weight_decay"] > 0
+        assert p["task"] == "teacher" and p["train_size"] < p["input_dim"]
+    assert sorted(p["init_scale"] for p in default) == [0.1, 1.0]
+    assert sorted(p["init_scale"] for p in knob) == [0.01, 0.03, 0.1, 0.3, 1.0]
+    assert all(p["steps"] * 2 * p["weight_decay"] * p["lr"] >= 5 for p in knob)
