@@ -135,8 +135,13 @@ SPECS = (
         section="Thm 5.6 (T_gen ~ T_rep(eta) with eta ~ eps^q)",
         scope=RELU,
         inputs=("cells", "clocks", "fits", "trajectories"),
-        thresholds=("rep_clock", "gen_acc_level", "gap_at_gen_max_ratio", "gap_min_cells",
-                    "min_runs"),  # fmt: skip
+        thresholds=(
+            "rep_clock",
+            "gen_acc_level",
+            "gap_at_gen_max_ratio",
+            "gap_min_cells",
+            "min_runs",
+        ),  # fmt: skip
         rule=lambda s: (
             f"g = ({s['rep_clock']} at T_gen (test accuracy >= {s['gen_acc_level']}) - g_inf) "
             "/ (its post-fit peak - g_inf) per run; PASS if the seed-bootstrap 95% interval of "

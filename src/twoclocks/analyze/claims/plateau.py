@@ -70,8 +70,10 @@ def judge_plateau(ctx: Context, s: dict) -> dict:
                 f"interval; {n_missing} runs without both clocks"
             )
     if not found:
-        why = (f"no group of cells with >= {s['wd_min_cells']} positive weight decays whose "
-               f"runs (>= {s['min_runs']} each) reach both T_cls({s['cls_eps']:g}) and T_gen")
+        why = (
+            f"no group of cells with >= {s['wd_min_cells']} positive weight decays whose "
+            f"runs (>= {s['min_runs']} each) reach both T_cls({s['cls_eps']:g}) and T_gen"
+        )
         return ctx.record(INCONCLUSIVE, why)  # fmt: skip
     ev = "T_gen - T_cls = C wd^k (log-log OLS over the cells' medians): " + "; ".join(parts)
     return ctx.record(MEASURED, ev, fits=found)
