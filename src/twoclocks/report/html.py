@@ -215,64 +215,10 @@ def fits_table(fits: Mapping[str, Any] | None) -> pd.DataFrame:
 
 
 def claim_rules(settings: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """Claim id -> the rule that turns its measurement into PASS/FAIL (analyze/claims.py), with
-    the thresholds of the config's `claims:` section filled in. Every claim is INCONCLUSIVE
-    when it has fewer than `min_runs` usable runs (or no `ok` law fit)."""
-    s = cl.resolve_claim_settings(settings)
-    lo, hi = s["rep_exponent_range"]
-    gen = (
-        f"T_gen = first step with test accuracy >= {s['gen_acc_level']} and, separately, with "
-        f"test CE <= {s['gen_loss_level']:g}; PASS (FAIL) when every clock that can be judged "
-        "passes (fails), INCONCLUSIVE when the two disagree"
-    )
-    return {
-        "separation": f"PASS if the median over cells of T_gen / T_cls(eps={s['cls_eps']:g}) "
-        f"> {s['separation_min_ratio']:g} ({gen})",
-        "wd_earlier": f"Spearman rho(weight decay, T_gen) <= {s['wd_rho_max']:g}: PASS, > 0: "
-        f"FAIL; needs >= {s['wd_min_cells']} weight decays with a grokked cell ({gen})",
-        "srank_drop": f"PASS if the stable rank of the pre-registered matrix "
-        f"{s['srank_claim_matrix']!r} falls by a median >= {s['srank_min_drop']:.0%} between "
-        "T_cls and T_gen (the paper's Fig. 3 read as ~36 -> ~10-12; it names no matrix and "
-        "disclaims rank collapse: a figure reproduction, not a test of the theory); the "
-        "evidence lists every candidate's drop on [T_cls, T_gen] and from its post-fit peak to "
-        "the end",
-        "cls_log_law": "PASS if AIC prefers the log law T = a + b log(1/eps) in more than half "
-        "of the cells with an ok law fit",
-        "rep_power_law": f"PASS if, for {s['rep_clock']}, the power law with k's whole interval "
-        f"in ({lo:g}, {hi:g}) is chosen in more than half of the cells with an ok law fit",
-        "grad_hierarchy": "PASS if ||grad_U|| / ||grad_E|| over steps [1, T_cls(eps="
-        f"{s['grad_window_eps']:g})] has median > 1 and is > 1 in >= 2/3 of runs; FAIL if the "
-        "median < 1 (Prop. 4.2 as stated, raw gradients; the evidence adds the relative "
-        "displacement ||dU||/||U|| over ||dE||/||E|| that AdamW makes in the same window)",
-        "gates_stable": "A precondition of the paper's ReLU corollary, not a claim of it. "
-        "PASS if in more than half of the runs the training-set gate pattern drifts by at most "
-        f"{s['gate_drift_max']:g} (fraction of (sample, unit) gates changed since the weight "
-        "snapshot at T_cls, and the same weighted by each unit's share of the logits) on the "
-        "snapshots in [T_cls, T_gen]",
-        "fourier": f"PASS if in more than half of the runs the final Fourier gap "
-        f"<= {s['fourier_gap_max']:g} and at most half its initial value",
-        "deep_linear": "PASS if, over lazy deep linear cells (orthogonal init, n < d, weight "
-        "decay > 0), the median of each cell's median T_rep(rep_spurious, eta="
-        f"{s['dln_eta']:g}) / T_cls(eps_star) >= {s['dln_min_ratio']:g} (a cell where no run "
-        "fired counts as 0)",
-        "dln_rate_scaling": "PASS if in every lazy sweep with an ok scaling fit the interval of "
-        "the exponent of T_rep(rep_spurious) against weight decay (lr fixed) holds -1",
-        "dln_controls": "PASS if no weight-decay-0 or small-init cell has a median "
-        f"T_rep(rep_spurious, eta={s['dln_eta']:g}) / T_cls(eps_star) >= {s['dln_min_ratio']:g}",
-        "small_sv_shrink_faster": "PASS if the median over lazy runs of Spearman rho(rank from "
-        "the largest singular value of A, relative shrink rate over the last "
-        f"{s['late_fraction']:.0%} of steps) >= {s['dln_sv_min_rho']:g}",
-        "dln_rep_law": "PASS if the law selection chooses the log law for rep_spurious in more "
-        "than half of the lazy cells with an ok fit (exponential tail; docs/science.md 6)",
-        "relu_reduction": "Only with analysis.reduction on. From the exact training state at "
-        "t0 in {T_cls(eps_star), mid-plateau} the network is trained on with its training-set "
-        "gates frozen (the linear model in the active coordinates, Prop. 4.1). A (run, t0) "
-        f"pair tracks when over (t0, T_gen] the relative divergence ||theta_frozen - "
-        f"theta_real|| / ||theta_real - theta(t0)|| and the relative test-CE gap stay <= "
-        f"{s['reduction_tol']:g}; only pairs whose gates drift by at most "
-        f"{s['gate_drift_max']:g} on [T_cls, T_gen] are scored; PASS if more than half of them "
-        "track, else FAIL",
-    }
+    """Claim id -> the rule that turns its measurement into a verdict, with the thresholds of
+    the config's `claims:` section filled in: the registry's own rule texts (each ClaimSpec's
+    `rule`), so that a new claim module states its rule here without an edit."""
+    return cl.claim_rules(settings)
 
 
 EVIDENCE_CHARS = 160  # evidence longer than this opens with its start, the rest one click away
@@ -479,8 +425,8 @@ def write_report(
     config = config or {}
     study = config.get("study", (provenance or {}).get("study", "study"))
     claim_settings = config.get("claims")
-    counts = {v: sum(c.get("verdict") == v for c in claims) for v in ("PASS", "FAIL")}
-    counts["INCONCLUSIVE"] = len(claims) - counts["PASS"] - counts["FAIL"]
+    order = [v for kind in cl.OUTCOMES.values() for v in kind]  # PASS, FAIL, ..., MEASURED
+    counts = {v: sum(c.get("verdict") == v for c in claims) for v in dict.fromkeys(order)}
     runs = grokked_runs(clocks, claim_settings)
     fit_rows = fits_table(fits) if isinstance((fits or {}).get("cells"), Mapping) else None
     fit_rows = fit_rows if fit_rows is not None else pd.DataFrame(columns=["cell_id", "status"])
@@ -548,7 +494,7 @@ def write_report(
         [{"key": k, "value": v} for k, v in _flatten(provenance or {}).items()],
         columns=["key", "value"],
     )
-    verdicts = ", ".join(f"{counts[v]} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE"))
+    verdicts = ", ".join(f"{n} {v}" for v, n in counts.items() if n or v in ("PASS", "FAIL"))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
