@@ -68,7 +68,7 @@ def test_margin_run_recovers_the_rate_the_window_and_the_contraction():
     assert r["t_end"] == pytest.approx(200 + 100 * np.log(2e6), abs=50)  # L = 1e-6 there
     assert r["nu"] == pytest.approx(0.01) and r["drift"] == pytest.approx(0.0, abs=1e-9)
     # L_{t+1}/L_t = exp(-nu): Prop. 3.6's mu = 1 - exp(-0.01)
-    assert r["mu_median"] == pytest.approx(1 - np.exp(-0.01))
+    assert r["mu_median"] == pytest.approx(1 - np.exp(-0.01)) and r["mu_positive_fraction"] == 1
     assert margin_run(STEPS, m, L, 1e-6, 200) is None  # too few logs for the window
 
 
@@ -91,6 +91,12 @@ def test_a_slope_that_does_not_match_the_cls_law_fails():
     cells = {"relu/a": _linear_margin_cell("relu/a", 0.01)}
     got = _margin(cells, _fits({"relu/a": _law(3 / 0.01)}))
     assert got["verdict"] == "FAIL" and "mismatch" in got["evidence"]
+    assert (
+        "bound: the CE falls at least as fast as the minimum margin grows) in 0/1"
+        in got["evidence"]
+    )
+    fast = _margin(cells, _fits({"relu/a": _law(0.4 / 0.01)}))  # the CE falls 2.5x faster
+    assert fast["verdict"] == "FAIL" and "grows) in 1/1 cells" in fast["evidence"]
 
 
 def test_a_logarithmic_margin_is_curved_and_fails():

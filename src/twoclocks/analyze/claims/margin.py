@@ -68,6 +68,7 @@ def margin_run(steps, margin, loss, eps_end: float, min_logs: int) -> dict | Non
         "mu_min": float(np.nanmin(mu)),
         "mu_median": float(np.nanmedian(mu)),
         "mu_max": float(np.nanmax(mu)),
+        "mu_positive_fraction": float(np.mean(mu[np.isfinite(mu)] > 0)),
     }
 
 
@@ -138,6 +139,8 @@ def judge_margin(ctx: Context, s: dict) -> dict:
     verdict = PASS if n_pass > n / 2 else FAIL if n_fail > n / 2 else INCONCLUSIVE
     mus = [r[k] for c in per_cell.values() for r in c["runs"] for k in ("mu_min", "mu_max")]
     mu_med = [r["mu_median"] for c in per_cell.values() for r in c["runs"]]
+    mu_pos = [r["mu_positive_fraction"] for c in per_cell.values() for r in c["runs"]]
+    bound = sum(c["ratio"][2] <= 1.0 for c in per_cell.values())
     cells_ev = "; ".join(
         f"{cid}: {verdicts[cid]} (drift {fmt(c['drift'][0])} [{fmt(c['drift'][1])}, "
         f"{fmt(c['drift'][2])}] -> {c['linear']}; nu {fmt(c['nu'][0])}/step, nu*b "
@@ -145,9 +148,11 @@ def judge_margin(ctx: Context, s: dict) -> dict:
         for cid, c in per_cell.items()
     )
     ev = (
-        f"{n_pass}/{n} cells linear with a matching slope, {n_fail} FAIL; Prop. 3.6 "
-        f"contraction per step mu = 1 - L(t+1)/L(t) over the windows: median "
-        f"{fmt(float(np.median(mu_med)))}, range {fmt(min(mus))} to {fmt(max(mus))}; "
+        f"{n_pass}/{n} cells linear with a matching slope, {n_fail} FAIL; nu * b <= 1 (Thm "
+        f"3.5's bound: the CE falls at least as fast as the minimum margin grows) in {bound}/{n} "
+        f"cells (whole interval); Prop. 3.6 contraction per step mu = 1 - L(t+1)/L(t) over the "
+        f"windows: median {fmt(float(np.median(mu_med)))}, range {fmt(min(mus))} to "
+        f"{fmt(max(mus))}, > 0 on a median {fmt(float(np.median(mu_pos)))} of the log intervals; "
         f"{n_short} runs without a usable window; per cell: {cells_ev}"
     )
     details = {cid: {k: v for k, v in c.items()} | {"verdict": verdicts[cid]}
