@@ -95,6 +95,8 @@ def relu_cell(wd: float, fourier: bool = True) -> xr.Dataset:
             "train_loss": (dims, train),
             "test_loss": (dims, test),
             "train_acc": (dims, 1 - 0.9 * np.exp(-t / 100) * np.ones_like(train)),
+            # Assumption 3.4: the minimum margin grows linearly at the CE's rate nu after t = 100
+            "train_margin_min": (dims, nu * (t - 100.0)),
             "test_acc": (dims, _sig((t - tg) / 50.0)),
             "srank": (
                 ("seed", "step", "matrix"),

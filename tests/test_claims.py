@@ -16,9 +16,14 @@ from twoclocks.replay.stage import measure_study
 IDS = [
     "separation",
     "wd_earlier",
+    "plateau_wd_scaling",
     "srank_drop",
+    "srank_timing",
+    "srank_generalisation",
     "cls_log_law",
+    "margin_linear",
     "rep_power_law",
+    "gap_at_gen",
     "grad_hierarchy",
     "gates_stable",
     "fourier",
@@ -39,6 +44,8 @@ DLN_IDS = {
     "dln_depth_rate",
     "dln_rep_law",
 }
+
+DESCRIPTIVE = {"plateau_wd_scaling", "srank_timing", "srank_generalisation"}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +73,9 @@ def test_synthetic_grokking_passes_every_claim(study, fits):
         assert set(c) == {"id", "claim", "verdict", "evidence", "details"}
         want = "INCONCLUSIVE" if c["id"] in DLN_IDS else "PASS"
         want = "MET" if c["id"] == "gates_stable" else want  # a precondition, not a claim
+        want = "MEASURED" if c["id"] in DESCRIPTIVE else want  # the paper states no value
+        # the synthetic clocks have no asymptote columns: tests/test_relu_gap_claims.py
+        want = "INCONCLUSIVE" if c["id"] == "gap_at_gen" else want
         assert c["verdict"] == want, (c["id"], c["evidence"])
         assert c["evidence"] and c["claim"]
 

@@ -252,3 +252,86 @@ def test_grad_hierarchy_reports_the_relative_update_sizes_in_its_window():
     got = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["grad_hierarchy"]
     assert "update_ratio" in got["evidence"] and "median 4 " in got["evidence"]
     assert set(got["details"]["update_ratio"].values()) == {4.0}
+
+
+def _with(cells, fn):
+    """Copies of the synthetic ReLU cells with variables replaced by fn(ds, t, tg, wd)."""
+    out = {}
+    for cid, ds in cells.items():
+        ds = ds.copy(deep=True)
+        wd = json.loads(ds.attrs["cell"])["weight_decay"]
+        t = ds["step"].to_numpy().astype(float)[None, :]
+        tg = sr.t_gen(wd) * (1.0 + 0.05 * np.arange(3))[:, None]
+        for name, value in fn(ds, t, tg, wd).items():
+            ds[name] = (("seed", "step"), value)
+        out[cid] = ds
+    return out
+
+
+def test_srank_drop_is_the_post_fit_peak_to_end_decrease_and_timing_says_when():
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    got = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}
+    # the gated map falls from ~36 to ~6 around the test-loss drop, before 99% accuracy
+    assert got["srank_drop"]["details"]["candidates"]["gated"]["late_drop"] == pytest.approx(
+        5 / 6, abs=0.01
+    )
+    timing = got["srank_timing"]
+    assert timing["verdict"] == "MEASURED" and timing["details"]["mostly"] == "before"
+    # the same fall 1,500 steps later (after T_gen): mostly after
+    late = _with(
+        cells, lambda ds, t, tg, wd: {"srank_gated": 36 - 30 * sr._sig((t - tg - 1500) / 100)}
+    )
+    got = {c["id"]: c for c in C.evaluate_claims(late, clocks, None, {})}
+    assert got["srank_timing"]["details"]["mostly"] == "after"
+    assert got["srank_timing"]["details"]["after_fraction"][1] > 0.9
+    # a transient bump and a step up: post-fit peak 46 -> end 30 is a 35% drop, not 60%
+    bump = _with(
+        cells,
+        lambda ds, t, tg, wd: {
+            "srank_gated": 20 + 16 * np.exp(-(((t - tg) / 300) ** 2)) + 10 * (t > tg)
+        },
+    )
+    got = {c["id"]: c for c in C.evaluate_claims(bump, clocks, None, {})}
+    assert got["srank_drop"]["verdict"] == "FAIL"
+    assert np.median(
+        [r["late_drop"] for r in got["srank_drop"]["details"]["runs"].values()]
+    ) == pytest.approx(16 / 46, abs=0.01)
+
+
+def test_srank_timing_and_generalisation_are_inconclusive_without_t_gen():
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    gen = clocks["clock"] == "gen_acc"
+    clocks.loc[gen, "censored"], clocks.loc[gen, "step"] = True, np.nan
+    got = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}
+    assert got["srank_timing"]["verdict"] == "INCONCLUSIVE"
+    assert got["srank_generalisation"]["verdict"] == "INCONCLUSIVE"
+    assert got["srank_drop"]["verdict"] == "PASS"  # needs T_cls only
+
+
+def test_srank_generalisation_ranks_effective_dimension_against_test_error():
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    scale = {0.6: 3.0, 0.8: 2.0, 1.0: 1.0}  # larger weight decay: lower rank, lower test CE
+
+    def ranked(sign):
+        def fn(ds, t, tg, wd):
+            k = scale[wd] if sign > 0 else 1 / scale[wd]
+            return {
+                "srank_gated": k * (36.0 - 30.0 * sr._sig((t - tg) / 100.0)),
+                "test_loss": scale[wd] * (5.0 * sr._sig(-(t - tg) / 50.0) + 1e-3),
+            }
+
+        return fn
+
+    got = {c["id"]: c for c in C.evaluate_claims(_with(cells, ranked(1)), clocks, None, {})}
+    gen = got["srank_generalisation"]
+    # across cells the order is exact; within a cell the seeds' T_gen jitter adds noise
+    assert gen["verdict"] == "MEASURED" and gen["details"]["rho_at_gen"][0] > 0.8
+    back = {c["id"]: c for c in C.evaluate_claims(_with(cells, ranked(-1)), clocks, None, {})}
+    assert back["srank_generalisation"]["details"]["rho_at_gen"][0] < -0.8
+    two = {k: v for k, v in cells.items() if not k.endswith("0.6")}
+    few = {c["id"]: c for c in C.evaluate_claims(two, clocks, None, {})}
+    assert few["srank_generalisation"]["verdict"] == "INCONCLUSIVE"
+    assert "need 3" in few["srank_generalisation"]["evidence"]

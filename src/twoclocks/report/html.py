@@ -27,14 +27,13 @@ import pandas as pd
 from twoclocks.analyze.claims.spec import (
     FAIL,
     INCONCLUSIVE,
+    MEASURED,
     MET,
     NOT_MET,
     OUT_OF_SCOPE,
     PASS,
     resolve_claim_settings,
 )
-
-# the study's results are read through this one alias
 from twoclocks.analyze.claims.spec import claim_rules as spec_claim_rules
 from twoclocks.report.figures import FIGURES, js_bundle, spec_json
 from twoclocks.report.tables import (  # noqa: F401 (re-exported: the report's tables)
@@ -66,6 +65,7 @@ details[open] > summary { margin-bottom: 0.4em; }
 .MET { background: #d9ecf7; font-weight: bold; }
 .NOT-MET { background: #f6dcc6; font-weight: bold; }
 .OUT-OF-SCOPE { background: #e4e4e4; font-weight: bold; }
+.MEASURED { background: #e0e8f4; font-weight: bold; }
 #claims td { font-size: 0.9em; } #claims td:nth-child(1) { width: 22%; }
 #claims td:nth-child(3) { width: 30%; } .evidence { overflow-wrap: anywhere; }
 .figs { display: flex; flex-wrap: wrap; gap: 0 1.5em; }
@@ -116,7 +116,7 @@ _EMBED = """
 """
 
 
-VERDICT_ORDER = (PASS, FAIL, INCONCLUSIVE, MET, NOT_MET, OUT_OF_SCOPE)
+VERDICT_ORDER = (PASS, FAIL, INCONCLUSIVE, MET, NOT_MET, MEASURED, OUT_OF_SCOPE)
 
 
 def _esc(x: Any) -> str:

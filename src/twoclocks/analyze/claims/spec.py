@@ -24,9 +24,11 @@ from twoclocks.config import load_schema
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 MET, NOT_MET = "MET", "NOT MET"
 OUT_OF_SCOPE = "OUT OF SCOPE"
+MEASURED = "MEASURED"
 OUTCOMES = {
     "claim": (PASS, FAIL, INCONCLUSIVE),  # a statement of the paper, tested
     "precondition": (MET, NOT_MET, INCONCLUSIVE),  # an assumption the paper needs, not a claim
+    "descriptive": (MEASURED, INCONCLUSIVE),  # a measurement the paper states no value for
 }
 # the data a judge may read (names of tables; `trajectories` = logged variables, never the
 # weight snapshots or the model: what needs those is the replay stage's `measures`)
