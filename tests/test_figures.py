@@ -290,3 +290,22 @@ def test_a_registered_figure_is_drawn_from_the_inputs_it_names():
         assert "toy_figure" in charts and calls == [(0, 17, 2)]
     finally:
         F.FIGURES.pop("toy_figure")
+
+
+def test_fig3_plots_the_matrix_the_srank_claim_judges():
+    """Issue 26: srank_drop judges the gated map while Fig. 3 plotted UW."""
+    cells = sr.study(deep=False)
+    spec = F.fig_loss_srank(cells).to_dict()
+    assert "matrix gated (the srank_drop claim's matrix)" in spec["title"]
+    rows = [r for v in _datasets(spec) for r in v if r.get("series") == "srank(gated)"]
+    ds = cells["relu/wd=0.6"]
+    want = ds["srank_gated"].mean("seed").sel(step=0.0).item()
+    first = [r for r in rows if r["cell_id"] == "relu/wd=0.6" and r["step"] == 0.0]
+    assert first and first[0]["mean"] == pytest.approx(want)
+    # a config that pre-registers another matrix moves the figure with the claim
+    spec = F.fig_loss_srank(cells, claim_settings={"srank_claim_matrix": "UW"}).to_dict()
+    assert "matrix UW (the srank_drop claim's matrix)" in spec["title"]
+    # a store without the claim's matrix says so instead of silently plotting another one
+    old = {k: v.drop_vars("srank_gated") for k, v in cells.items()}
+    spec = F.fig_loss_srank(old).to_dict()
+    assert "(claim's 'gated' not logged)" in spec["title"]
