@@ -207,7 +207,7 @@ def test_separation_ratio_names_the_weight_decays_it_leaves_out():
     spec = F.fig_separation_ratio(clocks, cells).to_dict()
     drawn = {r["weight_decay"] for v in _datasets(spec) for r in v if "ratio_of" in r}
     assert 0.8 in drawn  # T_rep/T_cls still has it
-    assert spec["title"]["subtitle"] == ["gen_acc / cls: no run at weight decay 0.8"]
+    assert spec["title"]["subtitle"] == ["R = T_gen / T_cls(eps=1e-06): no run at weight decay 0.8"]
 
 
 def test_heatmaps_have_a_colour_scale_and_residue_row_labels():
@@ -309,3 +309,24 @@ def test_fig3_plots_the_matrix_the_srank_claim_judges():
     old = {k: v.drop_vars("srank_gated") for k, v in cells.items()}
     spec = F.fig_loss_srank(old).to_dict()
     assert "(claim's 'gated' not logged)" in spec["title"]
+
+
+def test_separation_figure_plots_the_claims_ratio():
+    """One separation ratio: the figure's per-cell values are the separation claim's, at the
+    claims' eps (issue 26 found 2.8 and 9.1 for one cell)."""
+    from twoclocks.analyze.claims import evaluate_claims
+
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    for settings in ({}, {"cls_eps": 1e-3}):
+        claim = next(
+            c for c in evaluate_claims(cells, clocks, {}, settings) if c["id"] == "separation"
+        )
+        per_cell = claim["details"]["per_cell"]
+        spec = F.fig_separation_ratio(clocks, cells, claim_settings=settings).to_dict()
+        rows = [r for v in _datasets(spec) for r in v if str(r.get("ratio_of", "")).startswith("R")]
+        eps = settings.get("cls_eps", 1e-6)
+        assert {r["ratio_of"] for r in rows} == {f"R = T_gen / T_cls(eps={eps:g})"}
+        wd_of = {cid: float(cid.split("=")[1]) for cid in per_cell}
+        got = {r["weight_decay"]: r["median"] for r in rows}
+        assert got == pytest.approx({wd_of[c]: v for c, v in per_cell.items()})
