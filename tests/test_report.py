@@ -279,3 +279,11 @@ def test_a_relapsed_run_is_never_counted_as_grokked():
     over = tables._overview(["relu/wd=0.6"], runs, pd.DataFrame(columns=["cell_id"]), {})
     assert over.loc[0, "grokked runs"] == "2/3 (seed 0, 2)"
     assert over.loc[0, "relapsed runs"] == "1 (seed 1)"
+
+
+def test_fits_ratio_is_named_apart_from_the_separation_ratio():
+    """Issue 26: fits.json's T_gen/T_cls(1e-3) (9.1) and the claim's R (2.8) were both a
+    "separation ratio"; the report names the fits' one clock_ratio."""
+    rec = {"fit": "ratio", "clock": "gen_acc", "level": 0.99, "status": "ok", "params": {}}
+    rows = tables.fits_table({"cells": {"relu/wd=0.5": {"fits": [rec]}}})
+    assert rows["fit"].tolist() == ["clock_ratio"]

@@ -86,6 +86,9 @@ def _fit_record_rows(fits: Mapping[str, Any]) -> pd.DataFrame:
                     k: r.get(k, "")
                     for k in ("fit", "clock", "level", "axis", "group", "status", "preferred")
                 },
+                # fits.json's `ratio` is T_clock / T_cls at the reference levels, not the
+                # separation ratio R of the claims (results.SEPARATION_RATIO)
+                **({"fit": "clock_ratio"} if r.get("fit") == "ratio" else {}),
                 "finding": stats.get("finding", ""),
                 "support": stats.get("law_support", ""),
                 "params": "; ".join(f"{k}={fmt(v)}" for k, v in params.items()),
