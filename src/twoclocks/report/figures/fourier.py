@@ -186,7 +186,10 @@ def fig_key_frequencies(
         .properties(
             width=WIDTH // 2,
             height=200,
-            title=[f"spectrum of {block}, {len(keys)} key ({source})", f"outside: {gap:.3g}"],
+            title=[
+                f"spectrum of {block}, its {len(keys)} key frequencies",
+                f"(as the {source} of E keeps); outside them: {gap:.3g}",
+            ],
         )
     )
     order = "discrete-log order" if op in {"mul", "div"} else "residue order"
