@@ -274,13 +274,13 @@ def test_relapsed_runs_never_count_for_separation_or_weight_decay():
     clocks = sr.clocks(cells)
     clocks["relapse"] = False
     base = _by_id(C.evaluate_claims(cells, clocks, {}, {}))
-    assert "relapsed (excluded): 0" in base["separation"]["evidence"]
+    assert "relapsed (out): 0" in base["separation"]["evidence"]
     gen = (clocks["clock"] == "gen_acc") & (clocks["level"] == 0.99)
     # every run of the smallest weight decay relapses: no ratio, and it never grokked
     clocks.loc[gen & (clocks["cell_id"] == "relu/wd=0.6"), "relapse"] = True
     got = _by_id(C.evaluate_claims(cells, clocks, {}, {}))
     sep = got["separation"]
-    assert "relapsed (excluded): 3" in sep["evidence"]
+    assert "relapsed (out): 3" in sep["evidence"]
     assert set(sep["details"]["per_cell"]) == {"relu/wd=0.8", "relu/wd=1.0"}
     assert got["wd_earlier"]["details"]["t_gen"]["relu/wd=0.6"] == np.inf
     assert base["wd_earlier"]["details"]["t_gen"]["relu/wd=0.6"] < np.inf

@@ -255,8 +255,7 @@ def _cell_sections(r: _Report) -> list[str]:
             + ("<h4>Insufficient fits</h4>" + _table(bad.drop(columns="cells")) if len(bad) else "")
         )
         head = (
-            f"<b>{_esc(cid)}</b>: grokked {_esc(row['grokked runs'])}, relapsed "
-            f"{_esc(row['relapsed runs'])}; {row['ok fits']} ok fits, "
+            f"<b>{_esc(cid)}</b>: grokked {_esc(row['grokked runs'])}; {row['ok fits']} ok fits, "
             f"{row['insufficient fits']} insufficient"
         )
         parts.append(_details(head, body, id_=cell_anchor(cid)))
@@ -280,12 +279,10 @@ def _fits_section(fit_rows: pd.DataFrame) -> list[str]:
         "the free-offset power law T = T0 + C x^-k, by AIC (<i>preferred</i>; delta_aic = "
         "AIC(power) - AIC(log), &gt; 0 favours the log law; <i>support</i> decisive when its "
         "interval excludes 0). <i>tail</i>: per seed, the gap after T_cls as G_inf + exponential "
-        "or power decay (theta = (1 + 1/p)/2). <i>clock_ratio</i> (fits.json's ratio): "
-        "T_clock / T_cls at the analysis reference_levels, geometric mean over seeds; not the "
-        "separation ratio R of the claims and Fig. separation_ratio (T_gen / T_cls(cls_eps), "
-        "median). <i>scaling</i>: a clock against a grid axis "
-        "within a group. Intervals [low, high]: seed bootstrap. Only <i>ok</i> fits judge "
-        "claims.</p>",
+        "or power decay (theta = (1 + 1/p)/2). <i>clock_ratio</i>: T_clock / T_cls at the "
+        "reference levels, geometric mean over seeds (not the claims' R). <i>scaling</i>: a "
+        "clock against a grid axis within a group. Intervals [low, high]: seed bootstrap. Only "
+        "<i>ok</i> fits judge claims.</p>",
         _details(f"ok fits ({n_ok})", _table(ok_all), open_=0 < n_ok <= 12),
         "<h3>Insufficient fits, by reason</h3>"
         + '<p class="note">N: a count that differs between the fits summarised.</p>'
@@ -366,14 +363,10 @@ def _top(r: _Report) -> list[str]:
         f'<td colspan="3">{_esc(verdicts)}</td></tr></table>',
         "<h2>Clocks per cell</h2>",
         '<p class="note">Both clocks and the generalisation clock per cell, in optimiser steps: '
-        "median over the runs where the clock fired [seed min, seed max], then fired/runs. A "
-        "clock fires at the first log from which the quantity stays past its level for "
-        f"{_esc(r.window_logs)} consecutive logs (App. F.4's window), not until the end of the "
-        "run: a run whose train CE later rises above "
-        f"{_esc(r.relapse_factor)} x eps or whose test accuracy falls more than "
-        f"{_esc(r.relapse_margin)} below its level is <i>relapsed</i>. A run grokked when T_gen "
-        "fired and it did not relapse. Click a cell for its clocks at every level and its fits."
-        "</p>",
+        "median [seed min, seed max] of the runs where the clock fired, fired/runs. A clock "
+        f"fires once {_esc(r.window_logs)} consecutive logs pass its level (App. F.4); grokked: "
+        f"T_gen fired and no relapse (later train CE &gt; {_esc(r.relapse_factor)} x eps or test "
+        f"accuracy &lt; level - {_esc(r.relapse_margin)}).</p>",
         _overview_table(r.overview, clock_headers(r.levels)),
         "<h2>Verdicts</h2>",
         _claims_table(r.claims, claim_rules(r.config.get("claims"))),

@@ -210,8 +210,9 @@ def _overview(cell_ids, runs: pd.DataFrame, fit_rows: pd.DataFrame, runtime) -> 
         rows.append(
             {
                 "cell": cid,
-                "grokked runs": f"{len(grok)}/{len(r)}" + (f" (seed {seeds})" if seeds else ""),
-                "relapsed runs": f"{len(rel)}" + (f" (seed {rel_seeds})" if rel_seeds else ""),
+                "grokked runs": f"{len(grok)}/{len(r)}"
+                + (f" (seed {seeds})" if seeds else "")
+                + (f"; relapsed: seed {rel_seeds}" if rel_seeds else ""),
                 **{c: clock_interval(r[c].astype(float)) for c in ("t_cls", "t_rep", "t_gen")},
                 "ok fits": int((f["status"] == "ok").sum()) if len(f) else 0,
                 "insufficient fits": int((f["status"] != "ok").sum()) if len(f) else 0,

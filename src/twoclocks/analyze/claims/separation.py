@@ -26,7 +26,7 @@ def judge_separation(ctx: Context, s: dict) -> dict:
         n_gen_cens = int(df["slow_censored"].fillna(True).astype(bool).sum())
         n_relapsed = int(df["relapsed"].sum())
         head = f"eps={df['cls_level'].iloc[0]:.0e}, {gclock}@{df['slow_level'].iloc[0]:g}: "
-        cens = f"censored: {n_cls_cens} cls, {n_gen_cens} gen; relapsed (excluded): {n_relapsed}"
+        cens = f"censored: {n_cls_cens} cls, {n_gen_cens} gen; relapsed (out): {n_relapsed}"
         if ok.sum() < s["min_runs"]:
             why = f"{int(ok.sum())} runs with both clocks ({cens})"
             parts.append((gclock, INCONCLUSIVE, head + why))
@@ -35,8 +35,7 @@ def judge_separation(ctx: Context, s: dict) -> dict:
         med = float(np.median(per_cell))
         verdict = PASS if med > s["separation_min_ratio"] else FAIL
         ev = (
-            f"{head}separation ratio R (median over cells of the per-cell median of T_gen/T_cls) = "
-            f"{med:.3g} (range "
+            f"{head}median over cells of median R = T_gen/T_cls = {med:.3g} (range "
             f"{per_cell.min():.3g}-{per_cell.max():.3g}, {int(ok.sum())} runs; {cens})"
         )
         parts.append((gclock, verdict, ev))
@@ -125,9 +124,8 @@ SPECS = (
             "min_runs",
         ),  # fmt: skip
         rule=lambda s: (
-            f"PASS if the median over cells of the separation ratio R = T_gen / "
-            f"T_cls(eps={s['cls_eps']:g}) (per cell: median over runs; relapsed runs excluded) "
-            f"> {s['separation_min_ratio']:g} ({gen_rule(s)})"
+            f"PASS if the median over cells of R = T_gen / T_cls(eps={s['cls_eps']:g}) (median "
+            f"per cell, relapsed runs out) > {s['separation_min_ratio']:g} ({gen_rule(s)})"
         ),
         judge=judge_separation,
         order=10,

@@ -32,9 +32,8 @@ def fig_loss(study: Any, max_points: int = MAX_POINTS) -> alt.LayerChart:
 
 @figure(
     "fig3_loss_srank",
-    "Test cross-entropy (solid, left axis, log) and the stable rank of the matrix the srank_drop "
-    "claim judges (named in the title; dashed, right axis) vs optimiser step per cell; line = "
-    "seed mean, band = seed min-max.",
+    "Test cross-entropy (solid, left axis, log) and the stable rank of the srank_drop claim's "
+    "matrix (dashed, right axis) vs step per cell; line = seed mean, band = seed min-max.",
 )
 def fig_loss_srank(
     study: Any,

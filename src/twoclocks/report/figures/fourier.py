@@ -98,18 +98,11 @@ def _key_keep(params: dict, ds: xr.Dataset, claim_settings: dict | None) -> tupl
 
 
 # two figures from one function: fig2_embedding registers first (decorators apply bottom-up)
-@figure(
-    "fig2_head",
-    "Class rows of the head U at the last checkpoint, as for the embedding: per key frequency "
-    "the rows read in phase order, next to the spectrum the fourier claim's gap is computed on.",
-    block="U",
-)
+@figure("fig2_head", "Class rows of the head U, shown as the embedding E is.", block="U")
 @figure(
     "fig2_embedding",
-    "Embedding rows E at the first and last checkpoint of one seed, projected on the cos and sin "
-    "directions of each key frequency k of the last checkpoint, rows ordered by the phase "
-    "k * residue mod p; right: energy fraction per frequency (key frequencies coloured) of the "
-    "last checkpoint, the spectrum behind the fourier claim's gap.",
+    "E rows (one seed, first and last checkpoint) on the cos/sin directions of each key frequency "
+    "k, in phase order k * residue mod p; right: energy per frequency k (last checkpoint).",
     block="E",
 )
 def fig_key_frequencies(
@@ -140,7 +133,7 @@ def fig_key_frequencies(
                     pd.DataFrame(
                         {
                             "checkpoint": f"{when} (step {int(step)})",
-                            "column": f"k={key['k']} {part}",
+                            "column": f"{key['k']} {part}",
                             "phase": np.arange(len(xr_)),
                             "residue": key["residues"][key["order"]],
                             "w": xr_ @ key[part],
@@ -153,17 +146,17 @@ def fig_key_frequencies(
         alt.Chart(df)
         .mark_rect()
         .encode(
-            x=alt.X("column:N", sort=list(dict.fromkeys(df["column"])), title="key frequency"),
+            x=alt.X("column:N", sort=list(dict.fromkeys(df["column"])), title="key frequency k"),
             y=alt.Y("phase:O", title="rows by phase k * i mod m", axis=alt.Axis(labels=False)),
             color=alt.Color(
                 "w:Q",
                 scale=alt.Scale(scheme="redblue", domain=[-vmax, vmax], reverse=True),
                 legend=alt.Legend(title="projection", format=".2g"),
             ),
-            row=alt.Row("checkpoint:N", title=None),
+            column=alt.Column("checkpoint:N", title=None),
             tooltip=["residue:Q", "column:N", alt.Tooltip("w:Q", format=".3f")],
         )
-        .properties(width=min(320, 20 * len(keys) * 2), height=min(200, 4 * len(last)))
+        .properties(width=min(128, 8 * len(keys) * 2), height=max(60, min(140, 3 * len(last))))
     )
     key_set = {k["k"] for k in keys}
     total = float(energy.sum()) or 1.0
@@ -179,21 +172,19 @@ def fig_key_frequencies(
         alt.Chart(spec)
         .mark_bar()
         .encode(
-            x=alt.X("k:O", title="frequency k", axis=alt.Axis(labelOverlap="parity")),
+            x=alt.X("k:O", title=f"k (keys: {source})", axis=alt.Axis(labelOverlap="parity")),
             y=alt.Y("energy:Q", title="energy fraction (last checkpoint)"),
-            color=alt.Color("kind:N", title=None),
+            color=alt.Color("kind:N", legend=None, sort=["key", "outside"]),
+            tooltip=["k:O", "kind:N", alt.Tooltip("energy:Q", format=".3f")],
         )
         .properties(
-            width=WIDTH // 2,
-            height=200,
-            title=[
-                f"spectrum of {block}, its {len(keys)} key frequencies",
-                f"(as the {source} of E keeps); outside them: {gap:.3g}",
-            ],
+            width=160,
+            height=80,
+            title=f"{len(keys)} key, energy outside {gap:.2g}",
         )
     )
-    order = "discrete-log order" if op in {"mul", "div"} else "residue order"
-    title = f"{block} by phase of each key frequency ({order}), {cid}, seed "
+    order = ", discrete-log order" if op in {"mul", "div"} else ""
+    title = f"{block} by key-frequency phase{order}, {cid}, seed "
     return alt.hconcat(heat, bars).properties(title=title + str(int(ds["seed"][seed_index])))
 
 
