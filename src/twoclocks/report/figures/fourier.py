@@ -141,7 +141,9 @@ def fig_key_frequencies(
                     )
                 )
     df = pd.concat(frames, ignore_index=True)
-    vmax = float(df["w"].abs().max()) or 1.0
+    # each checkpoint on its own scale (init rows are larger than trained ones)
+    scale = df.groupby("checkpoint")["w"].transform(lambda w: float(w.abs().max()) or 1.0)
+    df["w_rel"] = df["w"] / scale
     heat = (
         alt.Chart(df)
         .mark_rect()
@@ -149,9 +151,9 @@ def fig_key_frequencies(
             x=alt.X("column:N", sort=list(dict.fromkeys(df["column"])), title="key frequency k"),
             y=alt.Y("phase:O", title="rows by phase k * i mod m", axis=alt.Axis(labels=False)),
             color=alt.Color(
-                "w:Q",
-                scale=alt.Scale(scheme="redblue", domain=[-vmax, vmax], reverse=True),
-                legend=alt.Legend(title="projection", format=".2g"),
+                "w_rel:Q",
+                scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True),
+                legend=alt.Legend(title=["projection", "/ max |.|"], format=".1f"),
             ),
             column=alt.Column("checkpoint:N", title=None),
             tooltip=["residue:Q", "column:N", alt.Tooltip("w:Q", format=".3f")],
