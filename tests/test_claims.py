@@ -278,3 +278,21 @@ def test_separation_ratio_is_nan_when_the_classifier_clock_is_censored():
     ratios = separation_ratios(pd.DataFrame(rows)).set_index("seed")["ratio"]
     assert np.isnan(ratios[0])
     assert ratios[1] == pytest.approx(3.0)
+
+
+def test_relapsed_runs_never_count_for_separation_or_weight_decay():
+    """Issue 26: a run whose test accuracy falls back after T_gen is not a grokked run."""
+    cells = sr.study(deep=False)
+    clocks = sr.clocks(cells)
+    clocks["relapse"] = False
+    base = _by_id(C.evaluate_claims(cells, clocks, {}, {}))
+    assert "relapsed (out): 0" in base["separation"]["evidence"]
+    gen = (clocks["clock"] == "gen_acc") & (clocks["level"] == 0.99)
+    # every run of the smallest weight decay relapses: no ratio, and it never grokked
+    clocks.loc[gen & (clocks["cell_id"] == "relu/wd=0.6"), "relapse"] = True
+    got = _by_id(C.evaluate_claims(cells, clocks, {}, {}))
+    sep = got["separation"]
+    assert "relapsed (out): 3" in sep["evidence"]
+    assert set(sep["details"]["per_cell"]) == {"relu/wd=0.8", "relu/wd=1.0"}
+    assert got["wd_earlier"]["details"]["t_gen"]["relu/wd=0.6"] == np.inf
+    assert base["wd_earlier"]["details"]["t_gen"]["relu/wd=0.6"] < np.inf

@@ -313,3 +313,61 @@ def test_levels_near_an_unfitted_or_uncertain_asymptote_are_unresolved():
     se_rel = rep["g_inf_se"] / (rep["g_ref"] - rep["g_inf"])
     assert (rep["unresolved"] == (rep["level"] <= 2 * se_rel)).all()
     assert rep["unresolved"].any() and not rep["unresolved"].all()
+
+
+def _adam_spike_run(steps: np.ndarray) -> np.ndarray:
+    """Two members of issue 26's default-study shape: train CE decays to ~1e-7 by step 1,000;
+    member 0 spikes back to 1e-3 for three logs at 2,500 (Adam near the float32 floor),
+    member 1 stays down. The spike is far past T_cls's 5-log window."""
+    ce = np.maximum(np.exp(-0.016 * steps), 1e-7)
+    spiky = ce.copy()
+    spiky[(steps >= 2500) & (steps < 2560)] = 1e-3
+    return np.stack([spiky, ce])
+
+
+def test_train_ce_spike_after_t_cls_is_a_relapse():
+    steps = np.arange(0, 5001, 20)
+    ds = synthetic_trajectory(_adam_spike_run(steps), steps)
+    df = extract_clocks(ds, {"eps": [1e-3, 1e-5]}, {})
+    cls = df[df["clock"] == "cls"].set_index(["seed", "level"])
+    # the window clock fires the same for both members (App. F.4, unchanged) ...
+    assert cls.loc[(0, 1e-5), "step"] == pytest.approx(cls.loc[(1, 1e-5), "step"])
+    assert not cls["censored"].any()
+    # ... but member 0 left 1e-5 by more than relapse_factor (10) after it fired
+    assert cls.loc[(0, 1e-5), "relapse"]
+    assert cls.loc[(0, 1e-5), "relapse_step"] == 2500.0
+    assert not cls.loc[(1, 1e-5), "relapse"]
+    assert np.isnan(cls.loc[(1, 1e-5), "relapse_step"])
+    # 1e-3 is reached by the spike, not exceeded by a factor 10: no relapse at that level
+    assert not cls.loc[(0, 1e-3), "relapse"]
+    # the factor is a setting: at factor 1000 the spike to 1e-3 is not a relapse of 1e-5
+    strict = extract_clocks(ds, {"eps": [1e-5], "relapse_factor": 1000.0}, {})
+    assert not strict.loc[strict["clock"] == "cls", "relapse"].any()
+
+
+def test_test_accuracy_falling_after_t_gen_is_a_relapse():
+    steps = np.arange(0, 3001, 10)
+    acc = np.clip(steps / 1000.0, 0, 1)
+    falls = np.where(steps > 2000, 0.627, acc)  # wd 0.5 seed 1 of issue 26
+    wobbles = np.where(steps > 2000, 0.97, acc)  # within relapse_margin (0.05) of 0.99
+    ce = np.exp(-0.01 * steps)[None].repeat(3, 0)
+    ds = synthetic_trajectory(ce, steps, extra={"test_acc": np.stack([acc, falls, wobbles])})
+    gen = extract_clocks(ds, {}, {}).query("clock == 'gen_acc'").set_index("seed")
+    assert gen["step"].to_numpy() == pytest.approx([990.0] * 3)
+    assert gen["relapse"].tolist() == [False, True, False]
+    assert gen.loc[1, "relapse_step"] == 2010.0
+
+
+def test_relapse_never_flags_censored_diverged_or_gap_rows():
+    steps = np.arange(0, 3001, 20)
+    loss = _adam_spike_run(steps)
+    loss[1, 300 // 20 :] = 1.0  # member 1 never gets below 1e-3 after step 300
+    srank = 1.0 + 3.0 * np.exp(-steps / 400.0)[None].repeat(2, 0)
+    ds = synthetic_trajectory(loss, steps, srank=srank, diverged_step=[-1, -1])
+    df = extract_clocks(ds, {"eps": [1e-5]}, {})
+    assert not df.loc[df["censored"], "relapse"].any()
+    assert not df.loc[df["clock"] == "rep_srank", "relapse"].any()
+    ds = synthetic_trajectory(_adam_spike_run(steps), steps, diverged_step=[2600, -1])
+    df = extract_clocks(ds, {"eps": [1e-5]}, {})
+    assert not df.loc[df["diverged"], "relapse"].any()
+    assert df["relapse"].dtype == bool

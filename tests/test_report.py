@@ -249,12 +249,40 @@ def test_a_cell_link_opens_its_collapsed_section(report, tmp_path):
 
 
 def test_grokked_runs_are_counted_per_model_family():
-    """A teacher-task deep linear run cannot grok: the summary counts each family apart."""
+    """A teacher-task deep linear run cannot grok: its family says n/a, never 0/6."""
     clocks = sr.clocks(sr.study())
     runs = H.grokked_runs(clocks)
-    config = {"base": {"model": "relu_embed"}, "grids": {"relu": {}, "deep": {"set": {}}}}
-    config["grids"]["deep"]["set"]["model"] = "deep_linear"
+    config = {"base": {"model": "relu_embed", "task": "modular"}, "grids": {"relu": {}}}
+    config["grids"]["deep"] = {"set": {"model": "deep_linear", "task": "teacher"}}
+    assert tables.grokked_by_model(runs, clocks, config) == (
+        "deep_linear n/a (teacher task: no grokking delay), relu_embed 9/9"
+    )
+    config["grids"]["deep"]["set"]["task"] = "modular"  # a deep linear net on a grokking task
     assert tables.grokked_by_model(runs, clocks, config) == "deep_linear 0/6, relu_embed 9/9"
     one_family = {"base": {"model": "relu_embed"}, "grids": {"relu": {}, "deep": {}}}
     assert tables.grokked_by_model(runs, clocks, one_family) == "9/15"
     assert tables.grokked_by_model(runs, clocks, {}) == "9/15"  # grids unknown: the total
+
+
+def test_a_relapsed_run_is_never_counted_as_grokked():
+    """Issue 26: wd 0.5 seed 1 fired T_gen, then test accuracy fell to 0.627; "3/3 grokked"."""
+    clocks = sr.clocks(sr.study(deep=False))
+    clocks["relapse"] = False
+    hit = (clocks["cell_id"] == "relu/wd=0.6") & (clocks["seed"] == 1)
+    clocks.loc[hit & (clocks["clock"] == "gen_acc") & (clocks["level"] == 0.99), "relapse"] = True
+    runs = H.grokked_runs(clocks)
+    row = runs.set_index(["cell_id", "seed"]).loc[("relu/wd=0.6", 1)]
+    assert row["relapsed"] and not row["grokked"] and row["t_gen"] > 0  # the clock still fired
+    assert runs["relapsed"].sum() == 1
+    config = {"base": {"model": "relu_embed"}, "grids": {"relu": {}}}
+    assert tables.grokked_by_model(runs, clocks, config) == "8/9 (1 relapsed)"
+    over = tables._overview(["relu/wd=0.6"], runs, pd.DataFrame(columns=["cell_id"]), {})
+    assert over.loc[0, "grokked runs"] == "2/3 (seed 0, 2); relapsed: seed 1"
+
+
+def test_fits_ratio_is_named_apart_from_the_separation_ratio():
+    """Issue 26: fits.json's T_gen/T_cls(1e-3) (9.1) and the claim's R (2.8) were both a
+    "separation ratio"; the report names the fits' one clock_ratio."""
+    rec = {"fit": "ratio", "clock": "gen_acc", "level": 0.99, "status": "ok", "params": {}}
+    rows = tables.fits_table({"cells": {"relu/wd=0.5": {"fits": [rec]}}})
+    assert rows["fit"].tolist() == ["clock_ratio"]

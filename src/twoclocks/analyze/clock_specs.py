@@ -35,6 +35,10 @@ KINDS = ("classifier", "gap", "threshold")
 # (across cells, fits.fit_scaling), `kl` (Kurdyka-Lojasiewicz exponent of an energy, kl.fit_kl)
 FIT_KINDS = ("law", "tail", "ratio", "scaling", "kl")
 ZEROS = ("known", "fitted")
+# how a fired clock relapses (`clocks.relapsed`): "factor" = the quantity rises above
+# relapse_factor x level at a later log (CE, test CE); "margin" = it falls below level -
+# relapse_margin (accuracy); "" = not defined (gaps, gate flips)
+RELAPSE_RULES = ("", "factor", "margin")
 
 Quantity = Callable[[xr.Dataset, dict, dict], "xr.DataArray | None"]
 
@@ -50,7 +54,8 @@ class ClockSpec:
     (a number or a list). reference_level: default level of the ratio and scaling fits. fits:
     the subset of FIT_KINDS that applies. above: crossed when the quantity rises to the level
     (accuracy) instead of falling to it. log_interp: interpolate crossings in log(quantity).
-    ce_floor: levels under the training dtype's CE floor are flagged `below_floor`. Gaps only:
+    ce_floor: levels under the training dtype's CE floor are flagged `below_floor`. relapse:
+    one of RELAPSE_RULES, how a fired clock is seen to leave its level later. Gaps only:
     lower_bound (the raw gap's structural bound, where the asymptote search starts) and zero
     (ZEROS: known by construction or fitted).
     """
@@ -69,6 +74,7 @@ class ClockSpec:
     ce_floor: bool = False
     lower_bound: float = 0.0
     zero: str = ""
+    relapse: str = ""
 
     def __post_init__(self) -> None:
         problems = []
@@ -83,6 +89,10 @@ class ClockSpec:
             problems.append(f"a gap declares its zero: one of {ZEROS}, got {self.zero!r}")
         if self.kind != "gap" and (gap_only or self.zero):
             problems.append(f"tail/kl fits and zero apply to gaps only, not a {self.kind}")
+        if self.relapse not in RELAPSE_RULES:
+            problems.append(f"relapse {self.relapse!r} not in {RELAPSE_RULES}")
+        if self.relapse == "margin" and not self.above:
+            problems.append("a margin relapse applies to a clock crossed from below (above=True)")
         if self.kind == "classifier" and "ratio" in self.fits:
             problems.append("the classifier clock is the ratio's denominator, not a ratio")
         if not self.reference_level >= 0:
@@ -180,7 +190,7 @@ _REP_FITS = frozenset({"law", "tail", "ratio", "scaling"})
 _THRESHOLD_FITS = frozenset({"ratio", "scaling"})
 _BUILT_IN = (
     ClockSpec("cls", "classifier", ("train_loss",), "eps", 1e-3, frozenset({"law", "scaling"}),
-              ce_floor=True),
+              ce_floor=True, relapse="factor"),
     # srank = ||M||_F^2 / ||M||_2^2 (eq. 2.3) of `srank_matrix`, >= 1; its limit is the rank
     # of the solution's map, a fitted asymptote
     ClockSpec("rep_srank", "gap", ("srank",), "eta", 0.1, _REP_FITS, quantity=_srank,
@@ -200,9 +210,9 @@ _BUILT_IN = (
     ClockSpec("rep_spurious", "gap", ("spurious_energy",), "eta", 0.1, _REP_FITS, zero="known",
               describe="`spurious_energy` (deep linear, teacher, n < d)"),
     ClockSpec("gen_acc", "threshold", ("test_acc",), "acc_threshold", 0.99, _THRESHOLD_FITS,
-              above=True, log_interp=False),
+              above=True, log_interp=False, relapse="margin"),
     ClockSpec("gen_loss", "threshold", ("test_loss",), "test_loss_level", 1e-2, _THRESHOLD_FITS,
-              ce_floor=True),
+              ce_floor=True, relapse="factor"),
     ClockSpec("gate", "threshold", ("gate_flip_fraction",), "gate_flip_threshold", 1e-3,
               _THRESHOLD_FITS, log_interp=False),
 )  # fmt: skip
@@ -232,7 +242,7 @@ TAIL_FIELDS = (
 # per-member Kurdyka-Lojasiewicz exponent of an energy gap (kl.fit_kl), and `kl_note` (why not)
 KL_FIELDS = ("kl_theta", "kl_theta_se", "kl_n")
 TEXT_COLUMNS = ("g_inf_source", "tail_law", "kl_note")
-FLAG_COLUMNS = ("censored", "below_floor", "diverged", "pre_fit", "unresolved")
+FLAG_COLUMNS = ("censored", "below_floor", "diverged", "pre_fit", "unresolved", "relapse")
 CLOCK_COLUMNS = (
     "seed",
     "clock",
@@ -246,6 +256,8 @@ CLOCK_COLUMNS = (
     "quantity_min",
     "pre_fit",
     "unresolved",
+    "relapse",
+    "relapse_step",
     "t_cls_ref",
     "raw_level",
     "g_ref",

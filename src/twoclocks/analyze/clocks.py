@@ -65,6 +65,7 @@ __all__ = [
     "model_kind",
     "regularised_energy",
     "regularised_grad_norm",
+    "relapsed",
     "resolve_settings",
     "stable_crossing",
     "structural_gaps",
@@ -130,6 +131,38 @@ def stable_crossing(
     return step, tau_out
 
 
+def relapsed(
+    values: np.ndarray,
+    steps: np.ndarray,
+    fired: np.ndarray,
+    levels: np.ndarray,
+    rule: str,
+    factor: float,
+    margin: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each fired clock later leaves its level, and the first log step where it does.
+
+    values (S, N) in the quantity's own units, steps (N,), fired (S, K) the clock's step (NaN:
+    not fired), levels (K,). rule "factor": a log after the clock fired with quantity >
+    factor * level (train or test CE back up); "margin": quantity < level - margin (test
+    accuracy falling back); "": never. The stability window only asks `stability_window_logs`
+    logs below the level, so a clock can fire and the run still end far from it (issue 26).
+    Returns relapse (S, K) bool and relapse_step (S, K), NaN where none.
+    """
+    fired = np.asarray(fired, dtype=np.float64)
+    if rule == "":
+        return np.zeros(fired.shape, dtype=bool), np.full(fired.shape, np.nan)
+    values = np.asarray(values, dtype=np.float64)[:, None, :]  # (S, 1, N)
+    lv = np.asarray(levels, dtype=np.float64)[None, :, None]  # (1, K, 1)
+    with np.errstate(invalid="ignore"):
+        left = values > factor * lv if rule == "factor" else values < lv - margin  # NaN -> False
+    later = np.asarray(steps, dtype=np.float64)[None, None, :] > fired[:, :, None]  # NaN -> False
+    hit = left & later
+    out = hit.any(axis=-1)
+    first = np.asarray(steps, dtype=np.float64)[hit.argmax(axis=-1)]
+    return out, np.where(out, first, np.nan)
+
+
 def structural_gaps(ds: xr.Dataset, settings: dict | None = None) -> dict[str, tuple]:
     """Raw structural gaps G (seed, step) and their structural lower bounds, by clock name:
     every declared clock of kind ``gap`` (`clock_specs`) whose quantity the store has.
@@ -161,17 +194,30 @@ def _tau(ds: xr.Dataset, cell: dict) -> np.ndarray:
 
 
 def _level_rows(
-    spec: ClockSpec, values: np.ndarray, levels: np.ndarray, steps, tau, w: int, floor: float
+    spec: ClockSpec,
+    values: np.ndarray,
+    levels: np.ndarray,
+    steps,
+    tau,
+    w: int,
+    floor: float,
+    s: dict,
 ) -> pd.DataFrame:
-    """Rows of a classifier or threshold clock: its quantity (S, N) against its levels.
+    """Rows of a classifier or threshold clock: its quantity (S, N) against its levels, with
+    the relapse flag of its declared rule (`relapsed`).
 
     A clock crossed from below (`above`, accuracy) runs on the negated quantity and levels; the
     level and quantity_min columns are in the quantity's own units.
     """
     sign = -1.0 if spec.above else 1.0
+    raw_values, raw_levels = values, levels
     if spec.above:
         values, levels = -values, -levels
     step, tau_c = stable_crossing(values, steps, tau, levels, w, spec.log_interp)
+    relapse, relapse_step = relapsed(
+        raw_values, steps, step, raw_levels, spec.relapse,
+        float(s["relapse_factor"]), float(s["relapse_margin"]),
+    )  # fmt: skip
     n_seeds, k = values.shape[0], len(levels)
     with np.errstate(all="ignore"):
         qmin = np.nanmin(np.where(np.isfinite(values), values, np.inf), axis=1)
@@ -188,6 +234,8 @@ def _level_rows(
             "quantity_min": np.repeat(qmin, k),
             "pre_fit": False,
             "unresolved": False,
+            "relapse": relapse.ravel(),
+            "relapse_step": relapse_step.ravel(),
         }
     )
 
@@ -275,6 +323,7 @@ def _rep_gap_rows(
                 "quantity_min": np.repeat(qmin, k),
                 "pre_fit": pre_fit,
                 "unresolved": unresolved.ravel(),
+                "relapse": False,  # no relapse rule for gaps (clock_specs.RELAPSE_RULES)
                 "t_cls_ref": np.repeat(t_cls, k),
                 "raw_level": (g_inf[:, None] + eta[None, :] * scale[:, None]).ravel(),
                 "g_ref": np.repeat(g_ref, k),
@@ -306,7 +355,8 @@ def _table(
     seeds = ds["seed"].values.astype(np.int64)
     out = pd.concat(frames, ignore_index=True)
     div = diverged[out["s_idx"].to_numpy()]
-    out.loc[div, ["step", "tau"]] = np.nan
+    out.loc[div, ["step", "tau", "relapse_step"]] = np.nan
+    out.loc[div, "relapse"] = False
     out["censored"] = out["censored"].astype(bool) & ~div
     out["diverged"] = div
     out["seed"] = seeds[out["s_idx"].to_numpy()]
@@ -368,7 +418,7 @@ def extract_clocks(ds: xr.Dataset, settings: dict, axes: dict) -> pd.DataFrame:
             continue
         values = q.transpose("seed", "step").values.astype(np.float64)
         train = values if spec.kind == "classifier" else train
-        frames.append(_level_rows(spec, values, spec.levels(s), steps, tau, w, floor))
+        frames.append(_level_rows(spec, values, spec.levels(s), steps, tau, w, floor, s))
     t_cls = stable_crossing(train, steps, tau, np.array([float(s["eps_star"])]), w)[0][:, 0]
     t_cls = np.where(diverged, np.nan, t_cls)
     grad = None

@@ -94,6 +94,10 @@ def counts(rows: pd.DataFrame) -> dict:
         "n_censored": n_cens,
         "censored_fraction": n_cens / n_rows if n_rows else math.nan,
         "n_below_floor": int(main["below_floor"].sum()),
+        # fired rows whose quantity later left the level (clocks.relapsed); still fitted
+        "n_relapsed": int(usable["relapse"].fillna(False).astype(bool).sum())
+        if "relapse" in usable
+        else 0,
     }
 
 

@@ -96,6 +96,7 @@ FIT_COLUMNS = (
     "censored_fraction",
     "n_diverged",
     "n_below_floor",
+    "n_relapsed",
     "status",
     "reason",
 )

@@ -33,6 +33,8 @@ from twoclocks.train.store import end_to_end_matrix
 CLS_EPS = section_default("claims", "cls_eps")
 GEN_ACC_LEVEL = section_default("claims", "gen_acc_level")
 SEPARATION_MIN_RATIO = section_default("claims", "separation_min_ratio")
+# the name of the one separation ratio (`separation_ratios`), as the report and claim print it
+SEPARATION_RATIO = "R = T_gen / T_cls(cls_eps), per run; per cell the median over runs"
 FOURIER_KEEP = section_default("claims", "fourier_keep")
 REP_CLOCK = section_default("claims", "rep_clock")
 
@@ -184,13 +186,16 @@ def strictest_level(clocks: pd.DataFrame, clock: str) -> float | None:
 
 
 def clock_times(clocks: pd.DataFrame, clock: str, level: float | None) -> pd.DataFrame:
-    """Per (cell_id, seed): `step` of `clock` at `level` (NaN if censored) and `censored`."""
+    """Per (cell_id, seed): `step` of `clock` at `level` (NaN if censored), `censored` and
+    `relapse` (the clock fired, then the quantity left its level; False in older tables)."""
     df = usable(clocks, clock)
     if level is None or df.empty:
-        return pd.DataFrame(columns=["cell_id", "seed", "step", "censored"])
+        return pd.DataFrame(columns=["cell_id", "seed", "step", "censored", "relapse"])
     df = df[np.isclose(df["level"].to_numpy(float), level, rtol=1e-9, atol=0)]
     out = df[["cell_id", "seed", "step", "censored"]].copy()
     out["censored"] = out["censored"].astype(bool)
+    rel = df["relapse"] if "relapse" in df else pd.Series(False, index=df.index)
+    out["relapse"] = rel.fillna(False).astype(bool).to_numpy() & ~out["censored"].to_numpy()
     out.loc[out["censored"], "step"] = np.nan
     return out.reset_index(drop=True)
 
@@ -213,8 +218,13 @@ def separation_ratios(
     loss), "gen_acc" (level nearest `acc_level`), "gen_loss" (test-CE level nearest `acc_level`)
     or a rep clock name.
 
-    Columns cell_id, seed, t_cls, t_slow, ratio (NaN where either clock is censored),
-    cls_level, slow_clock, slow_level.
+    This is the study's one separation ratio (SEPARATION_RATIO): the `separation` claim
+    judges the median over cells of its per-cell medians, Fig. separation_ratio plots those
+    per-cell medians. (fits.json's `ratio` records are another quantity, T_clock / T_cls at
+    the analysis reference levels, reported as "clock ratio".)
+
+    Columns cell_id, seed, t_cls, t_slow, ratio (NaN where either clock is censored or the run
+    relapsed), cls_relapse, slow_relapse, relapsed, cls_level, slow_clock, slow_level.
     """
     cls_level = pick_level(clocks, "cls", cls_eps)
     if slow == "gen":
@@ -226,14 +236,18 @@ def separation_ratios(
     else:
         slow_clock, slow_level = slow, strictest_level(clocks, slow)
     a = clock_times(clocks, "cls", cls_level).rename(
-        columns={"step": "t_cls", "censored": "cls_censored"}
+        columns={"step": "t_cls", "censored": "cls_censored", "relapse": "cls_relapse"}
     )
     b = clock_times(clocks, slow_clock, slow_level).rename(
-        columns={"step": "t_slow", "censored": "slow_censored"}
+        columns={"step": "t_slow", "censored": "slow_censored", "relapse": "slow_relapse"}
     )
     df = a.merge(b, on=["cell_id", "seed"], how="outer")
+    df["relapsed"] = df["cls_relapse"].fillna(False).astype(bool) | df["slow_relapse"].fillna(
+        False
+    ).astype(bool)
     t_cls = df["t_cls"].to_numpy(float)
     df["ratio"] = df["t_slow"].to_numpy(float) / np.where(t_cls > 0, t_cls, np.nan)
+    df.loc[df["relapsed"], "ratio"] = np.nan  # a relapsed run has no separation (issue 26)
     df["cls_level"], df["slow_clock"], df["slow_level"] = cls_level, slow_clock, slow_level
     return df.sort_values(["cell_id", "seed"]).reset_index(drop=True)
 

@@ -19,7 +19,18 @@ DEFAULT_SETTINGS: dict = {
     # train-CE level whose clock T_cls(eps_star) starts the representation clocks: gaps are
     # normalised there and only later crossings count (every margin positive: p_y >= 0.999)
     "eps_star": 1e-3,
+    # App. F.4's window: a clock fires at the first log from which `stability_window_logs`
+    # consecutive logs are past the level (not "until the end"; later exits are `relapse`)
     "stability_window_logs": 5,
+    # a fired CE clock (cls, gen_loss) relapses when its CE later exceeds relapse_factor x level:
+    # one decade, above the scatter of a converged CE around a level (Adam noise, float32
+    # rounding near the floor) yet far below the 1e-7 -> 1e-3 spikes of issue 26; set before
+    # looking at any study's results
+    "relapse_factor": 10.0,
+    # a fired accuracy clock (gen_acc) relapses when test accuracy later falls below
+    # level - relapse_margin: 0.05 is ~54 of the 1,081 test pairs of the default task, far more
+    # than a few pairs flipping near the decision boundary; set before looking at results
+    "relapse_margin": 0.05,
     "acc_threshold": 0.99,
     "test_loss_level": [1e-1, 1e-2],
     "gate_flip_threshold": 1e-3,

@@ -139,7 +139,9 @@ def render_report(
     `python -m twoclocks.analyze` both call it)."""
     max_points = (config.get("report") or {}).get("max_points_per_line")
     kwargs = {"max_points": max_points} if max_points else {}
-    charts, fig_notes = build_figures(trajectories, clocks, fits, **kwargs)
+    charts, fig_notes = build_figures(
+        trajectories, clocks, fits, **kwargs, claim_settings=config.get("claims")
+    )
     if figures_dir is not None:
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
         for name, chart in charts.items():

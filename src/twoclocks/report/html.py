@@ -35,6 +35,7 @@ from twoclocks.analyze.claims.spec import (
     resolve_claim_settings,
 )
 from twoclocks.analyze.claims.spec import claim_rules as spec_claim_rules
+from twoclocks.analyze.settings import resolve_settings
 from twoclocks.report.figures import FIGURES, js_bundle, spec_json
 from twoclocks.report.tables import (  # noqa: F401 (re-exported: the report's tables)
     _cell_ids,
@@ -278,10 +279,10 @@ def _fits_section(fit_rows: pd.DataFrame) -> list[str]:
         "the free-offset power law T = T0 + C x^-k, by AIC (<i>preferred</i>; delta_aic = "
         "AIC(power) - AIC(log), &gt; 0 favours the log law; <i>support</i> decisive when its "
         "interval excludes 0). <i>tail</i>: per seed, the gap after T_cls as G_inf + exponential "
-        "or power decay (theta = (1 + 1/p)/2). <i>ratio</i>: T_clock / T_cls at the reference "
-        "levels, geometric mean over seeds. <i>scaling</i>: a clock against a grid axis "
-        "within a group. Intervals [low, high]: seed bootstrap. Only <i>ok</i> fits judge "
-        "claims.</p>",
+        "or power decay (theta = (1 + 1/p)/2). <i>clock_ratio</i>: T_clock / T_cls at the "
+        "reference levels, geometric mean over seeds (not the claims' R). <i>scaling</i>: a "
+        "clock against a grid axis within a group. Intervals [low, high]: seed bootstrap. Only "
+        "<i>ok</i> fits judge claims.</p>",
         _details(f"ok fits ({n_ok})", _table(ok_all), open_=0 < n_ok <= 12),
         "<h3>Insufficient fits, by reason</h3>"
         + '<p class="note">N: a count that differs between the fits summarised.</p>'
@@ -366,8 +367,10 @@ def _top(r: _Report) -> list[str]:
         f'<td colspan="3">{_esc(verdicts)}</td></tr></table>',
         "<h2>Clocks per cell</h2>",
         '<p class="note">Both clocks and the generalisation clock per cell, in optimiser steps: '
-        "median over the runs where the clock fired [seed min, seed max], then fired/runs. A run "
-        "grokked when T_gen fired. Click a cell for its clocks at every level and its fits.</p>",
+        "median [seed min, seed max] of the runs where the clock fired, fired/runs. A clock "
+        f"fires once {_esc(r.window_logs)} consecutive logs pass its level (App. F.4); grokked: "
+        f"T_gen fired and no relapse (later train CE &gt; {_esc(r.relapse_factor)} x eps or test "
+        f"accuracy &lt; level - {_esc(r.relapse_margin)}).</p>",
         _overview_table(r.overview, clock_headers(r.levels)),
         "<h2>Verdicts</h2>",
         _claims_table(r.claims, claim_rules(r.config.get("claims"))),
@@ -398,6 +401,10 @@ class _Report:
         ids = _cell_ids(self.runtime, self.clocks, self.fits)
         self.overview = _overview(ids, self.runs, self.fit_rows, self.runtime)
         self.summary = clock_summary(self.clocks)
+        analysis = resolve_settings(self.config.get("analysis"))
+        self.window_logs = int(analysis["stability_window_logs"])
+        self.relapse_factor = f"{float(analysis['relapse_factor']):g}"
+        self.relapse_margin = f"{float(analysis['relapse_margin']):g}"
 
 
 def _rep_reference_level(config: Mapping[str, Any]) -> float | None:

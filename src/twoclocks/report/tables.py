@@ -86,6 +86,9 @@ def _fit_record_rows(fits: Mapping[str, Any]) -> pd.DataFrame:
                     k: r.get(k, "")
                     for k in ("fit", "clock", "level", "axis", "group", "status", "preferred")
                 },
+                # fits.json's `ratio` is T_clock / T_cls at the reference levels, not the
+                # separation ratio R of the claims (results.SEPARATION_RATIO)
+                **({"fit": "clock_ratio"} if r.get("fit") == "ratio" else {}),
                 "finding": stats.get("finding", ""),
                 "support": stats.get("law_support", ""),
                 "params": "; ".join(f"{k}={fmt(v)}" for k, v in params.items()),
@@ -146,16 +149,20 @@ def grokked_runs(
     rep_level: float | None = None,
 ) -> pd.DataFrame:
     """Per (cell_id, seed): t_cls, t_rep and t_gen in steps (NaN: did not fire; levels from
-    `run_clock_levels`) and `grokked` (T_gen fired)."""
-    cols = ["cell_id", "seed", "t_cls", "t_rep", "t_gen", "grokked"]
+    `run_clock_levels`), `relapsed` (the T_cls or T_gen row's quantity left its level after
+    the clock fired, `clocks.relapsed`) and `grokked` (T_gen fired and the run did not
+    relapse: a relapsed run is never counted as grokked)."""
+    cols = ["cell_id", "seed", "t_cls", "t_rep", "t_gen", "relapsed", "grokked"]
     if clocks is None or len(clocks) == 0 or "clock" not in clocks:
         return pd.DataFrame(columns=cols)
     df = None
     for col, (clock, level) in run_clock_levels(clocks, settings, rep_level).items():
-        t = cl.clock_times(clocks, clock, level)[["cell_id", "seed", "step"]]
-        t = t.rename(columns={"step": col}).astype({col: float})
+        t = cl.clock_times(clocks, clock, level)[["cell_id", "seed", "step", "relapse"]]
+        t = t.rename(columns={"step": col, "relapse": f"{col}_relapse"}).astype({col: float})
         df = t if df is None else df.merge(t, on=["cell_id", "seed"], how="outer")
-    df["grokked"] = df["t_gen"].notna()
+    rel = df[["t_cls_relapse", "t_gen_relapse"]].astype("boolean").fillna(False)
+    df["relapsed"] = rel.any(axis=1).astype(bool)
+    df["grokked"] = df["t_gen"].notna() & ~df["relapsed"]
     return df[cols].sort_values(["cell_id", "seed"]).reset_index(drop=True)
 
 
@@ -198,10 +205,14 @@ def _overview(cell_ids, runs: pd.DataFrame, fit_rows: pd.DataFrame, runtime) -> 
         f = fit_rows[fit_rows["cell_id"] == cid] if len(fit_rows) else fit_rows
         grok = r[r["grokked"].astype(bool)] if len(r) else r
         seeds = ", ".join(str(int(x)) for x in grok["seed"]) if len(grok) else ""
+        rel = r[r["relapsed"].astype(bool)] if len(r) else r
+        rel_seeds = ", ".join(str(int(x)) for x in rel["seed"]) if len(rel) else ""
         rows.append(
             {
                 "cell": cid,
-                "grokked runs": f"{len(grok)}/{len(r)}" + (f" (seed {seeds})" if seeds else ""),
+                "grokked runs": f"{len(grok)}/{len(r)}"
+                + (f" (seed {seeds})" if seeds else "")
+                + (f"; relapsed: seed {rel_seeds}" if rel_seeds else ""),
                 **{c: clock_interval(r[c].astype(float)) for c in ("t_cls", "t_rep", "t_gen")},
                 "ok fits": int((f["status"] == "ok").sum()) if len(f) else 0,
                 "insufficient fits": int((f["status"] != "ok").sum()) if len(f) else 0,
@@ -257,17 +268,32 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def grokked_by_model(runs: pd.DataFrame, clocks: pd.DataFrame | None, config: Mapping) -> str:
-    """Runs grokked per model family ("relu_embed 9/9, deep_linear 0/6"), each cell's model from
-    its grid in the config (the clocks table names the grid); the total when that is unknown."""
-    total = f"{int(runs['grokked'].sum())}/{len(runs)}" if len(runs) else "0/0"
+    """Runs grokked per model family ("relu_embed 2/9 (1 relapsed), deep_linear n/a"), each
+    cell's model and task from its grid in the config (the clocks table names the grid); the
+    total when that is unknown. A family trained only on the teacher task is "n/a": a teacher
+    task has no test-accuracy grokking delay to count (docs/science.md 6), so its runs are
+    neither grokked nor not."""
     grids = config.get("grids") or {}
-    base = (config.get("base") or {}).get("model")
+    base = config.get("base") or {}
+
+    def count(g: pd.DataFrame) -> str:
+        n_rel = int(g["relapsed"].sum()) if "relapsed" in g else 0
+        return f"{int(g['grokked'].sum())}/{len(g)}" + (f" ({n_rel} relapsed)" if n_rel else "")
+
+    total = count(runs) if len(runs) else "0/0"
     if not len(runs) or clocks is None or "grid" not in clocks or not grids:
         return total
-    model_of_grid = {g: (spec.get("set") or {}).get("model", base) for g, spec in grids.items()}
+    sets = {g: {**base, **(spec.get("set") or {})} for g, spec in grids.items()}
     grid_of = clocks.drop_duplicates("cell_id").set_index("cell_id")["grid"]
-    models = runs["cell_id"].map(grid_of).map(model_of_grid)
+    grid = runs["cell_id"].map(grid_of)
+    models = grid.map({g: v.get("model") for g, v in sets.items()})
+    teacher = grid.map({g: v.get("task") == "teacher" for g, v in sets.items()})
     if models.isna().any():
         return total
-    parts = [f"{m} {int(g['grokked'].sum())}/{len(g)}" for m, g in runs.groupby(models, sort=False)]
-    return ", ".join(parts) if len(parts) > 1 else total
+    parts = []
+    for m, g in runs.groupby(models, sort=False):
+        if teacher[g.index].all():
+            parts.append(f"{m} n/a (teacher task: no grokking delay)")
+        else:
+            parts.append(f"{m} {count(g[~teacher[g.index].astype(bool)])}")
+    return total if len(parts) == 1 and not teacher.any() else ", ".join(parts)

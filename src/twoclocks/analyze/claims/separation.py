@@ -24,8 +24,9 @@ def judge_separation(ctx: Context, s: dict) -> dict:
         ok = df["ratio"].notna()
         n_cls_cens = int(df["cls_censored"].fillna(True).astype(bool).sum())
         n_gen_cens = int(df["slow_censored"].fillna(True).astype(bool).sum())
+        n_relapsed = int(df["relapsed"].sum())
         head = f"eps={df['cls_level'].iloc[0]:.0e}, {gclock}@{df['slow_level'].iloc[0]:g}: "
-        cens = f"censored: {n_cls_cens} cls, {n_gen_cens} gen"
+        cens = f"censored: {n_cls_cens} cls, {n_gen_cens} gen; relapsed (out): {n_relapsed}"
         if ok.sum() < s["min_runs"]:
             why = f"{int(ok.sum())} runs with both clocks ({cens})"
             parts.append((gclock, INCONCLUSIVE, head + why))
@@ -34,7 +35,7 @@ def judge_separation(ctx: Context, s: dict) -> dict:
         med = float(np.median(per_cell))
         verdict = PASS if med > s["separation_min_ratio"] else FAIL
         ev = (
-            f"{head}median over cells of median T_gen/T_cls = {med:.3g} (range "
+            f"{head}median over cells of median R = T_gen/T_cls = {med:.3g} (range "
             f"{per_cell.min():.3g}-{per_cell.max():.3g}, {int(ok.sum())} runs; {cens})"
         )
         parts.append((gclock, verdict, ev))
@@ -74,6 +75,7 @@ def _wd_rank(ctx: Context, s: dict, gclock: str, glevel: float | None):
     if t.empty:
         return INCONCLUSIVE, f"no {gclock} clock", [], {}
     t["step"] = t["step"].fillna(np.inf)  # never grokked = latest
+    t.loc[t["relapse"].astype(bool), "step"] = np.inf  # a relapsed run never counts as grokked
     med = t.groupby("cell_id")["step"].median().rename("t_gen").reset_index()
     df = relu.merge(med, on="cell_id")
     other = [
@@ -122,8 +124,8 @@ SPECS = (
             "min_runs",
         ),  # fmt: skip
         rule=lambda s: (
-            f"PASS if the median over cells of T_gen / T_cls(eps={s['cls_eps']:g}) "
-            f"> {s['separation_min_ratio']:g} ({gen_rule(s)})"
+            f"PASS if the median over cells of R = T_gen / T_cls(eps={s['cls_eps']:g}) (median "
+            f"per cell, relapsed runs out) > {s['separation_min_ratio']:g} ({gen_rule(s)})"
         ),
         judge=judge_separation,
         order=10,

@@ -41,8 +41,10 @@ from twoclocks.report.figures.fourier import (
     additive_order,
     fig_fourier_spectra,
     fig_generator_heatmap,
+    fig_key_frequencies,
     fourier_spectrum,
     generator_order,
+    key_frequency_phases,
     primitive_root,
 )
 from twoclocks.report.figures.mechanism import fig_gates, fig_grad_bounds
@@ -79,6 +81,7 @@ __all__ = [
     "fig_fourier_spectra",
     "fig_gates",
     "fig_generator_heatmap",
+    "fig_key_frequencies",
     "fig_grad_bounds",
     "fig_loss",
     "fig_loss_srank",
@@ -91,6 +94,7 @@ __all__ = [
     "fourier",
     "fourier_spectrum",
     "generator_order",
+    "key_frequency_phases",
     "js_bundle",
     "log_domain",
     "mechanism",

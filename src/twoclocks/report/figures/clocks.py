@@ -9,6 +9,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from twoclocks.analyze.claims.spec import resolve_claim_settings
 from twoclocks.report.figures.common import HEIGHT, WIDTH, FigureSkipped, _title, cl
 from twoclocks.report.figures.registry import figure
 
@@ -130,21 +131,27 @@ def fig_rep_clock(
 
 @figure(
     "separation_ratio",
-    "T_gen/T_cls and T_rep/T_cls per weight decay and model (mean, seed min-max); dotted = the "
-    "claims' separation threshold.",
+    "R = T_gen / T_cls(cls_eps) (the separation claim's ratio) and T_rep / T_cls vs weight "
+    "decay: per-cell median, bar = seed range; dotted = threshold.",
 )
-def fig_separation_ratio(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
-    """Separation ratios T_gen/T_cls and T_rep/T_cls per run vs weight decay (docs/science.md 7)."""
+def fig_separation_ratio(
+    clocks: pd.DataFrame, study: Any = None, claim_settings: dict | None = None
+) -> alt.Chart:
+    """Per-cell medians of T_gen/T_cls and T_rep/T_cls vs weight decay (docs/science.md 7):
+    the one separation ratio of `results.separation_ratios`, at the claims' levels."""
     cells = cl.cell_table(study, clocks)
     if "weight_decay" not in cells:
         raise FigureSkipped("weight decay is not a grid axis")
+    s = resolve_claim_settings(claim_settings)
     frames = []
     no_ratio = []  # slow clocks with no run at all: named in the subtitle, never dropped silently
     for slow in ("gen", cl.REP_CLOCK):
-        df = cl.separation_ratios(clocks, slow)
+        df = cl.separation_ratios(clocks, slow, s["cls_eps"], s["gen_acc_level"])
         df = df[df["ratio"].notna()]
         if not df.empty:
-            df["ratio_of"] = f"{df['slow_clock'].iloc[0]} / cls"
+            name = "R = T_gen" if slow == "gen" else "T_rep"
+            df["ratio_of"] = f"{name} / T_cls"
+            eps = float(df["cls_level"].iloc[0])
             frames.append(df)
         else:
             no_ratio.append(f"T_{slow} / T_cls: no run with both clocks")
@@ -156,44 +163,46 @@ def fig_separation_ratio(clocks: pd.DataFrame, study: Any = None) -> alt.Chart:
     df = df[["cell_id", "seed", "weight_decay", "model", "ratio", "ratio_of"]]
     agg = (
         df.groupby(["ratio_of", "model", "weight_decay"], sort=True)["ratio"]
-        .agg(mean="mean", lo="min", hi="max")
+        .agg(median="median", lo="min", hi="max")
         .reset_index()
     )
-    all_wd = sorted({float(w) for w in cells["weight_decay"].dropna()})
-    missing = [w for w in all_wd if not np.isclose(agg["weight_decay"], w).any()]
-    partial = []
-    for ratio_of, g in agg.groupby("ratio_of", sort=True):
-        absent = [
-            w for w in all_wd if w not in missing and not np.isclose(g["weight_decay"], w).any()
-        ]
-        if absent:
-            partial.append(
-                f"{ratio_of}: no run at weight decay {', '.join(f'{w:g}' for w in absent)}"
-            )
-    note = [
-        *(
-            [f"weight decay {', '.join(f'{w:g}' for w in missing)}: no run with both clocks"]
-            if missing
-            else []
-        ),
-        *partial,
-        *no_ratio,
-    ]
+    note = [*_missing_weight_decays(cells, agg), *no_ratio]
     base = alt.Chart(agg).encode(
         x=alt.X("weight_decay:Q", title="weight decay", scale=alt.Scale(zero=False)),
         color=alt.Color("ratio_of:N", title=None),
         shape=alt.Shape("model:N", title=None),
     )
-    y = alt.Y("mean:Q", scale=alt.Scale(type="log"), title="separation ratio (mean, min-max)")
+    y_title = f"T_slow / T_cls(eps={eps:g}) (median, min-max)"
+    y = alt.Y("median:Q", scale=alt.Scale(type="log"), title=y_title)
     return alt.layer(
         base.mark_rule().encode(y=alt.Y("lo:Q", scale=alt.Scale(type="log")), y2="hi:Q"),
         base.mark_line(point=True).encode(y=y, detail="model:N"),
-        alt.Chart(pd.DataFrame({"r": [cl.SEPARATION_MIN_RATIO]}))
+        alt.Chart(pd.DataFrame({"r": [float(s["separation_min_ratio"])]}))
         .mark_rule(strokeDash=[2, 2], color="gray")
         .encode(y="r:Q"),
     ).properties(
         title=_title("Separation ratio vs weight decay", *note), width=WIDTH, height=HEIGHT
     )
+
+
+def _missing_weight_decays(cells: pd.DataFrame, agg: pd.DataFrame) -> list[str]:
+    """Subtitle notes: weight decays with no ratio at all, and per ratio those it lacks."""
+    all_wd = sorted({float(w) for w in cells["weight_decay"].dropna()})
+    missing = [w for w in all_wd if not np.isclose(agg["weight_decay"], w).any()]
+    notes = []
+    if missing:
+        notes.append(
+            f"weight decay {', '.join(f'{w:g}' for w in missing)}: no run with both clocks"
+        )
+    for ratio_of, g in agg.groupby("ratio_of", sort=True):
+        absent = [
+            w for w in all_wd if w not in missing and not np.isclose(g["weight_decay"], w).any()
+        ]
+        if absent:
+            notes.append(
+                f"{ratio_of}: no run at weight decay {', '.join(f'{w:g}' for w in absent)}"
+            )
+    return notes
 
 
 @figure(

@@ -6,6 +6,7 @@ from typing import Any
 
 import altair as alt
 
+from twoclocks.analyze.claims.spec import resolve_claim_settings
 from twoclocks.report.figures.common import (
     MAX_POINTS,
     FigureSkipped,
@@ -31,27 +32,37 @@ def fig_loss(study: Any, max_points: int = MAX_POINTS) -> alt.LayerChart:
 
 @figure(
     "fig3_loss_srank",
-    "Test cross-entropy (solid, left axis, log) and the stable rank of the named matrix "
-    "(dashed, right axis) vs optimiser step per cell; line = seed mean, band = seed min-max.",
+    "Test cross-entropy (solid, left axis, log) and the stable rank of the srank_drop claim's "
+    "matrix (dashed, right axis) vs step per cell; line = seed mean, band = seed min-max.",
 )
 def fig_loss_srank(
-    study: Any, matrix: str | None = None, max_points: int = MAX_POINTS
+    study: Any,
+    claim_settings: dict | None = None,
+    matrix: str | None = None,
+    max_points: int = MAX_POINTS,
 ) -> alt.LayerChart:
-    """Fig. 3: test loss (log, left axis) and stable rank (right axis) vs step per cell."""
+    """Fig. 3: test loss (log, left axis) and stable rank (right axis) vs step per cell.
+
+    The stable rank is that of the claims' `srank_claim_matrix` (default `gated`, the
+    training-set mean gated map), the series `srank_drop` judges (`results.srank_candidates`);
+    a store without it shows its end-to-end map, and the title says so.
+    """
     cells = _relu(study) or cl.cell_datasets(study)
-    cells = [c for c in cells if "srank" in c[2]]
+    cells = [c for c in cells if cl.srank_candidates(c[2])]
     if not cells:
         raise FigureSkipped("no stable rank logged")
-    mat = matrix or cl.srank_matrix(cells[0][2])
+    claim_mat = matrix or resolve_claim_settings(claim_settings)["srank_claim_matrix"]
+    have = all(claim_mat in cl.srank_candidates(ds) for _c, _p, ds in cells)
+    mat = claim_mat if have else cl.srank_matrix(cells[0][2])
+    if mat is None:
+        raise FigureSkipped(f"no stable rank of {claim_mat!r} or of the end-to-end map")
     n_lines = 2 * len(cells)
     loss = _bands(cells, {"test loss": "test_loss"}, n_lines, max_points)
-    get = {f"srank({mat})": lambda ds: ds["srank"].sel(matrix=mat)}
+    get = {f"srank({mat})": lambda ds: cl.srank_candidates(ds)[mat]}
     srank = _bands(cells, get, n_lines, max_points)
     order = ["test loss", f"srank({mat})"]  # test loss solid, as in Fig. 1
     left = _band_chart(loss, "", "test cross-entropy (nats, log)", True, dash_order=order)
     right = _band_chart(srank, "", f"stable rank of {mat}", False, dash_order=order)
-    return (
-        alt.layer(left, right)
-        .resolve_scale(y="independent")
-        .properties(title=f"Test loss and stable rank (Fig. 3), matrix {mat}")
-    )
+    title = f"Test loss and stable rank (Fig. 3), matrix {mat}"
+    title += " (the srank_drop claim's matrix)" if have else f" (claim's {claim_mat!r} not logged)"
+    return alt.layer(left, right).resolve_scale(y="independent").properties(title=title)

@@ -53,19 +53,143 @@ def _residue_rows(snap: np.ndarray, p: int) -> np.ndarray:
     return snap[:p] if snap.shape[0] >= p else snap.T[:p]
 
 
+def key_frequency_phases(
+    rows: np.ndarray, op: str, keep: int
+) -> tuple[np.ndarray, list[dict[str, np.ndarray | int]]]:
+    """The spectrum of (p, n) residue rows (`metrics.fourier_energy` on the rows as logged,
+    mul/div in discrete-log order, as the logged `fourier_gap` sees them) and, per key frequency
+    (the `keep` largest k >= 1, the frequencies `fourier_gap` keeps), the unit directions in
+    feature space of its cos and sin parts and the residue order by phase k * i mod m.
+
+    For a Fourier-structured matrix, the centred rows projected on the cos (sin) direction and
+    read in that order trace one cosine (sine) cycle; for noise they do not.
+    """
+    import torch
+
+    from twoclocks.train.metrics import fourier_energy
+
+    rows = np.asarray(rows, float)
+    residues = generator_order(rows.shape[0]) if op in {"mul", "div"} else np.arange(len(rows))
+    x = rows[residues]
+    m = len(x)
+    energy = fourier_energy(torch.as_tensor(x)[None])[0].numpy()
+    keys = np.argsort(energy[1:])[::-1][: min(keep, len(energy) - 1)] + 1
+    coef = np.fft.rfft(x - x.mean(axis=0), axis=0)  # (m // 2 + 1, n)
+    out = []
+    for k in keys:
+        dirs = []
+        for part in (coef[k].real, -coef[k].imag):
+            norm = np.linalg.norm(part)
+            dirs.append(part / norm if norm > 0 else part)
+        order = np.argsort((int(k) * np.arange(m)) % m, kind="stable")
+        out.append({"k": int(k), "cos": dirs[0], "sin": dirs[1], "order": order})
+    return energy, [dict(d, residues=residues) for d in out]
+
+
+def _key_keep(params: dict, ds: xr.Dataset, claim_settings: dict | None) -> tuple[int, str]:
+    """How many key frequencies the fourier claim's gap keeps, and where the number comes
+    from: the model's `fourier_keep` when the store logs `fourier_gap` (the claim reads it),
+    else the claims' `fourier_keep` (the replay stage's snapshot gap)."""
+    from twoclocks.analyze.claims.spec import resolve_claim_settings
+
+    if "fourier_gap" in ds:
+        return int(params.get("fourier_keep", 8)), "logged fourier_gap"
+    return int(resolve_claim_settings(claim_settings)["fourier_keep"]), "snapshot gap"
+
+
 # two figures from one function: fig2_embedding registers first (decorators apply bottom-up)
-@figure(
-    "fig2_head",
-    "Class rows of the head U at the first and last checkpoint, ordered and projected as for the "
-    "embedding.",
-    block="U",
-)
+@figure("fig2_head", "Class rows of the head U, shown as the embedding E is.", block="U")
 @figure(
     "fig2_embedding",
-    "Embedding rows ordered by residue (generator order), projected on the final matrix's "
-    "principal directions, at the first and last checkpoint of one seed.",
+    "E rows (one seed, first and last checkpoint) on the cos/sin directions of each key frequency "
+    "k, in phase order k * residue mod p; right: energy per frequency k (last checkpoint).",
     block="E",
 )
+def fig_key_frequencies(
+    study: Any,
+    block: str = "E",
+    cell: str | None = None,
+    seed_index: int = 0,
+    claim_settings: dict | None = None,
+) -> alt.HConcatChart:
+    """Fig. 2: per key frequency of the final matrix, its rows ordered by phase and projected
+    on that frequency's cos/sin directions (first and last checkpoint), and the spectrum."""
+    var = f"snap_{block}"
+    cid, params, ds = _pick_cell(study, cell, var)
+    p, op = int(params["modulus"]), str(params.get("op", "add"))
+    keep, source = _key_keep(params, ds, claim_settings)
+    snaps = ds[var].isel(seed=seed_index).to_numpy()
+    last = _residue_rows(snaps[-1], p)
+    energy, keys = key_frequency_phases(last, op, keep)
+    steps = ds["checkpoint_step"].to_numpy() if "checkpoint_step" in ds else [0, -1]
+    frames = []
+    for when, snap, step in (("first", snaps[0], steps[0]), ("last", snaps[-1], steps[-1])):
+        x = _residue_rows(snap, p)
+        for key in keys:
+            xr_ = x[key["residues"]]
+            xr_ = (xr_ - xr_.mean(axis=0))[key["order"]]
+            for part in ("cos", "sin"):
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "checkpoint": f"{when} (step {int(step)})",
+                            "column": f"{key['k']} {part}",
+                            "phase": np.arange(len(xr_)),
+                            "residue": key["residues"][key["order"]],
+                            "w": xr_ @ key[part],
+                        }
+                    )
+                )
+    df = pd.concat(frames, ignore_index=True)
+    # each checkpoint on its own scale (init rows are larger than trained ones)
+    scale = df.groupby("checkpoint")["w"].transform(lambda w: float(w.abs().max()) or 1.0)
+    df["w_rel"] = df["w"] / scale
+    heat = (
+        alt.Chart(df)
+        .mark_rect()
+        .encode(
+            x=alt.X("column:N", sort=list(dict.fromkeys(df["column"])), title="key frequency k"),
+            y=alt.Y("phase:O", title="rows by phase k * i mod m", axis=alt.Axis(labels=False)),
+            color=alt.Color(
+                "w_rel:Q",
+                scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True),
+                legend=alt.Legend(title=["projection", "/ max |.|"], format=".1f"),
+            ),
+            column=alt.Column("checkpoint:N", title=None),
+            tooltip=["residue:Q", "column:N", alt.Tooltip("w:Q", format=".3f")],
+        )
+        .properties(width=min(128, 8 * len(keys) * 2), height=max(60, min(140, 3 * len(last))))
+    )
+    key_set = {k["k"] for k in keys}
+    total = float(energy.sum()) or 1.0
+    gap = 1.0 - sum(energy[k] for k in key_set) / total
+    spec = pd.DataFrame(
+        {
+            "k": np.arange(energy.size),
+            "energy": energy / total,
+            "kind": ["key" if k in key_set else "outside" for k in range(energy.size)],
+        }
+    )
+    bars = (
+        alt.Chart(spec)
+        .mark_bar()
+        .encode(
+            x=alt.X("k:O", title=f"k (keys: {source})", axis=alt.Axis(labelOverlap="parity")),
+            y=alt.Y("energy:Q", title="energy fraction (last checkpoint)"),
+            color=alt.Color("kind:N", legend=None, sort=["key", "outside"]),
+            tooltip=["k:O", "kind:N", alt.Tooltip("energy:Q", format=".3f")],
+        )
+        .properties(
+            width=160,
+            height=80,
+            title=f"{len(keys)} key, energy outside {gap:.2g}",
+        )
+    )
+    order = ", discrete-log order" if op in {"mul", "div"} else ""
+    title = f"{block} by key-frequency phase{order}, {cid}, seed "
+    return alt.hconcat(heat, bars).properties(title=title + str(int(ds["seed"][seed_index])))
+
+
 def fig_generator_heatmap(
     study: Any, block: str = "E", cell: str | None = None, seed_index: int = 0
 ) -> alt.HConcatChart:
