@@ -13,6 +13,7 @@ import twoclocks
 from twoclocks.data.modular import make_modular
 from twoclocks.train import store as ts
 from twoclocks.train.engine import train_cell
+from twoclocks.train.manifest import write_manifest
 
 
 def _layout(steps: int = 1200) -> ts.StoreLayout:
@@ -125,7 +126,9 @@ def test_load_study_over_two_cells(tmp_path):
     for wd, steps in [(0.5, 30), (1.0, 40)]:
         cid = f"relu/wd={wd}"
         cell = dict(CELL, cell_id=cid, cell_hash=f"h{wd}", weight_decay=wd, steps=steps)
-        train_cell(cell, data, tmp_path / "runs" / cid / "trajectory.zarr")
+        store = tmp_path / "runs" / cid / "trajectory.zarr"
+        train_cell(cell, data, store)
+        write_manifest(store, store.with_name("manifest.json"))  # as the unstack rule does
     study = twoclocks.load_study(tmp_path)
     assert study.sizes["cell"] == 2
     assert sorted(study.cell.values.tolist()) == ["relu/wd=0.5", "relu/wd=1.0"]
@@ -154,7 +157,9 @@ def test_load_study_axes_are_clean_selectable_coords(tmp_path):
     ]
     for c in cells:
         c = dict(c, steps=20, seeds=[0], snapshot_count=2, cell_hash=c["cell_id"][-6:])
-        train_cell(c, data, tmp_path / "runs" / c["cell_id"] / "trajectory.zarr")
+        store = tmp_path / "runs" / c["cell_id"] / "trajectory.zarr"
+        train_cell(c, data, store)
+        write_manifest(store, store.with_name("manifest.json"))
     ds = twoclocks.load_study(tmp_path)
     # `op` labels a cell but is "add" everywhere: not an axis.
     assert json.loads(ds.attrs["grid_axes"]) == ["weight_decay", "hidden_width"]
