@@ -41,7 +41,14 @@ OMITTED_AT_DEFAULT = ("frozen_blocks",)
 OPTIMIZER_KEYS = {
     "adamw": ("betas", "adam_eps"),
     "sgd": ("momentum",),
-    "muon": ("muon_momentum", "muon_nesterov", "muon_ns_steps", "muon_adjust_lr", "betas", "adam_eps"),
+    "muon": (
+        "muon_momentum",
+        "muon_nesterov",
+        "muon_ns_steps",
+        "muon_adjust_lr",
+        "betas",
+        "adam_eps",
+    ),
 }
 COMMON_KEYS = (
     "task",

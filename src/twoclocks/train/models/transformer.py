@@ -147,7 +147,7 @@ class TransformerSpec(ModelSpec):
     def forward(self, params: dict[str, Tensor], x: Tensor) -> Forward:
         """``x``: int64 (n, 2) token pairs; logits read at the ``=`` position."""
         e = params["E"]
-        m, n, d = e.shape[0], x.shape[0], self.d_model
+        m, n = e.shape[0], x.shape[0]
         eq = torch.full((n, 1), self.vocab_size, dtype=x.dtype, device=x.device)
         seq = torch.cat([x, eq], dim=1)  # (n, 3)
         resid = e[:, seq] + params["P"][:, None]  # (M, n, 3, d)
@@ -222,15 +222,19 @@ class TransformerNet(nn.Module):
         resid = w["E"][torch.cat([x, eq], dim=1)] + w["P"]  # (n, 3, d)
 
         for i in range(1, s.n_layers + 1):
-            h = resid if not s.layernorm else F.layer_norm(
-                resid, (s.d_model,), w[f"ln1w{i}"], w[f"ln1b{i}"], eps=LN_EPS
+            h = (
+                resid
+                if not s.layernorm
+                else F.layer_norm(resid, (s.d_model,), w[f"ln1w{i}"], w[f"ln1b{i}"], eps=LN_EPS)
             )
             q, k, v = (F.linear(h, w[f"{c}{i}"]) for c in "QKV")
             q, k, v = (t.view(t.shape[0], 3, s.n_heads, -1).transpose(1, 2) for t in (q, k, v))
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             resid = resid + F.linear(z.transpose(1, 2).reshape(-1, 3, s.d_model), w[f"O{i}"])
-            h = resid if not s.layernorm else F.layer_norm(
-                resid, (s.d_model,), w[f"ln2w{i}"], w[f"ln2b{i}"], eps=LN_EPS
+            h = (
+                resid
+                if not s.layernorm
+                else F.layer_norm(resid, (s.d_model,), w[f"ln2w{i}"], w[f"ln2b{i}"], eps=LN_EPS)
             )
             a = _act(s.mlp_activation, F.linear(h, w[f"Win{i}"], w[f"bin{i}"]))
             resid = resid + F.linear(a, w[f"Wout{i}"], w[f"bout{i}"])
