@@ -154,3 +154,29 @@ def test_frozen_member_stops_under_muon():
     opt.step()
     for k, v in params.items():
         assert torch.equal(v[1], before[k][1]) and not torch.equal(v[0], before[k][0]), k
+
+
+def test_claims_scope_muon_cells_as_adamw_cells():
+    """Every claim covers a Muon cell exactly when it covers the same cell under AdamW; of the
+    paper's statements a transformer cell is covered only by the any-model law claims (no
+    deep-linear theorem, no ReLU-gate statement or reduction)."""
+    import pandas as pd
+
+    from twoclocks.analyze import claims
+
+    models = ["relu_embed", "transformer", "deep_linear"]
+    cells = pd.DataFrame(
+        [
+            {"cell_id": f"{m}/{o}", "model": m, "optimizer": o, "task": "modular"}
+            for m in models
+            for o in ("adamw", "muon")
+        ]
+    )
+    for spec in claims.specs():
+        ids = set(spec.scope.cell_ids(cells))
+        for m in models:
+            assert (f"{m}/adamw" in ids) == (f"{m}/muon" in ids), (spec.id, m)
+        if "transformer/adamw" in ids:
+            assert spec.scope.models is None, spec.id
+    covering = [s.id for s in claims.specs() if "transformer/muon" in s.scope.cell_ids(cells)]
+    assert covering and all(s.startswith(("cls_", "rep_")) for s in covering), covering
