@@ -150,7 +150,13 @@ class TransformerSpec(ModelSpec):
         m, n = e.shape[0], x.shape[0]
         eq = torch.full((n, 1), self.vocab_size, dtype=x.dtype, device=x.device)
         seq = torch.cat([x, eq], dim=1)  # (n, 3)
-        resid = e[:, seq] + params["P"][:, None]  # (M, n, 3, d)
+        # rows picked with index_select on the member-flattened table: its backward is an
+        # ordered index_add, so a member's embedding gradient has the same bits in any stack
+        # (advanced indexing's accumulate did not, at n = 4,704)
+        vocab = e.shape[1]
+        rows = seq.reshape(1, -1) + torch.arange(m, device=x.device)[:, None] * vocab
+        tokens = e.reshape(m * vocab, -1).index_select(0, rows.reshape(-1))
+        resid = tokens.view(m, n, SEQ_LEN, -1) + params["P"][:, None]  # (M, n, 3, d)
 
         def lin(h: Tensor, name: str) -> Tensor:  # h (M, n, 3, k) -> (M, n, 3, out)
             w = params[name]
