@@ -24,7 +24,9 @@ stable rank of another map names it with ``analysis.srank_matrix`` (e.g. ``OV1``
 gap reads the residue rows of ``E``.
 
 Every weight product of the stacked forward is a per-member matmul on the CPU
-(``member_linear``), so a member trained in a stack follows the bits of the member alone.
+(``member_linear``) and the token gather an ``index_select``, so a member trained in a stack
+follows the bits of the member alone. The last layer computes queries, output map and MLP at the
+last position only (the logits read nothing else).
 """
 
 from __future__ import annotations
@@ -61,15 +63,17 @@ def _layer_norm(x: Tensor, w: Tensor | None, b: Tensor | None) -> Tensor:
 
 
 def _attention(q: Tensor, k: Tensor, v: Tensor, heads: int) -> Tensor:
-    """Causal softmax attention, ``(..., s, d)`` each -> ``(..., s, d)`` (heads split from d)."""
-    *lead, s, d = q.shape
-    dh = d // heads
-    q, k, v = (t.reshape(*lead, s, heads, dh).transpose(-3, -2) for t in (q, k, v))
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)  # (..., H, s, s)
-    mask = torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1)
+    """Causal softmax attention of the last ``s_q`` positions over all ``s`` positions,
+    ``q (..., s_q, d)``, ``k, v (..., s, d)`` -> ``(..., s_q, d)`` (heads split from d)."""
+    *lead, sq, d = q.shape
+    s, dh = k.shape[-2], d // heads
+    q = q.reshape(*lead, sq, heads, dh).transpose(-3, -2)
+    k, v = (t.reshape(*lead, s, heads, dh).transpose(-3, -2) for t in (k, v))
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)  # (..., H, s_q, s)
+    mask = torch.ones(sq, s, dtype=torch.bool, device=q.device).triu(1 + s - sq)
     scores = scores.masked_fill(mask, float("-inf"))
-    z = scores.softmax(-1) @ v  # (..., H, s, dh)
-    return z.transpose(-3, -2).reshape(*lead, s, d)
+    z = scores.softmax(-1) @ v  # (..., H, s_q, dh)
+    return z.transpose(-3, -2).reshape(*lead, sq, d)
 
 
 @dataclass(frozen=True)
@@ -158,14 +162,19 @@ class TransformerSpec(ModelSpec):
         tokens = e.reshape(m * vocab, -1).index_select(0, rows.reshape(-1))
         resid = tokens.view(m, n, SEQ_LEN, -1) + params["P"][:, None]  # (M, n, 3, d)
 
-        def lin(h: Tensor, name: str) -> Tensor:  # h (M, n, 3, k) -> (M, n, 3, out)
+        def lin(h: Tensor, name: str) -> Tensor:  # h (M, n, s, k) -> (M, n, s, out)
             w = params[name]
-            return member_linear(h.reshape(m, -1, h.shape[-1]), w).view(m, n, SEQ_LEN, -1)
+            return member_linear(h.reshape(m, -1, h.shape[-1]), w).view(m, n, h.shape[2], -1)
 
         ln = self.layernorm
         for i in range(1, self.n_layers + 1):
             h = _layer_norm(resid, *(params[f"ln1{c}{i}"] for c in "wb")) if ln else resid
-            z = _attention(lin(h, f"Q{i}"), lin(h, f"K{i}"), lin(h, f"V{i}"), self.n_heads)
+            k, v = lin(h, f"K{i}"), lin(h, f"V{i}")
+            if i == self.n_layers:
+                # only the last position reaches the logits: the last layer's queries, output
+                # map and MLP run there alone (a third of their work; same function)
+                h, resid = h[:, :, -1:], resid[:, :, -1:]
+            z = _attention(lin(h, f"Q{i}"), k, v, self.n_heads)
             resid = resid + lin(z, f"O{i}")
             h = _layer_norm(resid, *(params[f"ln2{c}{i}"] for c in "wb")) if ln else resid
             a = lin(h, f"Win{i}") + params[f"bin{i}"][:, None, None]
