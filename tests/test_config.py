@@ -117,7 +117,7 @@ def test_duplicate_seeds():
 
 
 def test_unknown_model_kind():
-    rejects(with_changes(base={"model": "transformer"}), "base.model = 'transformer'", "relu_embed")
+    rejects(with_changes(base={"model": "mlp"}), "base.model = 'mlp'", "relu_embed")
 
 
 def test_depth_below_one():

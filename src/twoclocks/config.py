@@ -38,7 +38,18 @@ from twoclocks.schema import (  # noqa: F401 (re-exported: the schema readers)
 # Keys added after studies were run, left out of the resolved cell at their schema default so an
 # existing cell keeps its params, hash, cache entry and trajectory: these, plus each model's.
 OMITTED_AT_DEFAULT = ("frozen_blocks",)
-OPTIMIZER_KEYS = {"adamw": ("betas", "adam_eps"), "sgd": ("momentum",)}
+OPTIMIZER_KEYS = {
+    "adamw": ("betas", "adam_eps"),
+    "sgd": ("momentum",),
+    "muon": (
+        "muon_momentum",
+        "muon_nesterov",
+        "muon_ns_steps",
+        "muon_adjust_lr",
+        "betas",
+        "adam_eps",
+    ),
+}
 COMMON_KEYS = (
     "task",
     "model",

@@ -135,6 +135,8 @@ def distinct_samples(spec: ModelSpec, x: Tensor, y: Tensor) -> tuple[Tensor, Ten
 # The built-in models register themselves on import (after the registry exists).
 from twoclocks.train.models.deep_linear import DeepLinearNet, DeepLinearSpec  # noqa: E402
 from twoclocks.train.models.relu_embed import ReluEmbedNet, ReluEmbedSpec  # noqa: E402
+from twoclocks.train.models.transformer import TransformerSpec  # noqa: E402
 
 register(ReluEmbedSpec)
 register(DeepLinearSpec)
+register(TransformerSpec)
