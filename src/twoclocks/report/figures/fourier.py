@@ -97,6 +97,30 @@ def _key_keep(params: dict, ds: xr.Dataset, claim_settings: dict | None) -> tupl
     return int(resolve_claim_settings(claim_settings)["fourier_keep"]), "snapshot gap"
 
 
+def _phase_frame(snaps: np.ndarray, steps: Any, p: int, keys: list[dict]) -> pd.DataFrame:
+    """Rows of the first and last snapshot, centred, in phase order of each key frequency and
+    projected on its cos/sin directions: one row per (checkpoint, key part, phase)."""
+    frames = []
+    for when, snap, step in (("first", snaps[0], steps[0]), ("last", snaps[-1], steps[-1])):
+        x = _residue_rows(snap, p)
+        for key in keys:
+            xr_ = x[key["residues"]]
+            xr_ = (xr_ - xr_.mean(axis=0))[key["order"]]
+            for part in ("cos", "sin"):
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "checkpoint": f"{when} (step {int(step)})",
+                            "column": f"{key['k']} {part}",
+                            "phase": np.arange(len(xr_)),
+                            "residue": key["residues"][key["order"]],
+                            "w": xr_ @ key[part],
+                        }
+                    )
+                )
+    return pd.concat(frames, ignore_index=True)
+
+
 # two figures from one function: fig2_embedding registers first (decorators apply bottom-up)
 @figure("fig2_head", "Class rows of the head U, shown as the embedding E is.", block="U")
 @figure(
@@ -122,25 +146,7 @@ def fig_key_frequencies(
     last = _residue_rows(snaps[-1], p)
     energy, keys = key_frequency_phases(last, op, keep)
     steps = ds["checkpoint_step"].to_numpy() if "checkpoint_step" in ds else [0, -1]
-    frames = []
-    for when, snap, step in (("first", snaps[0], steps[0]), ("last", snaps[-1], steps[-1])):
-        x = _residue_rows(snap, p)
-        for key in keys:
-            xr_ = x[key["residues"]]
-            xr_ = (xr_ - xr_.mean(axis=0))[key["order"]]
-            for part in ("cos", "sin"):
-                frames.append(
-                    pd.DataFrame(
-                        {
-                            "checkpoint": f"{when} (step {int(step)})",
-                            "column": f"{key['k']} {part}",
-                            "phase": np.arange(len(xr_)),
-                            "residue": key["residues"][key["order"]],
-                            "w": xr_ @ key[part],
-                        }
-                    )
-                )
-    df = pd.concat(frames, ignore_index=True)
+    df = _phase_frame(snaps, steps, p, keys)
     # each checkpoint on its own scale (init rows are larger than trained ones)
     scale = df.groupby("checkpoint")["w"].transform(lambda w: float(w.abs().max()) or 1.0)
     df["w_rel"] = df["w"] / scale
