@@ -39,7 +39,5 @@ def drop_floor_levels(
     floor = max(run_floor, dt_floor)
     source = "final train CE" if run_floor >= dt_floor else f"{dtype} resolution"
     keep = levels >= FLOOR_FACTOR * floor
-    dropped = [
-        {"level": float(lv), "floor": floor, "source": source} for lv in levels[~keep]
-    ]
+    dropped = [{"level": float(lv), "floor": floor, "source": source} for lv in levels[~keep]]
     return levels[keep], dropped

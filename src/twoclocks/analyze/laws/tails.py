@@ -75,7 +75,10 @@ def _starts(name: str, u: np.ndarray, y: np.ndarray, c0: float) -> list[list[flo
     if name == "exp":
         return [[icpt, rate]]
     if name == "exp2":
-        return [[icpt - 0.7, rate / 3, icpt - 0.7, rate * 3], [icpt - 0.1, rate, icpt - 2, rate * 10]]
+        return [
+            [icpt - 0.7, rate / 3, icpt - 0.7, rate * 3],
+            [icpt - 0.1, rate, icpt - 2, rate * 10],
+        ]
     out = []
     for d in (1e-4, 1e-2, 1.0):
         s, i0 = np.polyfit(np.log1p(u / d), r, 1)
@@ -121,7 +124,7 @@ def _fit_model(name, u, y, lower, upper, c_fixed, c_starts) -> dict | None:
         se = float(np.sqrt(cov[0, 0])) if cov[0, 0] >= 0 else math.nan
     fit = _model(name, best.x, u, c_fixed)
     return {"q": best.x, "bic": bic, "cost": float(best.cost), "g_inf": c, "g_inf_se": se,
-            "fit": fit}  # fmt: skip
+            "fit": fit, "fixed": c_fixed is not None}  # fmt: skip
 
 
 def late_rate_slope(t, g, g_inf: float, t0: float, t_max: float = math.inf) -> tuple[float, float]:
