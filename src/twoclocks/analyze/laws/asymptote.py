@@ -70,6 +70,13 @@ def plausible_range(fit: tails.TailFit, lower: float, g_end: float) -> tuple[flo
     return float(np.clip(lo, lower, upper)), float(np.clip(hi, lower, upper))
 
 
+def rel_noise_at_levels(gaps, t_ref, steps, g_inf, levels, noise) -> np.ndarray:
+    """Relative noise SD of the normalised gap at each level (S, K): noise * G / (G - G_inf)."""
+    g_ref = np.array([np.interp(tr, steps, row) for tr, row in zip(t_ref, gaps, strict=True)])
+    dist = levels[None, :] * (g_ref - g_inf)[:, None]
+    return np.asarray(noise)[:, None] * np.abs(g_inf[:, None] + dist) / dist
+
+
 def rep_times(steps, gaps, t_ref, g_inf, levels, window_logs: int, noise=None) -> np.ndarray:
     """T_rep(eta) per member (S, K) for asymptotes g_inf (S,), as analyze/clocks.py defines it:
     g = (G - G_inf) / (G(T_cls) - G_inf), G(T_cls) interpolated linearly, only logs t >= T_cls.
@@ -116,7 +123,8 @@ def _profile(steps, gaps, t_ref, levels, window_logs, lows, highs, noise) -> lis
     for f in np.linspace(0.0, 1.0, N_PROFILE):
         g_inf = lows + f * (highs - lows)
         t = rep_times(steps, gaps, t_ref, g_inf, levels, window_logs, noise)
-        out.append(decide_law(levels, t))
+        rel = rel_noise_at_levels(gaps, t_ref, steps, g_inf, levels, noise)
+        out.append(decide_law(levels, t, rel_noise=rel))
     return out
 
 

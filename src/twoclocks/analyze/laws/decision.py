@@ -108,22 +108,24 @@ def drift_param(xs: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarra
     return np.where(edge, np.nan, d), y1
 
 
-def drift_free(xs: np.ndarray, t: np.ndarray, ok: np.ndarray) -> np.ndarray:
+def drift_free(xs: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Model-free drift per row: log of the ratio of straight-line slopes over the upper and the
     lower half of the levels, scaled from the distance between the halves' centres to the span.
 
-    NaN where a half has fewer than 2 levels or a slope is not positive.
+    Weighted by w (S, n; 0 = not crossed). NaN where a half has fewer than 2 levels or a slope is
+    not positive.
     """
     out = np.full(t.shape[0], np.nan)
     for s in range(t.shape[0]):
-        x, y = xs[ok[s]], t[s, ok[s]]
+        ok = w[s] > 0
+        x, y, sw = xs[ok], t[s, ok], np.sqrt(w[s, ok])
         n = len(x)
         if n < MIN_LEVELS:
             continue
         half = (n + 1) // 2
         lo, hi = slice(0, half), slice(n - half, n)
-        b_lo = np.polyfit(x[lo], y[lo], 1)[0]
-        b_hi = np.polyfit(x[hi], y[hi], 1)[0]
+        b_lo = np.polyfit(x[lo], y[lo], 1, w=sw[lo])[0]
+        b_hi = np.polyfit(x[hi], y[hi], 1, w=sw[hi])[0]
         gap = x[hi].mean() - x[lo].mean()
         if b_lo > 0 and b_hi > 0 and gap > 0:
             out[s] = math.log(b_hi / b_lo) * (x.max() - x.min()) / gap
@@ -183,10 +185,27 @@ def _explain(dec: LawDecision, n_seeds: int) -> tuple[str, str]:
     )
 
 
-def decide_law(levels: np.ndarray, times: np.ndarray, ci_level: float = CI_LEVEL) -> LawDecision:
+def crossing_weights(x: np.ndarray, t: np.ndarray, rel_noise: np.ndarray | None) -> np.ndarray:
+    """Inverse variances of crossing times (S, n): sigma_T = (sigma_g / g) * |dT/dx|, the
+    relative noise of the quantity at the level times the local slope (a quantity falling by a
+    relative d g/g at the rate -d log g/dt = 1/(dT/dx) crosses d g/g * dT/dx later).
+    Without rel_noise: relative errors 1/T^2 (analyze/fits.py's law fits)."""
+    if rel_noise is None:
+        return 1.0 / t**2
+    slope = np.abs(np.gradient(t, x, axis=1))
+    floor = 0.1 * np.median(slope, axis=1, keepdims=True)
+    sig = np.asarray(rel_noise, float) * np.maximum(slope, floor)
+    return 1.0 / np.maximum(sig, 1e-9 * t) ** 2
+
+
+def decide_law(
+    levels: np.ndarray, times: np.ndarray, ci_level: float = CI_LEVEL, rel_noise=None
+) -> LawDecision:
     """Decide the law of one clock from times (S seeds, K levels); NaN = censored.
 
     Only levels every seed crossed are fitted (the fitted decades are common to all seeds).
+    rel_noise (S, K): relative noise SD of the crossed quantity at each level, for inverse-
+    variance weights (`crossing_weights`); None: relative errors.
     """
     levels = np.asarray(levels, float)
     times = np.atleast_2d(np.asarray(times, float))
@@ -194,6 +213,7 @@ def decide_law(levels: np.ndarray, times: np.ndarray, ci_level: float = CI_LEVEL
     use = both.all(axis=0) & (levels > 0)
     x = np.log(1.0 / levels[use])
     t = times[:, use]
+    rn = None if rel_noise is None else np.broadcast_to(rel_noise, times.shape)[:, use]
     n_seeds = times.shape[0]
     dec = LawDecision(INCONCLUSIVE, n_seeds=n_seeds, levels=[float(v) for v in levels[use]])
     if len(x) < MIN_LEVELS or n_seeds < MIN_SEEDS:
@@ -207,9 +227,9 @@ def decide_law(levels: np.ndarray, times: np.ndarray, ci_level: float = CI_LEVEL
     x, t = x[order], t[:, order]
     span = float(x[-1] - x[0])
     xs = (x - x[0]) / span
-    w = 1.0 / t**2
+    w = crossing_weights(x, t, None if rn is None else rn[:, order])
     d_par, _ = drift_param(xs, t, w)
-    d_free = drift_free(xs, t, np.ones_like(t, dtype=bool))
+    d_free = drift_free(xs, t, w)
     m_p, lo_p, hi_p = _t_interval(d_par, ci_level)
     _, lo_f, hi_f = _t_interval(d_free, ci_level)
     if not np.isfinite(d_par).all():
