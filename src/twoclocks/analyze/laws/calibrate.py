@@ -139,3 +139,38 @@ def verdict_allowed(results: dict[str, FamilyResult], matters=None) -> tuple[boo
             MAX_WRONG, ", ".join(f"{n} ({results[n].wrong:.0%})" for n in bad)
         )
     return True, f"confident wrong <= {MAX_WRONG:.0%} in {len(names)} families"
+
+
+def main(argv=None) -> None:
+    """`python -m twoclocks.analyze.laws.calibrate CONFIG [--grid G] [--noise S] [--draws N]`:
+    the calibration of a study's horizon, as JSON on stdout."""
+    import argparse
+    import json
+
+    import yaml
+
+    from twoclocks.analyze.laws.simulate import horizon_from_config
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("config")
+    ap.add_argument("--grid", default=None)
+    ap.add_argument("--noise", type=float, default=0.005)
+    ap.add_argument("--draws", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--families", default=None, help="comma-separated names (default: all)")
+    a = ap.parse_args(argv)
+    with open(a.config) as fh:
+        hz = horizon_from_config(yaml.safe_load(fh), a.grid, a.noise)
+    names = a.families.split(",") if a.families else None
+    res = calibrate(hz, names, a.draws, a.seed, a.workers)
+    out = {
+        "horizon": {"name": hz.name, "steps": hz.steps, "n_logs": len(hz.log_steps),
+                    "noise": hz.noise, "n_seeds": hz.n_seeds, "draws": a.draws},
+        "families": {k: v.as_dict() for k, v in res.items()},
+    }  # fmt: skip
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
