@@ -2,10 +2,11 @@
 analyze/laws/simulate.py and calibrate.py.
 
 Fast tests: the cadence and grids come from the configs the way the engine builds them; the
-verdict gate; the classifier-clock families on a few draws. Slow: every family at the horizons of
-config/config.yaml (relu grid) and config/paper.yaml, 20 draws each, fixed seeds, against the
-issue's targets. IDENTIFIABLE lists the families the calibration found decidable (>= 80%
-correct) at 0.5% noise per log; every other family must be INCONCLUSIVE rather than wrong.
+verdict gate; the classifier-clock families on a few draws. Slow: every family at the horizons
+of config/config.yaml (relu grid) and config/paper.yaml, 20 draws per representation family and
+100 per classifier family, fixed seeds, against the issue's targets. IDENTIFIABLE lists the
+families the calibration found decidable (>= 80% correct) at 0.5% noise per log; every other
+family must be INCONCLUSIVE rather than wrong.
 """
 
 from __future__ import annotations
@@ -97,8 +98,12 @@ def test_unknown_family_is_refused():
     [("config.yaml", "relu", 0.005), ("paper.yaml", None, 0.005), ("paper.yaml", None, 0.02)],
 )
 def test_known_truths_at_real_horizons(config, grid, noise):
-    res = calibrate(_horizon(config, grid, noise), None, 20)
-    assert set(res) == set(families())
+    hz = _horizon(config, grid, noise)
+    fams = families()
+    # classifier families are cheap (no tail fits): 100 draws measure coverage to ~2%
+    res = calibrate(hz, [n for n, f in fams.items() if f.clock == "rep"], 20)
+    res.update(calibrate(hz, [n for n, f in fams.items() if f.clock == "cls"], 100))
+    assert set(res) == set(fams)
     for name, r in res.items():
         assert r.wrong <= MAX_WRONG, (name, r.decisions)
         if r.n_interval >= 10:

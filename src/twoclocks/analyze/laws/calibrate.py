@@ -142,7 +142,7 @@ def verdict_allowed(results: dict[str, FamilyResult], matters=None) -> tuple[boo
 
 
 def main(argv=None) -> None:
-    """`python -m twoclocks.analyze.laws.calibrate CONFIG [--grid G] [--noise S] [--draws N]`:
+    """`python -m twoclocks.analyze.laws CONFIG [--grid G] [--noise S] [--draws N]`:
     the calibration of a study's horizon, as JSON on stdout."""
     import argparse
     import json
@@ -170,7 +170,3 @@ def main(argv=None) -> None:
         "families": {k: v.as_dict() for k, v in res.items()},
     }  # fmt: skip
     print(json.dumps(out, indent=1))
-
-
-if __name__ == "__main__":
-    main()
