@@ -103,3 +103,8 @@ def test_cls_clock_near_a_floor_is_log_like_once_the_floor_is_dropped():
     assert measure_noise(ce * np.exp(0.01 * rng.standard_normal(ce.shape))) == pytest.approx(
         0.01, rel=0.3
     )
+
+
+def test_bad_shapes_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match="seeds, len\\(levels\\)"):
+        decide_law(ETA, np.ones((3, 4)))

@@ -209,6 +209,8 @@ def decide_law(
     """
     levels = np.asarray(levels, float)
     times = np.atleast_2d(np.asarray(times, float))
+    if times.shape[1] != len(levels):
+        raise ValueError(f"times {times.shape} must be (seeds, len(levels) = {len(levels)})")
     both = np.isfinite(times) & (times > 0)
     use = both.all(axis=0) & (levels > 0)
     x = np.log(1.0 / levels[use])
