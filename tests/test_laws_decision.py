@@ -108,3 +108,15 @@ def test_cls_clock_near_a_floor_is_log_like_once_the_floor_is_dropped():
 def test_bad_shapes_are_refused_with_the_fix():
     with pytest.raises(ValueError, match="seeds, len\\(levels\\)"):
         decide_law(ETA, np.ones((3, 4)))
+
+
+def test_a_log_law_bending_35pc_over_four_decades_is_log_like_on_near_identical_seeds():
+    # the paper study's cls_log_law case (issue #22): k ~ 0.03 over 4 decades, near a floor
+    eps = np.array([1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5])
+    x = np.log(1 / eps)
+    k = math.log(1.35) / (x.max() - x.min())
+    t = 200 + 100 * np.expm1(k * (x - x.min())) / k
+    dec = decide_law(eps, _seeds(t, 1e-4, seed=2))
+    assert dec.k == pytest.approx(k, rel=0.02)
+    assert dec.aic_power < dec.aic_log  # AIC would call it a power law
+    assert dec.decision == LOG_LIKE

@@ -103,6 +103,7 @@ def test_known_zero_power_tail_that_fell_99pc_is_polynomial():
     assert out.law.decision == POLYNOMIAL
     assert out.law.k_low < 0.5 < out.law.k_high
     assert out.theta == pytest.approx(0.75, abs=0.05)
+    assert out.theta_low < 0.75 < out.theta_high
 
 
 def test_a_mixture_is_never_polynomial():

@@ -23,12 +23,14 @@ import numpy as np
 from twoclocks.analyze.clocks import stable_crossing
 from twoclocks.analyze.laws import tails
 from twoclocks.analyze.laws.decision import (
+    CI_LEVEL,
     INCONCLUSIVE,
     LOG_LIKE,
     POLYNOMIAL,
     LawDecision,
     classify,
     decide_law,
+    t_interval,
 )
 
 N_PROFILE = 5
@@ -54,6 +56,8 @@ class RepLaw:
     fell_fraction: float = math.nan
     more_steps: float = math.nan
     theta: float = math.nan
+    theta_low: float = math.nan
+    theta_high: float = math.nan
 
 
 def plausible_range(fit: tails.TailFit, lower: float, g_end: float) -> tuple[float, float]:
@@ -179,8 +183,9 @@ def rep_law(
     )
     out = RepLaw(law, tail, tail_why, list(lows), list(highs), known_zero is not None, prof)
     out.fell_fraction, out.more_steps = fell, more
-    thetas = [f.theta for f in fits if f.verdict == tails.POWER]
-    out.theta = float(np.mean(thetas)) if thetas else math.nan
+    thetas = np.array([f.theta for f in fits if f.verdict == tails.POWER])
+    if thetas.size:  # theta = (1 + 1/p)/2 of the power members; a t-interval across them
+        out.theta, out.theta_low, out.theta_high = t_interval(thetas, CI_LEVEL)
     _explain(out)
     return out
 

@@ -132,7 +132,8 @@ def drift_free(xs: np.ndarray, t: np.ndarray, w: np.ndarray) -> np.ndarray:
     return out
 
 
-def _t_interval(v: np.ndarray, level: float) -> tuple[float, float, float]:
+def t_interval(v: np.ndarray, level: float) -> tuple[float, float, float]:
+    """Mean of independent replicates (seeds) and its t-interval; infinite with < MIN_SEEDS."""
     v = v[np.isfinite(v)]
     if len(v) < MIN_SEEDS:
         return (float(v.mean()) if len(v) else math.nan), -math.inf, math.inf
@@ -232,8 +233,8 @@ def decide_law(
     w = crossing_weights(x, t, None if rn is None else rn[:, order])
     d_par, _ = drift_param(xs, t, w)
     d_free = drift_free(xs, t, w)
-    m_p, lo_p, hi_p = _t_interval(d_par, ci_level)
-    _, lo_f, hi_f = _t_interval(d_free, ci_level)
+    m_p, lo_p, hi_p = t_interval(d_par, ci_level)
+    _, lo_f, hi_f = t_interval(d_free, ci_level)
     if not np.isfinite(d_par).all():
         lo_p, hi_p = -math.inf, math.inf
     if not np.isfinite(d_free).all():
