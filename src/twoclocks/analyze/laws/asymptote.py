@@ -199,14 +199,13 @@ def _explain(out: RepLaw) -> None:
         if math.isfinite(out.more_steps)
         else ("a much longer run (the fitted tail does not get there)")
     )
-    if len(moved) > 1 or law.decision == INCONCLUSIVE and not out.known_zero:
-        if len(moved) > 1:
-            law.decision = INCONCLUSIVE
-            law.reason = (
-                f"the decision moves with the asymptote ({', '.join(sorted(moved))}); the gap "
-                f"fell only {100 * out.fell_fraction:.0f}% of its way"
-            )
-            law.resolve = run
+    if len(moved) > 1:
+        law.decision = INCONCLUSIVE
+        law.reason = (
+            f"the decision moves with the asymptote ({', '.join(sorted(moved))}); the gap "
+            f"fell only {100 * out.fell_fraction:.1f}% of its way to the lowest plausible one"
+        )
+        law.resolve = run
     if law.decision == POLYNOMIAL and out.tail != tails.POWER:
         law.decision = INCONCLUSIVE
         law.reason = (
