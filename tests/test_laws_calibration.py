@@ -34,7 +34,6 @@ IDENTIFIABLE = {
     "exp_slow",
     "exp_known_zero",
     "transient",
-    "power_p2",
     "power_p2_known_zero",
     "cls_exp",
     "cls_transient",
