@@ -71,6 +71,7 @@ def _model(name: str, q: np.ndarray, u: np.ndarray, c: float | None) -> np.ndarr
 
 
 def _starts(name: str, u: np.ndarray, y: np.ndarray, c0: float) -> list[list[float]]:
+    """Starting points from a straight line through log(G - c0) against u (or log u/d)."""
     with np.errstate(all="ignore"):
         r = np.log(np.maximum(np.exp(y) - c0, 1e-300))
     slope, icpt = np.polyfit(u, r, 1)
@@ -92,6 +93,7 @@ def _starts(name: str, u: np.ndarray, y: np.ndarray, c0: float) -> list[list[flo
 
 
 def _bounds(name: str, lower: float, upper: float, fixed: bool) -> tuple[list, list]:
+    """Parameter bounds: rates in [1e-4, 1e4] per span, power p in [1e-3, 50], G_inf in range."""
     inf = np.inf
     lo = {"exp": [-inf, 1e-4], "exp2": [-inf, 1e-4] * 2, "exp3": [-inf, 1e-4] * 3,
           "power": [-inf, -23.0, 1e-3]}  # fmt: skip
@@ -103,6 +105,7 @@ def _bounds(name: str, lower: float, upper: float, fixed: bool) -> tuple[list, l
 
 
 def _fit_model(name, u, y, lower, upper, c_fixed, c_starts) -> dict | None:
+    """Best of several starts (least squares on log G); its BIC, asymptote and SE (Jacobian)."""
     best = None
     lo, hi = _bounds(name, lower, upper, c_fixed is not None)
     for c0 in c_starts if c_fixed is None else [c_fixed]:
