@@ -85,6 +85,10 @@ def test_rep_law_needs_polynomial_with_exponent_in_range():
     po = [POLYNOMIAL] * 3
     assert _judge("rep_power_law", "rep_srank", po)["verdict"] == "PASS"
     assert _judge("rep_power_law", "rep_srank", po, k=(0.8, 1.4))["verdict"] == "FAIL"
+    wide = {"rep_exponent_range": [0.0, 2.0]}  # the claims: setting is used
+    assert (
+        _judge("rep_power_law", "rep_srank", po, k=(0.8, 1.4), settings=wide)["verdict"] == "PASS"
+    )
     assert _judge("rep_power_law", "rep_srank", [LOG_LIKE] * 3)["verdict"] == "FAIL"
     vetoed = _judge("rep_power_law", "rep_srank", po, calibration=_calibration({"mix3": 0.1}))
     assert vetoed["verdict"] == "INCONCLUSIVE" and "mix3" in vetoed["evidence"]
@@ -161,3 +165,17 @@ def test_calibration_uses_the_engines_geometric_cadence_and_gates_verdicts():
     ok, why = LC.verdict_allowed(cal, ["a"], "cls")
     wrong = max(f["wrong"] for f in cal["horizons"][key]["families"].values())
     assert ok == (wrong <= 0.05) and key in why
+
+
+def test_load_results_reads_laws_and_calibration(tmp_path):
+    from twoclocks.analyze.results import law_decisions, load_results
+
+    for cid, d in (("relu/wd=1", LOG_LIKE), ("lin", "absent")):
+        (tmp_path / "runs" / cid).mkdir(parents=True)
+        (tmp_path / "runs" / cid / "laws.json").write_text(
+            f'{{"cell_id": "{cid}", "clocks": {{"cls": {{"decision": "{d}"}}}}}}'
+        )
+    (tmp_path / "calibration.json").write_text('{"draws": 3, "horizons": {}, "cells": {}}')
+    laws = load_results(tmp_path, trajectories=False).laws
+    assert laws["calibration"]["draws"] == 3 and set(laws["cells"]) == {"relu/wd=1", "lin"}
+    assert list(law_decisions(laws, "cls")) == ["relu/wd=1"]  # an absent quantity is no decision

@@ -75,7 +75,7 @@ def _cls_record(steps, ce, settings: dict, dtype: str) -> dict:
     eps = np.asarray(settings["eps"], float)
     final = np.array([r[np.isfinite(r)][-1] if np.isfinite(r).any() else np.nan for r in ce])
     kept, dropped = drop_floor_levels(eps, final, dtype)
-    noise = laws.measure_noise(ce)
+    noise = laws.measure_noise(np.where(ce > 0, ce, np.nan))
     dec = laws.cls_law(steps, ce, eps, int(settings["stability_window_logs"]), dtype, noise)
     return {**dec.as_dict(), "noise": noise, "levels_kept": list(kept), "dropped": dropped}
 

@@ -407,8 +407,14 @@ def load_results(root: str | Path, trajectories: bool = True) -> StudyResults:
         claims=read("claims.json"),
         manifests={c: json.loads(p.read_text()) for c, p in per_cell("manifest.json").items()},
         trajectories=stores,
-        laws=read_laws(per_cell("laws.json"), root / "calibration.json"),
+        laws=read_laws(per_cell("laws.json") or _under(root / "laws"), root / "calibration.json"),
     )
+
+
+def _under(folder: Path) -> dict[str, Path]:
+    """cell_id -> laws.json under `folder` (`python -m twoclocks.analyze` writes analysis/laws/)."""
+    found = sorted(folder.glob("**/laws.json")) if folder.is_dir() else []
+    return {str(p.parent.relative_to(folder)): p for p in found}
 
 
 # --- the replay stage's measures (replay/table.py) -----------------------------------------------
