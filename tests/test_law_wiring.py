@@ -179,3 +179,13 @@ def test_load_results_reads_laws_and_calibration(tmp_path):
     laws = load_results(tmp_path, trajectories=False).laws
     assert laws["calibration"]["draws"] == 3 and set(laws["cells"]) == {"relu/wd=1", "lin"}
     assert list(law_decisions(laws, "cls")) == ["relu/wd=1"]  # an absent quantity is no decision
+
+
+def test_report_shows_the_calibration_next_to_each_law_verdict():
+    from twoclocks.report.html import law_calibration_table
+
+    rec = _judge("cls_log_law", "cls", [LOG_LIKE] * 3, calibration=_calibration({"cls_floor": 0.1}))
+    html = law_calibration_table([rec])
+    assert "cls_log_law: INCONCLUSIVE; verdict allowed: False" in html
+    assert "is told as log-like in 90% of 20 draws" in html and "10%" in html
+    assert law_calibration_table([{"id": "separation", "verdict": "PASS", "details": {}}]) == ""

@@ -400,12 +400,13 @@ def law_calibration_table(claims: list[dict]) -> str:
         return ""
     head = ("<tr><th>family</th><th>at this horizon and cadence</th><th>correct</th>"
             "<th>inconclusive</th><th>confident wrong</th><th>95% coverage</th></tr>")  # fmt: skip
-    return (
-        '<h3 id="law-calibration">Law verdicts: calibration</h3><p class="note">Known truths '
-        "simulated at this study's horizon, log cadence, level grids and measured noise, decided "
-        "by the same estimators (issue #22); a law verdict is INCONCLUSIVE where more than 5% of "
-        'a family\'s draws are confidently wrong.</p><table class="wide">'
-        f"<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    return _details(
+        "Law verdicts: their calibration (known truths at this horizon)",
+        '<p class="note">Known truths simulated at this study\'s horizon, log cadence, level '
+        "grids and measured noise, decided by the same estimators (issue #22); a law verdict is "
+        "INCONCLUSIVE where more than 5% of a family's draws are confidently wrong.</p>"
+        f'<table class="wide"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>',
+        id_="law-calibration",
     )
 
 
