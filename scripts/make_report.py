@@ -20,5 +20,7 @@ build_report(
     figures_dir=sm.output.figures,
     benchmarks_dir=sm.params.benchmarks_dir,
     measures=dict(zip(cell_ids, sm.input.measures, strict=True)),
+    laws=dict(zip(cell_ids, sm.input.laws, strict=True)),
+    calibration=sm.input.calibration,
 )
 log.info("report written to %s", sm.output.index)

@@ -11,7 +11,9 @@ import pytest
 import xarray as xr
 
 from twoclocks.analyze import claims as C
+from twoclocks.analyze import law_calibration as LC
 from twoclocks.analyze.claims import dln_tail_rate as TR
+from twoclocks.analyze.laws import DRIFT_MARGIN, LOG_LIKE, POLYNOMIAL
 
 T_CLS = 100.0
 LR, WD_GD = 0.5, 0.001  # plain GD: 2 wd lr = 1e-3 per step
@@ -213,18 +215,44 @@ def test_tail_rate_excludes_and_counts_members_without_t_cls():
     assert "6 GD members without T_cls(eps_star)" in got["evidence"]
 
 
-def _law(preferred: str) -> dict:
-    return {"fit": "law", "clock": "rep_spurious", "status": "ok", "preferred": preferred,
-            "params": {"b": {"estimate": 1e3}, "k": {"estimate": 0.1}}}  # fmt: skip
+def _decision(decision: str) -> dict:
+    """A laws-stage record of rep_spurious (analyze/law_stage.py) with `decision`."""
+    drift = {"log-like": (-0.1, 0.1), "polynomial": (1.0, 2.0)}[decision]
+    return {"decision": decision, "drift_low": drift[0], "drift_high": drift[1], "k": 0.1,
+            "k_low": 0.05, "k_high": 0.15, "margin": DRIFT_MARGIN, "reason": decision,
+            "resolve": ""}  # fmt: skip
 
 
-def test_rep_law_reports_the_selected_law_on_plain_gd_cells():
-    laws = {"gd/d=3/a": "log", "gd/d=3/b": "log", "lazy/wd=0.1": "power"}
-    cells = {cid: {"fits": [_law(law)]} for cid, law in laws.items()}
-    got = _by_id(_gd_clocks(), {"cells": cells})["dln_rep_law"]
-    assert got["verdict"] == "PASS" and "logarithmic in 2/2" in got["evidence"]  # AdamW out
-    cells["gd/d=3/b"] = {"fits": [_law("power")]}
-    assert _by_id(_gd_clocks(), {"cells": cells})["dln_rep_law"]["verdict"] == "FAIL"
+def _calibration(cells, wrong: float = 0.0) -> dict:
+    """A calibration.json of one horizon whose known-zero gap families (rep_spurious' zero is
+    known) come back confidently wrong in a share `wrong` of the draws."""
+    fams = {
+        n: {"family": n, "clock": "rep", "truth": POLYNOMIAL if "power" in n else LOG_LIKE,
+            "draws": 20, "correct": 1.0 - wrong, "inconclusive": 0.0, "wrong": wrong,
+            "coverage": 0.95, "n_interval": 20, "decisions": {}, "note": n,
+            "identifiable": wrong == 0.0}
+        for n in LC.REP_KNOWN
+    }  # fmt: skip
+    return {"draws": 20, "horizons": {"H": {"families": fams}}, "cells": dict.fromkeys(cells, "H")}
+
+
+def _dln_rep_law(decisions: dict[str, str], wrong: float = 0.0) -> dict:
+    laws = {"cells": {c: {"clocks": {"rep_spurious": _decision(d)}} for c, d in decisions.items()},
+            "calibration": _calibration(decisions, wrong)}  # fmt: skip
+    return {c["id"]: c for c in C.evaluate(None, _gd_clocks(), None, {}, laws=laws)}["dln_rep_law"]
+
+
+def test_rep_law_takes_the_laws_stage_decision_on_plain_gd_cells_only():
+    """dln_rep_law reads the laws stage (effect-size decision on the known-zero spurious
+    energy), not fits.json's AIC choice; AdamW cells are out of its scope."""
+    decisions = {"gd/d=3/a": LOG_LIKE, "gd/d=3/b": LOG_LIKE, "lazy/wd=0.1": POLYNOMIAL}
+    got = _dln_rep_law(decisions)
+    assert got["verdict"] == "PASS", got["evidence"]
+    assert set(got["details"]["laws"]) == {"gd/d=3/a", "gd/d=3/b"}  # the AdamW cell is out
+    # the calibration vetoes a verdict its estimators get confidently wrong at this horizon
+    assert _dln_rep_law(decisions, wrong=0.2)["verdict"] == "INCONCLUSIVE"
+    decisions.update({"gd/d=3/a": POLYNOMIAL, "gd/d=3/b": POLYNOMIAL})
+    assert _dln_rep_law(decisions)["verdict"] == "FAIL"
 
 
 def _sv_store(cell_id: str, rates: np.ndarray) -> xr.Dataset:

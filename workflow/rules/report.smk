@@ -9,6 +9,8 @@ rule report:
         stores=trajectories("store"),
         manifests=trajectories("manifest"),
         measures=[f"{RESULTS}/runs/{cid}/measures.parquet" for cid in CELL_IDS],
+        laws=[f"{RESULTS}/runs/{cid}/laws.json" for cid in CELL_IDS],
+        calibration=f"{RESULTS}/calibration.json",
     output:
         claims=f"{RESULTS}/claims.json",
         index=report(

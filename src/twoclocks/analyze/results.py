@@ -341,6 +341,30 @@ def relu_runs(study):
 _json = parse_json  # the old private name (report/figures.py)
 
 
+# --- law decisions (the laws stage) and their calibration (the calibrate stage) ---------------
+def read_laws(
+    paths: Mapping[str, str | Path] | None, calibration: str | Path | None = None
+) -> dict:
+    """{"cells": cell_id -> runs/<cell>/laws.json, "calibration": calibration.json or None}."""
+    cells = {str(c): json.loads(Path(p).read_text()) for c, p in sorted((paths or {}).items())}
+    cal = Path(calibration) if calibration else None
+    return {
+        "cells": cells,
+        "calibration": json.loads(cal.read_text()) if cal and cal.exists() else None,
+    }
+
+
+def law_decisions(laws: Mapping[str, Any] | None, clock: str) -> dict[str, dict]:
+    """cell_id -> the laws stage's record of `clock` (decision, drift interval, reason, ...);
+    cells whose store lacks the clock's quantity are left out."""
+    out = {}
+    for cid, rec in ((laws or {}).get("cells") or {}).items():
+        r = (rec.get("clocks") or {}).get(clock)
+        if r is not None and r.get("decision") != "absent":
+            out[str(cid)] = r
+    return out
+
+
 # --- loading a study's tables ------------------------------------------------------------------
 def read_measures(paths: Mapping[str, str | Path] | None) -> pd.DataFrame:
     """cell_id -> runs/<cell>/measures.parquet, concatenated (the replay stage's table)."""
@@ -361,6 +385,7 @@ class StudyResults:
     claims: dict | None = None
     manifests: dict[str, dict] = field(default_factory=dict)
     trajectories: dict[str, xr.Dataset] = field(default_factory=dict)
+    laws: dict | None = None  # {"cells": runs/<cell>/laws.json by cell, "calibration": ...}
 
     @property
     def cells(self) -> pd.DataFrame:
@@ -396,7 +421,14 @@ def load_results(root: str | Path, trajectories: bool = True) -> StudyResults:
         claims=read("claims.json"),
         manifests={c: json.loads(p.read_text()) for c, p in per_cell("manifest.json").items()},
         trajectories=stores,
+        laws=read_laws(per_cell("laws.json") or _under(root / "laws"), root / "calibration.json"),
     )
+
+
+def _under(folder: Path) -> dict[str, Path]:
+    """cell_id -> laws.json under `folder` (`python -m twoclocks.analyze` writes analysis/laws/)."""
+    found = sorted(folder.glob("**/laws.json")) if folder.is_dir() else []
+    return {str(p.parent.relative_to(folder)): p for p in found}
 
 
 # --- the replay stage's measures (replay/table.py) -----------------------------------------------

@@ -55,6 +55,9 @@ DEFAULT_SETTINGS: dict = {
     # extra trainings per ReLU cell); it runs to T_gen + reduction_margin * (T_gen - T_cls)
     "reduction": False,
     "reduction_margin": 0.25,
+    # simulated studies per known-truth family and horizon in the calibrate stage
+    # (analyze.law_calibration): 4 keeps it about 40 CPU-s per horizon of the default study
+    "calibration_draws": 4,
 }
 
 # settings from before these options: rejected with a pointer to what replaced them

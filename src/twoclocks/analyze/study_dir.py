@@ -4,7 +4,8 @@
 STUDY_DIR (written by this pipeline or by any training code that follows docs/design.md
 "Trajectory store", minimum: `MINIMUM`) and writes `clocks.parquet`/`.csv`, `fits.parquet`,
 `fits.json`, `measures.parquet` (the replay stage, from weight snapshots where the store has
-them), `claims.json` and `report/index.html` to `STUDY_DIR/analysis/` (or `--out`), calling the
+them), `laws/<cell>/laws.json` and `calibration.json` (the laws stages),
+`claims.json` and `report/index.html` to `STUDY_DIR/analysis/` (or `--out`), calling the
 same stage functions as the Snakemake rules.
 Every store is checked before any clock is computed: a missing required variable, dimension or
 attribute stops the run with the store and the name. A clock whose inputs a store lacks is
@@ -34,6 +35,7 @@ from twoclocks.analyze.claims import claims_stage, resolve_claim_settings
 from twoclocks.analyze.clock_specs import clock_inputs
 from twoclocks.analyze.clocks import extract_clocks, is_deep_linear, resolve_settings
 from twoclocks.analyze.fits import fit_clocks
+from twoclocks.analyze.law_stage import study_laws
 from twoclocks.cells_on_disk import CellsOnDisk, sort_cells
 from twoclocks.verify import MANIFEST, load_store, verify_store
 
@@ -206,9 +208,10 @@ def analyse(study_dir: str | Path, out_dir: str | Path | None = None, config: di
     (out / "fits.json").write_text(
         json.dumps({**fits, **record}, indent=2, sort_keys=True, default=str)
     )
+    laws = study_laws(trajectories, clocks, config.get("analysis"), params, out)
     claims = claims_stage(
         out / "claims.json", trajectories, clocks, fits, claim_settings, measures=measures,
-        record=record,
+        record=record, laws=laws,
     )  # fmt: skip
     render_report(
         out / "report" / "index.html",

@@ -10,7 +10,7 @@ import xarray as xr
 
 from twoclocks import provenance
 from twoclocks.analyze.claims import claims_stage
-from twoclocks.analyze.results import read_measures
+from twoclocks.analyze.results import read_laws, read_measures
 from twoclocks.report.figures import build_figures, save_chart
 from twoclocks.report.html import write_report
 from twoclocks.train.store import open_trajectory
@@ -79,6 +79,8 @@ def build_report(
     benchmarks_dir: str | Path | None = None,
     measures: dict[str, str | Path] | None = None,
     reductions: dict[str, str | Path] | None = None,
+    laws: dict[str, str | Path] | None = None,
+    calibration: str | Path | None = None,
 ) -> Path:
     """Evaluate claims, render figures and write `index_path` (self-contained, offline).
 
@@ -87,7 +89,8 @@ def build_report(
     replay stage's measures tables by cell id (with the reduction's rows when
     `analysis.reduction` is on: then the ``relu_reduction`` claim is added) and the folder of
     the jobs' Snakemake benchmark files. ``reductions`` (cell id -> the reduce stage's zarr) is
-    the older way to pass the reduction, folded into the measures.
+    the older way to pass the reduction, folded into the measures. ``laws`` (cell id ->
+    runs/<cell>/laws.json) and ``calibration`` (calibration.json): the law claims' inputs.
     """
     for cid, path in stores.items():  # before any work: a damaged store stops here, named
         verify_store(path, manifests[cid])
@@ -107,6 +110,7 @@ def build_report(
         measures=read_measures(measures) if measures is not None else None,
         reductions=reduced,
         record=record,
+        laws=read_laws(laws, calibration) if laws is not None else None,
     )
     for c in claims:
         log.info("claim %-16s %s", c["id"], c["verdict"])

@@ -374,7 +374,43 @@ def _top(r: _Report) -> list[str]:
         _overview_table(r.overview, clock_headers(r.levels)),
         "<h2>Verdicts</h2>",
         _claims_table(r.claims, claim_rules(r.config.get("claims"))),
+        law_calibration_table(r.claims),
     ]
+
+
+def law_calibration_table(claims: list[dict]) -> str:
+    """Next to each law verdict, its calibration (calibration.json via claims.json): per family
+    of known truth at this study's horizon and cadence, how often the estimator told it right,
+    said INCONCLUSIVE, or was confidently wrong, and the coverage of its 95% interval."""
+    rows = []
+    for c in claims:
+        cal = (c.get("details") or {}).get("calibration")
+        if not isinstance(cal, Mapping):
+            continue
+        head = f"{c['id']}: {c.get('verdict')}; verdict allowed: {cal.get('allowed')}"
+        rows.append(f'<tr><th colspan="6">{_esc(head)} ({_esc(cal.get("reason", ""))})</th></tr>')
+        for f in cal.get("families") or []:
+            pct = {k: "n/a" if f.get(k) is None else f"{100 * f[k]:.0f}%"
+                   for k in ("correct", "inconclusive", "wrong", "coverage")}  # fmt: skip
+            said = (f"at {f['horizon']} a {f.get('note') or f['family']} ({f['truth']}) is told "
+                    f"as {f['truth']} in {pct['correct']} of {f['draws']} draws")  # fmt: skip
+            rows.append(
+                f"<tr><td>{_esc(f['family'])}</td><td>{_esc(said)}</td><td>{pct['correct']}</td>"
+                f"<td>{pct['inconclusive']}</td><td>{pct['wrong']}</td><td>{pct['coverage']}</td>"
+                "</tr>"
+            )
+    if not rows:
+        return ""
+    head = ("<tr><th>family</th><th>at this horizon and cadence</th><th>correct</th>"
+            "<th>inconclusive</th><th>confident wrong</th><th>95% coverage</th></tr>")  # fmt: skip
+    return _details(
+        "Law verdicts: their calibration (known truths at this horizon)",
+        '<p class="note">Known truths simulated at this study\'s horizon, log cadence, level '
+        "grids and measured noise, decided by the same estimators (issue #22); a law verdict is "
+        "INCONCLUSIVE where more than 5% of a family's draws are confidently wrong.</p>"
+        f'<table class="wide"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>',
+        id_="law-calibration",
+    )
 
 
 @dataclass

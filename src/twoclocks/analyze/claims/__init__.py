@@ -68,8 +68,11 @@ def evaluate(
     settings: dict | None = None,
     reductions: Mapping[str, xr.Dataset] | None = None,
     measures: pd.DataFrame | None = None,
+    laws: Mapping[str, Any] | None = None,
 ) -> list[dict]:
     """Judge every registered claim; full records for claims.json and the report.
+
+    `laws`: the laws and calibrate stages' tables (`results.read_laws`), read by the law claims.
 
     `measures`: the replay stage's table (runs/<cell>/measures.parquet, concatenated);
     `reductions` (cell_id -> the reduce stage's store) are folded into it when given. With
@@ -93,7 +96,7 @@ def evaluate(
         cells["model"] = "relu_embed"
     out = []
     for spec in specs():
-        ctx = Context(spec, cells, clocks, fits, measures, datasets, bool(reduction))
+        ctx = Context(spec, cells, clocks, fits, measures, datasets, bool(reduction), laws)
         if spec.applies is not None and not spec.applies(ctx):
             continue
         rec = spec.judge(ctx, s)
@@ -150,13 +153,14 @@ def claims_stage(
     measures: pd.DataFrame | None = None,
     reductions: Mapping[str, xr.Dataset] | None = None,
     record: Mapping[str, Any] | None = None,
+    laws: Mapping[str, Any] | None = None,
 ) -> list[dict]:
     """The claims stage (the report rule and `python -m twoclocks.analyze` both call it): judge
     every claim on the study's tables and write claims.json as ``{**record, "claims": [...]}``;
     returns the full records."""
     from pathlib import Path
 
-    claims = evaluate(study, clocks, fits, settings, reductions, measures)
+    claims = evaluate(study, clocks, fits, settings, reductions, measures, laws)
     Path(claims_path).write_text(claims_to_json({**(record or {}), "claims": claims}))
     return claims
 

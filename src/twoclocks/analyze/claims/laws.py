@@ -1,91 +1,146 @@
 """The clock laws: T_cls logarithmic in 1/eps (Thm 3.5, Prop. 3.6), T_rep polynomial in 1/eta
-(Thm 4.8/4.9). Read from fits.json (`fits.fit_law` records); nothing is fitted here."""
+(Thm 4.8/4.9). Read from the laws stage's decisions (runs/<cell>/laws.json: log-like,
+polynomial or INCONCLUSIVE by the effect size of the slope's drift, issue #22) and the study's
+calibration (calibration.json); nothing is fitted here. A verdict whose calibration shows more
+than 5% confident wrong answers for the families that matter is INCONCLUSIVE. fits.json's AIC
+is shown and decides nothing.
+"""
 
 from __future__ import annotations
 
-from twoclocks.analyze.claims.common import fmt, interval, not_ok
-from twoclocks.analyze.claims.spec import FAIL, INCONCLUSIVE, PASS, ClaimSpec, Context, Scope
-from twoclocks.analyze.results import fit_param, law_records, nanmedian
+import math
+from collections.abc import Callable
 
-ANY = Scope("every cell with a law fit of the clock (any model, any optimiser)")
+from twoclocks.analyze.claims.common import fmt
+from twoclocks.analyze.claims.spec import FAIL, INCONCLUSIVE, PASS, ClaimSpec, Context, Scope
+from twoclocks.analyze.law_calibration import summary, verdict_allowed
+from twoclocks.analyze.laws.decision import INCONCLUSIVE as UNDECIDED
+from twoclocks.analyze.laws.decision import LOG_LIKE, POLYNOMIAL
+from twoclocks.analyze.results import fit_param, law_decisions, law_records
+
+ANY = Scope("every cell with a law decision of the clock (any model, any optimiser)")
+
+
+def _finding(r: dict, expect: str, accept: Callable[[dict], bool] | None) -> str:
+    """'for', 'against' or 'undecided' for one cell's decision and the law the claim expects."""
+    d = r.get("decision")
+    if d == UNDECIDED or d not in (LOG_LIKE, POLYNOMIAL):
+        return "undecided"
+    if d != expect:
+        return "against"
+    return "for" if accept is None or accept(r) else "against"
+
+
+def _cell_text(cid: str, r: dict, aic: float) -> str:
+    d = r.get("decision")
+    text = (
+        f"{cid}: {d} (D in [{fmt(r.get('drift_low'))}, {fmt(r.get('drift_high'))}], "
+        f"k in [{fmt(r.get('k_low'))}, {fmt(r.get('k_high'))}]"
+    )
+    if math.isfinite(aic):
+        text += f"; AIC power-log {fmt(aic)}, decides nothing"
+    text += ")"
+    if d == UNDECIDED:
+        text += f": {r.get('reason', '')}" + (f"; {r['resolve']}" if r.get("resolve") else "")
+    return text
+
+
+def law_claim(
+    ctx: Context,
+    s: dict,
+    clock: str,
+    expect: str,
+    cells: list[str] | None = None,
+    accept: Callable[[dict], bool] | None = None,
+) -> dict:
+    """The judged record of a law claim on `clock` over `cells` (default: the claim's scope).
+
+    PASS when the expected law (`expect`: LOG_LIKE or POLYNOMIAL, and `accept(record)` if given)
+    is decided in more than half of the cells, FAIL when the other law is, else INCONCLUSIVE;
+    a decided verdict turns INCONCLUSIVE when the study's calibration forbids it. Details carry
+    each cell's decision and the calibration next to it. deep_linear's dln_rep_law calls this.
+    """
+    ids = set(ctx.scope_ids if cells is None else cells)
+    recs = {k: r for k, r in law_decisions(ctx.laws, clock).items() if k in ids}
+    cal = (ctx.laws or {}).get("calibration")
+    allowed, why = verdict_allowed(cal, sorted(recs), clock)
+    calib = {"allowed": allowed, "reason": why, "families": summary(cal, sorted(recs), clock)}
+    if not recs:
+        ev = f"{clock}: no law decision (the laws stage's runs/<cell>/laws.json) for these cells"
+        return ctx.record(INCONCLUSIVE, ev, laws={}, calibration=calib)
+    margin = float(s["law_drift_margin"])
+    used = {round(float(r["margin"]), 12) for r in recs.values() if r.get("margin") is not None}
+    aic = {k: fit_param(r, "delta_aic") for k, r in law_records(ctx.fits, clock).items()}
+    found = {k: _finding(r, expect, accept) for k, r in recs.items()}
+    n = len(recs)
+    n_for, n_against = (sum(v == w for v in found.values()) for w in ("for", "against"))
+    verdict = PASS if n_for > n / 2 else FAIL if n_against > n / 2 else INCONCLUSIVE
+    ev = (
+        f"{clock}: {expect} (as the claim states) in {n_for}/{n} cells, against in {n_against}, "
+        f"INCONCLUSIVE in {n - n_for - n_against} (margin on the slope drift D: {fmt(margin)}); "
+        + "; ".join(_cell_text(k, r, aic.get(k, math.nan)) for k, r in recs.items())
+    )
+    if used - {round(margin, 12)}:
+        verdict = INCONCLUSIVE
+        ev = (f"the laws stage decided with margin(s) {sorted(used)}, the claims: section says "
+              f"law_drift_margin = {margin}: rerun the laws stage. " + ev)  # fmt: skip
+    elif verdict != INCONCLUSIVE and not allowed:
+        ev = f"{verdict} by the decisions, but the calibration forbids a verdict ({why}). " + ev
+        verdict = INCONCLUSIVE
+    details = {
+        k: {"decision": r.get("decision"), "finding": found[k], "drift_low": r.get("drift_low"),
+            "drift_high": r.get("drift_high"), "k": r.get("k"), "k_low": r.get("k_low"),
+            "k_high": r.get("k_high"), "reason": r.get("reason"), "resolve": r.get("resolve"),
+            "tail": r.get("tail"), "dropped": r.get("dropped"), "delta_aic": aic.get(k)}
+        for k, r in recs.items()
+    }  # fmt: skip
+    return ctx.record(verdict, ev, laws=details, calibration=calib)
 
 
 def judge_cls_law(ctx: Context, s: dict) -> dict:
-    recs = law_records(ctx.fits, "cls")
-    ok = {k: r for k, r in recs.items() if r.get("status") == "ok"}
-    if not ok:
-        return ctx.record(INCONCLUSIVE, not_ok(recs, "cls"))
-    logs = [k for k, r in ok.items() if r.get("preferred") == "log"]
-    verdict = PASS if len(logs) > len(ok) / 2 else FAIL
-    slopes = [fit_param(r, "b") for r in ok.values()]
-    ev = (
-        f"log law chosen by AIC in {len(logs)}/{len(ok)} cells with an ok fit "
-        f"({len(recs) - len(ok)} insufficient); median delta-AIC power-log = "
-        f"{fmt(nanmedian([fit_param(r, 'delta_aic') for r in ok.values()]))}; median slope "
-        f"b = dT/dlog(1/eps) = {fmt(nanmedian(slopes))} steps (1/nu); per cell b: "
-        + ", ".join(f"{k}: {interval(r, 'b')}" for k, r in ok.items())
-    )
-    details = {k: {"law": r.get("preferred"), "b": fit_param(r, "b"),
-                   "delta_aic": fit_param(r, "delta_aic")} for k, r in recs.items()}  # fmt: skip
-    return ctx.record(verdict, ev, fits=details)
+    return law_claim(ctx, s, "cls", LOG_LIKE)
 
 
 def judge_rep_law(ctx: Context, s: dict) -> dict:
-    clock = s["rep_clock"]
-    recs = law_records(ctx.fits, clock)
-    ok = {k: r for k, r in recs.items() if r.get("status") == "ok"}
-    if not ok:
-        return ctx.record(INCONCLUSIVE, not_ok(recs, clock))
     lo, hi = (float(v) for v in s["rep_exponent_range"])
-    kinds = {}
-    for k, r in ok.items():
-        if r.get("preferred") == "log":
-            kinds[k] = "logarithmic"
-        elif lo < fit_param(r, "k", "ci_low") and fit_param(r, "k", "ci_high") < hi:
-            kinds[k] = "power, k in range"
-        else:
-            kinds[k] = "power, k out of range"
-    n_in = sum(v == "power, k in range" for v in kinds.values())
-    n_log = sum(v == "logarithmic" for v in kinds.values())
-    verdict = PASS if n_in > len(ok) / 2 else FAIL
-    per_cell = ", ".join(
-        f"{k}: {kinds[k]} (" + (f"b = {interval(r, 'b')}" if kinds[k] == "logarithmic"
-                                else f"k = {interval(r, 'k')}") + ")"
-        for k, r in ok.items()
-    )  # fmt: skip
-    ev = (
-        f"{clock}: power law with k (whole interval) in ({lo}, {hi}) in {n_in}/{len(ok)} cells "
-        f"with an ok fit, logarithmic (exponential tail, theta = 1/2) in {n_log}, "
-        f"{len(recs) - len(ok)} insufficient; {per_cell}"
+
+    def in_range(r: dict) -> bool:  # the exponent's whole interval inside (Thm 4.8/4.9)
+        k_lo, k_hi = r.get("k_low"), r.get("k_high")
+        return k_lo is not None and k_hi is not None and lo < k_lo and k_hi < hi
+
+    return law_claim(ctx, s, s["rep_clock"], POLYNOMIAL, accept=in_range)
+
+
+def _cls_rule(s) -> str:
+    return (
+        "PASS if the laws stage decides log-like (the slope drift D's 95% interval inside "
+        f"+-{s['law_drift_margin']:.3g}) in more than half of the cells, FAIL if polynomial in "
+        "more than half, else INCONCLUSIVE; INCONCLUSIVE too when the calibration shows more "
+        "than 5% confident wrong answers for a classifier family"
     )
-    details = {k: {"law": r.get("preferred"), "status": r.get("status"),
-                   "k": fit_param(r, "k"), "b": fit_param(r, "b"),
-                   "finding": kinds.get(k, r.get("reason"))}
-               for k, r in recs.items()}  # fmt: skip
-    return ctx.record(verdict, ev, fits=details)
 
 
 def _rep_rule(s) -> str:
     lo, hi = s["rep_exponent_range"]
     return (
-        f"PASS if, for {s['rep_clock']}, the power law with k's whole interval "
-        f"in ({lo:g}, {hi:g}) is chosen in more than half of the cells with an ok law fit"
+        f"PASS if, for {s['rep_clock']}, the laws stage decides polynomial (D's interval above "
+        f"{s['law_drift_margin']:.3g}, a power tail) with k's whole interval in ({lo:g}, {hi:g}) "
+        "in more than half of the cells, FAIL if log-like or k out of range in more than half, "
+        "else INCONCLUSIVE; INCONCLUSIVE too when the calibration shows more than 5% confident "
+        "wrong answers for a family of the clock's tail"
     )
 
 
 SPECS = (
     ClaimSpec(
         id="cls_log_law",
-        statement="The classifier clock is logarithmic in 1/eps (log law preferred over a power "
-        "law).",
+        statement="The classifier clock is logarithmic in 1/eps (its local slope dT/dlog(1/eps) "
+        "is constant within the margin).",
         section="Thm 3.5, Prop. 3.6 (T_cls(eps) = O(log 1/eps), eq. 2.1)",
         scope=ANY,
-        inputs=("fits",),
-        thresholds=(),
-        rule=lambda s: (
-            "PASS if AIC prefers the log law T = a + b log(1/eps) in more than half "
-            "of the cells with an ok law fit"
-        ),
+        inputs=("laws", "fits"),
+        thresholds=("law_drift_margin",),
+        rule=_cls_rule,
         judge=judge_cls_law,
         order=40,
     ),
@@ -95,8 +150,8 @@ SPECS = (
         "(0, 1).",
         section="Thm 4.8/4.9 (T_rep(eta) - T_KL = Theta(eta^-(2 theta - 1)), eq. 2.2)",
         scope=ANY,
-        inputs=("fits",),
-        thresholds=("rep_clock", "rep_exponent_range"),
+        inputs=("laws", "fits"),
+        thresholds=("rep_clock", "rep_exponent_range", "law_drift_margin"),
         rule=_rep_rule,
         judge=judge_rep_law,
         order=50,

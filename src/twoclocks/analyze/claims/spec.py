@@ -32,7 +32,7 @@ OUTCOMES = {
 }
 # the data a judge may read (names of tables; `trajectories` = logged variables, never the
 # weight snapshots or the model: what needs those is the replay stage's `measures`)
-INPUTS = ("cells", "clocks", "fits", "measures", "trajectories")
+INPUTS = ("cells", "clocks", "fits", "laws", "measures", "trajectories")
 RECORD_KEYS = ("id", "claim", "verdict", "evidence", "details")  # what a judge returns
 
 
@@ -136,6 +136,7 @@ class Context:
     measures: pd.DataFrame | None
     datasets: list = field(default_factory=list)  # (cell_id, params, Dataset), sorted
     reduction: bool = False  # the frozen-gate reduction ran (analysis.reduction)
+    laws: Mapping[str, Any] | None = None  # results.read_laws: per-cell decisions, calibration
 
     @property
     def scope_ids(self) -> list[str]:
