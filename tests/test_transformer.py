@@ -242,3 +242,17 @@ def test_a_transformer_muon_cell_trains_through_the_engine(tmp_path):
         assert np.isfinite(ds[name].values).all(), name
     loss = ds["train_loss"].values
     assert (loss[:, -1] < loss[:, 0]).all()
+
+
+@pytest.mark.parametrize("layers,layernorm", [(1, False), (2, True)])
+def test_memory_model_sees_every_parameter_of_the_transformer(layers, layernorm):
+    """The memory model's shapes (train/memory.py) are the shapes init_member draws, so a
+    transformer study gets a mem_mb and a fit check like the MLP's."""
+    from twoclocks.train import memory
+
+    spec = _spec(layers, layernorm)
+    drawn = spec.init_member(torch.Generator().manual_seed(0), 1.0)
+    assert memory.block_shapes(spec) == {b: tuple(t.shape) for b, t in drawn.items()}
+    step, row = memory.activation_floats(spec, 100, 50)
+    assert 0 < step < row
+    assert memory.activation_floats(spec, 200, 50)[0] == 2 * step  # linear in the samples

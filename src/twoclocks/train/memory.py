@@ -102,6 +102,9 @@ def activation_floats(spec, n_train: int, n_test: int) -> tuple[int, int]:
     keeps the pre-activations and last hidden layer of the train forward while it takes the test
     logits, the gates (train forward and the previous row's), their float copies and the float64
     separation gap of one member (counted as floats of the training dtype)."""
+    own = getattr(spec, "activation_floats", None)
+    if callable(own):  # a model with its own activation model (transformer)
+        return own(n_train, n_test)
     c = spec.num_classes
     if spec.kind == "relu_embed":
         h, layers = spec.hidden_width, spec.hidden_layers

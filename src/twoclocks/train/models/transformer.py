@@ -128,6 +128,34 @@ class TransformerSpec(ModelSpec):
     def weight_blocks(self) -> list[str]:
         return [b for b in self.blocks() if b[0] in "EPQKVOWU"]
 
+    def block_shapes(self) -> dict[str, tuple[int, ...]]:
+        """One member's parameter shapes by block (the memory model's input; nothing allocated)."""
+        d, f = self.d_model, self.d_mlp
+        shapes: dict[str, tuple[int, ...]] = {
+            "E": (self.vocab_size + 1, d), "P": (SEQ_LEN, d), "U": (self.num_classes, d)
+        }  # fmt: skip
+        for b in self.blocks():
+            if b[0] in "QKVO":
+                shapes[b] = (d, d)
+            elif b.startswith(("Win", "Wout")):
+                shapes[b] = (f, d) if b.startswith("Win") else (d, f)
+            elif b not in shapes:
+                shapes[b] = (f if b.startswith("bin") else d,)
+        return shapes
+
+    def activation_floats(self, n_train: int, n_test: int) -> tuple[int, int]:
+        """Floats per member alive at the peak of (training step, log row), for the memory
+        model (train/memory.py): per sample and layer the residual stream, q, k, v, the
+        attention output and the MLP's pre- and post-activation over the SEQ_LEN positions,
+        the attention weights and their softmax, then the logits and their log-softmax; the
+        log row adds the test pass's last-layer activations and logits. An estimate from the
+        shapes (the memory model was measured on the MLP, not on this model)."""
+        s, d, c = SEQ_LEN, self.d_model, self.num_classes
+        per_layer = s * (6 * d + 2 * self.d_mlp) + 2 * self.n_heads * s * s
+        per_sample = self.n_layers * per_layer + s * d + 2 * c
+        step = n_train * per_sample
+        return step, step + n_test * (s * (4 * d + 2 * self.d_mlp) + c)
+
     def init_member(self, gen: torch.Generator, scale: float) -> dict[str, Tensor]:
         """Draws in block order from ``gen``: every matrix N(0, 1/d_model) (``U``: N(0, 1/p)),
         biases 0, LayerNorm gains 1; times ``scale`` (Nanda et al.'s init)."""
