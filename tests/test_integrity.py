@@ -426,7 +426,7 @@ def test_analyze_names_unverified_and_stray_stores_of_a_mixed_dtype_study(study)
 def test_update_ratio_is_nan_at_the_last_step_only_as_documented(built):
     """Issue 27: the last row's NaN was undocumented. No update follows the last step."""
     design = (REPO / "docs" / "design.md").read_text()
-    notes = design[design.index("Notes: `singular_values`") :].split("\n\n")[0]
+    notes = design[design.index("Notes: `update_ratio`") :].split("\n\n")[0]
     assert "`update_ratio` is NaN at the last step" in notes
     for cid in (CELL, "linear/depth=2"):
         u = open_trajectory(built[0] / "runs" / cid / "trajectory.zarr")["update_ratio"]
