@@ -9,6 +9,12 @@ rule report:
         stores=trajectories("store"),
         manifests=trajectories("manifest"),
         measures=[f"{RESULTS}/runs/{cid}/measures.parquet" for cid in CELL_IDS],
+        # analysis.numerics_replicate (replicate.smk): empty lists when off
+        replicate_stores=replicate_inputs("stores"),
+        replicate_manifests=replicate_inputs("manifests"),
+        replicate_clocks=replicate_inputs("study_clocks"),
+        replicate_fits=replicate_inputs("fits"),
+        replicate_measures=replicate_inputs("measures"),
     output:
         claims=f"{RESULTS}/claims.json",
         index=report(

@@ -44,6 +44,9 @@ DEFAULT_SETTINGS: dict = {
     # extra trainings per ReLU cell); it runs to T_gen + reduction_margin * (T_gen - T_cls)
     "reduction": False,
     "reduction_margin": 0.25,
+    # train every group again under torch's portable CPU kernels and make a verdict that
+    # differs INCONCLUSIVE (claims/robust.py, issue 26): off by default (one extra training)
+    "numerics_replicate": False,
 }
 
 # settings from before these options: rejected with a pointer to what replaced them

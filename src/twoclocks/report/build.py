@@ -79,6 +79,7 @@ def build_report(
     benchmarks_dir: str | Path | None = None,
     measures: dict[str, str | Path] | None = None,
     reductions: dict[str, str | Path] | None = None,
+    replicate: dict | None = None,
 ) -> Path:
     """Evaluate claims, render figures and write `index_path` (self-contained, offline).
 
@@ -87,7 +88,9 @@ def build_report(
     replay stage's measures tables by cell id (with the reduction's rows when
     `analysis.reduction` is on: then the ``relu_reduction`` claim is added) and the folder of
     the jobs' Snakemake benchmark files. ``reductions`` (cell id -> the reduce stage's zarr) is
-    the older way to pass the reduction, folded into the measures.
+    the older way to pass the reduction, folded into the measures. ``replicate``
+    (analysis.numerics_replicate): the replicate's stores, manifests, clocks_path, fits_path and
+    measures, the same shapes as the primary's; its claims are judged and merged (claims/robust).
     """
     for cid, path in stores.items():  # before any work: a damaged store stops here, named
         verify_store(path, manifests[cid])
@@ -107,6 +110,7 @@ def build_report(
         measures=read_measures(measures) if measures is not None else None,
         reductions=reduced,
         record=record,
+        replicate=read_replicate(replicate) if replicate else None,
     )
     for c in claims:
         log.info("claim %-16s %s", c["id"], c["verdict"])
@@ -120,6 +124,18 @@ def build_report(
         fits=fits,
         claims=claims,
     )
+
+
+def read_replicate(paths: dict) -> dict:
+    """The numerics replicate's tables for the claims stage, each store verified first."""
+    for cid, path in paths["stores"].items():
+        verify_store(path, paths["manifests"][cid])
+    return {
+        "study": {cid: open_trajectory(path) for cid, path in paths["stores"].items()},
+        "clocks": read_table(paths["clocks_path"]),
+        "fits": read_json(paths["fits_path"]),
+        "measures": read_measures(paths["measures"]),
+    }
 
 
 def render_report(
