@@ -88,7 +88,7 @@ def final_targets():
     """The report and every planned cell's files. Snakemake (>= 7.7) reruns no job for a deleted
     intermediate file while the files downstream of it exist ("Nothing to be done"); as targets,
     a deleted runs/<cell> (manifest, clocks, reduction) is rebuilt by a plain rerun, and so is
-    everything downstream of it; so are the replicate's (analysis.numerics_replicate)."""
+    everything downstream of it, the replicate's too (numerics_replicate)."""
     per_cell = [f"{RESULTS}/runs/{cid}/clocks.parquet" for cid in CELL_IDS]
     reductions = [f"{RESULTS}/runs/{cid}/reduce.zarr" for cid in REDUCE_IDS]
     return [
@@ -99,5 +99,5 @@ def final_targets():
         f"{RESULTS}/fits.json",
         f"{RESULTS}/claims.json",
         f"{RESULTS}/report/index.html",
-        *replicate_targets(),
+        *REPLICATE_FILES["targets"],
     ]

@@ -10,37 +10,11 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
-REPLICATE = _robust.replicate_enabled(STUDY.config)
 REPLICA = f"{RESULTS}/replicate"
 
 
-def replicate_inputs(kind):
-    """The replicate's files the report reads (none when the key is off): per cell `stores`,
-    `manifests`, `clocks`, `measures`; the study's `study_clocks` and `fits`."""
-    if not REPLICATE:
-        return []
-    per_cell = {
-        "stores": "trajectory.zarr",
-        "manifests": "manifest.json",
-        "clocks": "clocks.parquet",
-        "measures": "measures.parquet",
-    }
-    if kind in per_cell:
-        return [f"{REPLICA}/runs/{cid}/{per_cell[kind]}" for cid in CELL_IDS]
-    study_wide = {"study_clocks": "clocks.parquet", "fits": "fits.json"}
-    return [f"{REPLICA}/{study_wide[kind]}"]
-
-
-def replicate_targets():
-    """What `all` builds of the replicate: every cell's manifest and clocks, the fits."""
-    if not REPLICATE:
-        return []
-    return [
-        *replicate_inputs("manifests"),
-        *replicate_inputs("clocks"),
-        *replicate_inputs("study_clocks"),
-        *replicate_inputs("fits"),
-    ]
+# the replicate's files by kind (empty lists when off): the report's optional inputs, targets
+REPLICATE_FILES = _robust.replicate_files(STUDY.config, RESULTS, CELL_IDS)
 
 
 rule replicate_train:

@@ -10,11 +10,11 @@ rule report:
         manifests=trajectories("manifest"),
         measures=[f"{RESULTS}/runs/{cid}/measures.parquet" for cid in CELL_IDS],
         # analysis.numerics_replicate (replicate.smk): empty lists when off
-        replicate_stores=replicate_inputs("stores"),
-        replicate_manifests=replicate_inputs("manifests"),
-        replicate_clocks=replicate_inputs("study_clocks"),
-        replicate_fits=replicate_inputs("fits"),
-        replicate_measures=replicate_inputs("measures"),
+        replicate_stores=REPLICATE_FILES["stores"],
+        replicate_manifests=REPLICATE_FILES["manifests"],
+        replicate_clocks=REPLICATE_FILES["study_clocks"],
+        replicate_fits=REPLICATE_FILES["fits"],
+        replicate_measures=REPLICATE_FILES["measures"],
     output:
         claims=f"{RESULTS}/claims.json",
         index=report(

@@ -31,6 +31,27 @@ def replicate_enabled(config: Mapping[str, Any]) -> bool:
     return bool((config.get("analysis") or {}).get("numerics_replicate", False))
 
 
+def replicate_files(config: Mapping[str, Any], results: str, cell_ids: list[str]) -> dict:
+    """The replicate's files by kind, under ``<results>/replicate`` (empty lists when the key is
+    off): per cell `stores`, `manifests`, `clocks`, `measures`; the study's `study_clocks`,
+    `fits`; and `targets`, what the workflow's final targets add (manifests, clocks, fits)."""
+    names = ("stores", "manifests", "clocks", "measures", "study_clocks", "fits", "targets")
+    if not replicate_enabled(config):
+        return {k: [] for k in names}
+    root = f"{results}/replicate"
+    per_cell = {
+        "stores": "trajectory.zarr",
+        "manifests": "manifest.json",
+        "clocks": "clocks.parquet",
+        "measures": "measures.parquet",
+    }
+    files = {k: [f"{root}/runs/{cid}/{name}" for cid in cell_ids] for k, name in per_cell.items()}
+    files.update(study_clocks=[f"{root}/clocks.parquet"], fits=[f"{root}/fits.json"])
+    keep = ("manifests", "clocks", "study_clocks", "fits")
+    files["targets"] = [path for k in keep for path in files[k]]
+    return files
+
+
 def check_replicate_config(config: Mapping[str, Any]) -> None:
     """Refuse the replicate where it would perturb nothing, before any job runs.
 
