@@ -9,15 +9,16 @@ import os
 import runpy
 from pathlib import Path
 
-os.environ["ATEN_CPU_CAPABILITY"] = "default"  # robust.REPLICATE_CAPABILITY, before torch
+# analyze.replicate.REPLICATE_CAPABILITY, set before torch is imported
+os.environ["ATEN_CPU_CAPABILITY"] = "default"
 
 import torch  # noqa: E402
 
-from twoclocks.analyze.claims import robust  # noqa: E402
+from twoclocks.analyze import replicate  # noqa: E402
 from twoclocks.train.engine import resolve_device  # noqa: E402
 
 sm = snakemake  # noqa: F821
 devices = {resolve_device(str(dict(c).get("device", "auto"))).type for c in sm.params.cells}
 for device_type in sorted(devices):
-    robust.check_second_code_path(torch.backends.cpu.get_cpu_capability(), device_type)
+    replicate.check_second_code_path(torch.backends.cpu.get_cpu_capability(), device_type)
 runpy.run_path(str(Path(__file__).with_name("train_group.py")), init_globals={"snakemake": sm})

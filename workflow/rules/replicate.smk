@@ -2,11 +2,11 @@
 # trained again under torch's portable CPU kernels (ATEN_CPU_CAPABILITY=default, set by
 # scripts/train_replicate.py before torch is imported) into results/<study>/replicate/, with
 # its own stores, clocks, measures and fits; the report rule judges the claims on both
-# (analyze/claims/robust.py). The primary study's files are never written here.
-from twoclocks.analyze.claims import robust as _robust
+# (analyze/claims/robust.py; analyze/replicate.py here). The primary study's files are never written here.
+from twoclocks.analyze import replicate as _replicate
 
 try:
-    _robust.check_replicate_config(STUDY.config)
+    _replicate.check_replicate_config(STUDY.config)
 except ConfigError as err:
     raise WorkflowError(f"invalid config: {err}") from None
 
@@ -14,7 +14,7 @@ REPLICA = f"{RESULTS}/replicate"
 
 
 # the replicate's files by kind (empty lists when off): the report's optional inputs, targets
-REPLICATE_FILES = _robust.replicate_files(STUDY.config, RESULTS, CELL_IDS)
+REPLICATE_FILES = _replicate.replicate_files(STUDY.config, RESULTS, CELL_IDS)
 
 
 rule replicate_train:
