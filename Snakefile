@@ -10,6 +10,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/replay.smk"
 include: "workflow/rules/laws.smk"
+include: "workflow/rules/replicate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/bench.smk"
 

@@ -67,7 +67,7 @@ if workflow.exec_mode == ExecMode.DEFAULT:
 # store was validated would go unnoticed ("Nothing to be done"). The head process compares each
 # store's files and sizes with its manifest (no hashing; the stages check sha256) and stops.
 if workflow.exec_mode == ExecMode.DEFAULT:
-    _damaged = quick_check(RESULTS)
+    _damaged = quick_check(RESULTS) + quick_check(f"{RESULTS}/replicate")
     if _damaged:
         raise WorkflowError("damaged trajectory store(s):\n  " + "\n  ".join(_damaged))
 
@@ -110,7 +110,7 @@ def final_targets():
     """The report and every planned cell's files. Snakemake (>= 7.7) reruns no job for a deleted
     intermediate file while the files downstream of it exist ("Nothing to be done"); as targets,
     a deleted runs/<cell> (manifest, clocks, reduction) is rebuilt by a plain rerun, and so is
-    everything downstream of it."""
+    everything downstream of it, the replicate's too (numerics_replicate)."""
     per_cell = [f"{RESULTS}/runs/{cid}/clocks.parquet" for cid in CELL_IDS]
     reductions = [f"{RESULTS}/runs/{cid}/reduce.zarr" for cid in REDUCE_IDS]
     return [
@@ -121,4 +121,5 @@ def final_targets():
         f"{RESULTS}/fits.json",
         f"{RESULTS}/claims.json",
         f"{RESULTS}/report/index.html",
+        *REPLICATE_FILES["targets"],
     ]

@@ -11,6 +11,12 @@ rule report:
         measures=[f"{RESULTS}/runs/{cid}/measures.parquet" for cid in CELL_IDS],
         laws=[f"{RESULTS}/runs/{cid}/laws.json" for cid in CELL_IDS],
         calibration=f"{RESULTS}/calibration.json",
+        # analysis.numerics_replicate (replicate.smk): empty lists when off
+        replicate_stores=REPLICATE_FILES["stores"],
+        replicate_manifests=REPLICATE_FILES["manifests"],
+        replicate_clocks=REPLICATE_FILES["study_clocks"],
+        replicate_fits=REPLICATE_FILES["fits"],
+        replicate_measures=REPLICATE_FILES["measures"],
     output:
         claims=f"{RESULTS}/claims.json",
         index=report(

@@ -58,6 +58,9 @@ DEFAULT_SETTINGS: dict = {
     # simulated studies per known-truth family and horizon in the calibrate stage
     # (analyze.law_calibration): 4 keeps it about 40 CPU-s per horizon of the default study
     "calibration_draws": 4,
+    # train every group again under torch's portable CPU kernels and make a verdict that
+    # differs INCONCLUSIVE (claims/robust.py, issue 26): off by default (one extra training)
+    "numerics_replicate": False,
 }
 
 # settings from before these options: rejected with a pointer to what replaced them

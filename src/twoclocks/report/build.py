@@ -81,6 +81,7 @@ def build_report(
     reductions: dict[str, str | Path] | None = None,
     laws: dict[str, str | Path] | None = None,
     calibration: str | Path | None = None,
+    replicate: dict | None = None,
 ) -> Path:
     """Evaluate claims, render figures and write `index_path` (self-contained, offline).
 
@@ -91,6 +92,9 @@ def build_report(
     the jobs' Snakemake benchmark files. ``reductions`` (cell id -> the reduce stage's zarr) is
     the older way to pass the reduction, folded into the measures. ``laws`` (cell id ->
     runs/<cell>/laws.json) and ``calibration`` (calibration.json): the law claims' inputs.
+    ``replicate`` (analysis.numerics_replicate): the replicate's stores, manifests, clocks_path,
+    fits_path and measures, the same shapes as the primary's; its claims are judged and merged
+    (claims/robust).
     """
     for cid, path in stores.items():  # before any work: a damaged store stops here, named
         verify_store(path, manifests[cid])
@@ -111,6 +115,7 @@ def build_report(
         reductions=reduced,
         record=record,
         laws=read_laws(laws, calibration) if laws is not None else None,
+        replicate=read_replicate(replicate) if replicate else None,
     )
     for c in claims:
         log.info("claim %-16s %s", c["id"], c["verdict"])
@@ -124,6 +129,18 @@ def build_report(
         fits=fits,
         claims=claims,
     )
+
+
+def read_replicate(paths: dict) -> dict:
+    """The numerics replicate's tables for the claims stage, each store verified first."""
+    for cid, path in paths["stores"].items():
+        verify_store(path, paths["manifests"][cid])
+    return {
+        "study": {cid: open_trajectory(path) for cid, path in paths["stores"].items()},
+        "clocks": read_table(paths["clocks_path"]),
+        "fits": read_json(paths["fits_path"]),
+        "measures": read_measures(paths["measures"]),
+    }
 
 
 def render_report(

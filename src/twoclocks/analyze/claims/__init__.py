@@ -47,7 +47,7 @@ from twoclocks.analyze.results import CLOCK_TABLE_COLUMNS, cell_datasets, cell_t
 from twoclocks.provenance import json_safe
 from twoclocks.replay.table import empty_measures, frame, reduction_rows
 
-_NOT_CLAIMS = {"spec", "common"}  # modules of the package that declare no claim
+_NOT_CLAIMS = {"spec", "common", "robust"}  # modules of the package that declare no claim
 
 
 def _register_package() -> None:
@@ -154,14 +154,31 @@ def claims_stage(
     reductions: Mapping[str, xr.Dataset] | None = None,
     record: Mapping[str, Any] | None = None,
     laws: Mapping[str, Any] | None = None,
+    replicate: Mapping[str, Any] | None = None,
 ) -> list[dict]:
     """The claims stage (the report rule and `python -m twoclocks.analyze` both call it): judge
     every claim on the study's tables and write claims.json as ``{**record, "claims": [...]}``;
-    returns the full records."""
+    returns the full records.
+
+    `replicate` (analysis.numerics_replicate): the same study trained under a second CPU code
+    path, as {study, clocks, fits, measures}; its claims are judged too and merged by
+    `robust.merge_replicate` (a verdict that differs becomes INCONCLUSIVE)."""
     from pathlib import Path
 
+    from twoclocks.analyze.claims import robust
+
     claims = evaluate(study, clocks, fits, settings, reductions, measures, laws)
-    Path(claims_path).write_text(claims_to_json({**(record or {}), "claims": claims}))
+    record = dict(record or {})
+    if replicate is not None:
+        r = replicate
+        there_claims = evaluate(r["study"], r["clocks"], r["fits"], settings, None, r["measures"])
+        # the replicate has no laws stage: its law claims are not judged there (kept as here)
+        there_claims = [c for c in there_claims if "laws" not in get(c["id"]).inputs]
+        here = robust.capability_of(cell_datasets(study))
+        there = robust.capability_of(cell_datasets(r["study"]))
+        claims = robust.merge_replicate(claims, there_claims, here, there)
+        record["numerics_replicate"] = robust.replicate_summary(claims, here, there)
+    Path(claims_path).write_text(claims_to_json({**record, "claims": claims}))
     return claims
 
 
