@@ -132,6 +132,7 @@ def _short_default_study(root: Path) -> str:
     from twoclocks.config import load_config
     from twoclocks.data.io import build_dataset, data_params
     from twoclocks.train.group import train_group
+    from twoclocks.train.manifest import write_manifest
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["base"]["steps"] = 40
@@ -148,8 +149,10 @@ def _short_default_study(root: Path) -> str:
             axes = {c.id: c.axes for c in cells}
             paths = train_group([c.params for c in cells], data, root / "tmp" / gid, axes=axes)
             for cid, path in paths.items():
-                (results / "runs" / cid).mkdir(parents=True)
-                path.rename(results / "runs" / cid / "trajectory.zarr")
+                run = results / "runs" / cid
+                run.mkdir(parents=True)
+                path.rename(run / "trajectory.zarr")
+                write_manifest(run / "trajectory.zarr", run / "manifest.json")  # as unstack does
     finally:
         torch.set_num_threads(threads)
     return study.name

@@ -152,9 +152,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--memory-table",
         action="store_true",
-        help="instead of the speed record: peak memory and time per member-step of issue 29's "
-        "setting (concat 128-d embeddings, mod 97, half the ordered pairs, one seed) over widths "
-        "x depths",
+        help="instead of the speed record: peak memory and time per member-step of the canonical "
+        "grokking MLP (concat 128-d embeddings, mod 97, half the ordered pairs, one seed) over "
+        "widths x depths",
     )
     ap.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024])
     ap.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3])
