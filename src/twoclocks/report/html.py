@@ -41,6 +41,7 @@ from twoclocks.report.tables import (  # noqa: F401 (re-exported: the report's t
     _cell_ids,
     _flatten,
     _overview,
+    by_architecture,
     clock_headers,
     clock_summary,
     fits_table,
@@ -342,6 +343,19 @@ def _tables_and_run(r: _Report, out: Path) -> list[str]:
     ]
 
 
+def _architecture_section(r: _Report) -> str:
+    """The clocks across model families and optimisers (`tables.by_architecture`), collapsed;
+    only where the study has more than one (model, optimizer) pair."""
+    table = by_architecture(r.runs, r.clocks, r.config, r.claims)
+    if len(table) < 2:
+        return ""
+    note = (
+        '<p class="note">Median over runs (steps; runs where the clock fired) and of the '
+        "per-run ratios; law decisions of the laws stage per cell (counts).</p>"
+    )
+    return _details("Clocks by model and optimiser", note + _table(table))
+
+
 def _top(r: _Report) -> list[str]:
     """Title, the summary line, both clocks per cell, then the verdicts with rule and evidence."""
     counts = Counter(str(c.get("verdict")) for c in r.claims)
@@ -372,6 +386,7 @@ def _top(r: _Report) -> list[str]:
         f"T_gen fired and no relapse (later train CE &gt; {_esc(r.relapse_factor)} x eps or test "
         f"accuracy &lt; level - {_esc(r.relapse_margin)}).</p>",
         _overview_table(r.overview, clock_headers(r.levels)),
+        _architecture_section(r),
         "<h2>Verdicts</h2>",
         _claims_table(r.claims, claim_rules(r.config.get("claims"))),
         law_calibration_table(r.claims),

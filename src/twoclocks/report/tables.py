@@ -297,3 +297,48 @@ def grokked_by_model(runs: pd.DataFrame, clocks: pd.DataFrame | None, config: Ma
         else:
             parts.append(f"{m} {count(g[~teacher[g.index].astype(bool)])}")
     return total if len(parts) == 1 and not teacher.any() else ", ".join(parts)
+
+
+def _cell_settings(clocks: pd.DataFrame | None, config: Mapping) -> pd.DataFrame:
+    """Per cell id: its model and optimizer, from its grid's `set` over `base` (the clocks table
+    names the grid), where a grid axis of that name does not label the cell itself."""
+    if clocks is None or not len(clocks) or "grid" not in clocks:
+        return pd.DataFrame(columns=["cell_id", "model", "optimizer"])
+    base = dict(config.get("base") or {})
+    grids = config.get("grids") or {}
+    rows = clocks.drop_duplicates("cell_id")
+    out = []
+    for r in rows.to_dict("records"):
+        merged = {**base, **((grids.get(r["grid"]) or {}).get("set") or {})}
+        pick = {k: r.get(k) if isinstance(r.get(k), str) else merged.get(k)
+                for k in ("model", "optimizer")}  # fmt: skip
+        out.append({"cell_id": r["cell_id"], **pick})
+    return pd.DataFrame(out)
+
+
+def by_architecture(runs: pd.DataFrame, clocks: pd.DataFrame | None, config: Mapping,
+                    claims: list[dict] | None = None) -> pd.DataFrame:  # fmt: skip
+    """One row per (model, optimizer) (issue 29's cross-architecture table): cells, runs
+    grokked, the median over runs of T_cls, T_rep, T_gen (steps; runs where the clock fired)
+    and of the per-run ratios T_rep/T_cls and T_gen/T_cls, and the laws stage's decisions of
+    the law claims over its cells (`cls_log_law`, `rep_power_law`: counts per decision)."""
+    where = _cell_settings(clocks, config)
+    if not len(runs) or not len(where) or where[["model", "optimizer"]].isna().all().all():
+        return pd.DataFrame()
+    df = runs.merge(where, on="cell_id", how="left").fillna({"model": "?", "optimizer": "?"})
+    df["rep_ratio"] = df["t_rep"] / df["t_cls"]
+    df["gen_ratio"] = df["t_gen"] / df["t_cls"]
+    decisions = {c["id"]: (c.get("details") or {}).get("laws") or {} for c in claims or []}
+    rows = []
+    for (model, opt), g in df.groupby(["model", "optimizer"], sort=True):
+        cells = sorted(set(g["cell_id"]))
+        row = {"model": model, "optimizer": opt, "cells": len(cells),
+               "grokked": f"{int(g['grokked'].sum())}/{len(g)}"}  # fmt: skip
+        for col in ("t_cls", "t_rep", "t_gen", "rep_ratio", "gen_ratio"):
+            row[col] = float(g[col].median()) if g[col].notna().any() else float("nan")
+        for cid in ("cls_log_law", "rep_power_law"):
+            found = [str((decisions.get(cid) or {}).get(c, {}).get("decision")) for c in cells]
+            found = [f for f in found if f != "None"]
+            row[cid] = ", ".join(f"{f} {found.count(f)}" for f in sorted(set(found))) or "-"
+        rows.append(row)
+    return pd.DataFrame(rows)
