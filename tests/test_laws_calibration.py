@@ -33,14 +33,10 @@ CLS_FAMILIES = {"cls_exp", "cls_transient", "cls_floor", "cls_near_log", "cls_po
 # what the calibration found decidable (>= 80% correct, 0.5% noise, seed 0; docs/laws.md)
 IDENTIFIABLE = {
     ("config.yaml", "relu"): {"exp_slow", "exp_known_zero", "power_p2_known_zero", *CLS_FAMILIES},
-    ("paper.yaml", None): {
-        "exp",
-        "exp_slow",
-        "exp_known_zero",
-        "transient",
-        "power_p2_known_zero",
-        *CLS_FAMILIES,
-    },
+    # paper.yaml logs on the geometric cadence (log_rows_per_decade 100, issue 25): there
+    # exp_slow and transient fell to 65% and 60% correct (0% wrong; 95% and 85% on the linear
+    # cadence), so they are no longer counted as identifiable at this horizon
+    ("paper.yaml", None): {"exp", "exp_known_zero", "power_p2_known_zero", *CLS_FAMILIES},
 }
 
 
