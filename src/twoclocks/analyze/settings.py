@@ -51,7 +51,7 @@ DEFAULT_SETTINGS: dict = {
     "cls_ref_eps": None,
     "rep_ref_eta": None,
     "scaling_axes": ["weight_decay", "depth", "train_fraction"],
-    # the frozen-gate reduction stage (train.frozen_gates, issue 14): off by default (about two
+    # the frozen-gate reduction stage (replay.frozen_gates, issue 14): off by default (about two
     # extra trainings per ReLU cell); it runs to T_gen + reduction_margin * (T_gen - T_cls)
     "reduction": False,
     "reduction_margin": 0.25,

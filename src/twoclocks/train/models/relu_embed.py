@@ -135,7 +135,7 @@ class ReluEmbedSpec(ModelSpec):
     def forward(self, params: dict[str, Tensor], x: Tensor, gate: GateFn | None = None) -> Forward:
         """``x``: int64 (n, 2) token pairs. ``gate(k, pre)``, if given, returns the 0/1 mask (same
         shape and dtype as ``pre``) that replaces ReLU's indicator ``pre > 0`` in hidden layer
-        ``k``: ``h = pre * mask`` (the frozen-gate reduction, `train.frozen_gates`). Without it
+        ``k``: ``h = pre * mask`` (the frozen-gate reduction, `replay.frozen_gates`). Without it
         the forward is ``torch.relu`` as always; with ``mask = (pre > 0)`` both are bitwise
         equal, gradients included."""
         e, w1 = params["E"], params["W1"]
