@@ -19,10 +19,13 @@ from pathlib import Path
 
 __all__ = [
     "TABLE_SETTING",
+    "TRANSFORMER_SETTING",
     "format_table",
     "measure_job",
     "memory_row",
     "memory_table",
+    "transformer_cell",
+    "transformer_table",
 ]
 
 # Issue 29's setting: the three-layer MLP of the grokking literature at one seed.
@@ -34,6 +37,52 @@ TABLE_SETTING = {
     "combine": "concat",
     "betas": [0.9, 0.999],
 }
+
+
+# The transformer of the grokking literature (config/beyond.yaml's): d_model 128, 4 heads, ReLU
+# MLP of 512, no LayerNorm, half of the ordered pairs, AdamW as beyond.yaml trains it.
+TRANSFORMER_SETTING = {
+    "task": "modular",
+    "op": "add",
+    "train_fraction": 0.5,
+    "split": "ordered",
+    "split_seed": 0,
+    "model": "transformer",
+    "d_model": 128,
+    "n_heads": 4,
+    "d_mlp": 512,
+    "mlp_activation": "relu",
+    "layernorm": False,
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "betas": [0.9, 0.999],
+}
+
+
+def transformer_cell(
+    modulus: int = 97, n_layers: int = 1, members: int = 1, steps: int = 4, **override
+) -> dict:
+    """A resolved transformer cell (through ``load_config``, so validated) of ``members``
+    stacked seeds: ``steps`` steps, log rows at 0, 1, 2 and the last (the first computes every
+    Fig. 3 candidate), two snapshots."""
+    from twoclocks.config import load_config
+
+    base = dict(TRANSFORMER_SETTING, modulus=int(modulus), n_layers=int(n_layers), steps=steps)
+    base["fourier_keep"] = min(8, int(modulus) // 2)
+    cfg = {
+        "study": "bench-memory",
+        "seeds": list(range(int(members))),
+        "device": "cpu",
+        "logging": {
+            "log_dense_steps": 2,
+            "log_every_steps": 50,
+            "snapshot_count": 2,
+            "checkpoint_every_steps": 1000,
+        },
+        "base": base | override,
+        "grids": {"bench": {}},
+    }
+    return dict(load_config(cfg).cells[0].params)
 
 
 def measure_job(params: dict, threads: int = 1, timeout_s: float = 3600.0) -> dict:
@@ -106,8 +155,12 @@ def memory_row(params: dict, threads: int = 1) -> dict:
     got = measure_job(params, threads)
     members, steps = len(params["seeds"]), int(params["steps"])
     return {
-        "hidden_width": int(params["hidden_width"]),
-        "hidden_layers": int(params["hidden_layers"]),
+        "model": str(params["model"]),
+        "shape": _shape(params),
+        "modulus": int(params.get("modulus", 0)),
+        "hidden_width": int(params.get("hidden_width", params.get("d_model", 0))),
+        "hidden_layers": int(params.get("hidden_layers", params.get("n_layers", 0))),
+        "n_train": est.n_train,
         "members": members,
         "steps": steps,
         "predicted_mb": est.total_mb,
@@ -122,6 +175,29 @@ def memory_row(params: dict, threads: int = 1) -> dict:
         ),
         "wall_s": got["wall_s"],
     }
+
+
+def _shape(params: dict) -> str:
+    if params["model"] == "transformer":
+        return (
+            f"{params['n_layers']}L d{params['d_model']} h{params['n_heads']} mlp{params['d_mlp']}"
+        )
+    return f"{params.get('hidden_layers', 1)}x{params.get('hidden_width', 0)}"
+
+
+def transformer_table(
+    layers=(1, 2), moduli=(97, 47), members=(1, 2, 3), threads: int = 1, steps: int = 4
+) -> list[dict]:
+    """One :func:`memory_row` per (layers, modulus, stacked members) of the transformer
+    (`TRANSFORMER_SETTING`), each printed to stderr as it comes."""
+    rows = []
+    for n_layers in layers:
+        for p in moduli:
+            for m in members:
+                params = transformer_cell(p, n_layers, m, steps=steps)
+                rows.append(memory_row(params, threads))
+                print(format_table(rows[-1:], header=not rows[:-1]), file=sys.stderr, flush=True)
+    return rows
 
 
 def memory_table(
@@ -141,8 +217,10 @@ def memory_table(
 def format_table(rows: list[dict], header: bool = True) -> str:
     """The rows as a fixed-width text table (what ``--memory-table`` prints)."""
     cols = (
+        ("model", "model", "{}"),
         ("layers", "hidden_layers", "{:d}"),
         ("width", "hidden_width", "{:d}"),
+        ("modulus", "modulus", "{:d}"),
         ("members", "members", "{:d}"),
         ("predicted MB", "predicted_mb", "{:.0f}"),
         ("measured MB", "measured_mb", "{:.0f}"),
@@ -152,6 +230,7 @@ def format_table(rows: list[dict], header: bool = True) -> str:
         ("metric share", "metrics_share", "{:.3f}"),
         ("log rows", "log_rows", "{:d}"),
     )
+    cols = tuple(c for c in cols if all(c[1] in r for r in rows))  # older rows: no model
     lines = ["  ".join(f"{name:>14}" for name, _, _ in cols)] if header else []
     for r in rows:
         vals = [fmt.format(r[key] * (1000 if "step_s" in key else 1)) for _, key, fmt in cols]
