@@ -4,12 +4,17 @@ Each configuration trains in a fresh subprocess (``python -m twoclocks.bench_mem
 which reports its own peak resident set (``VmHWM``), so one job's allocations never hide
 another's. :func:`memory_table` runs the grid of issue 29's setting (concatenated 128-d
 embeddings, (a + b) mod 97 on half of the ordered pairs, one seed) over hidden widths and
-depths: peak memory, time per member-step and the share of time spent on metrics.
+depths: peak memory, time per member-step and the share of time spent on metrics;
+:func:`transformer_table` the same for the transformer. :func:`price_study` times one short
+stacked job per train group of a study (``python -m twoclocks.bench_memory --price CONFIG``):
+CPU and wall seconds per member-step, what config/beyond.yaml's price in docs/performance.md
+comes from.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -24,6 +29,7 @@ __all__ = [
     "measure_job",
     "memory_row",
     "memory_table",
+    "price_study",
     "transformer_cell",
     "transformer_table",
 ]
@@ -112,6 +118,12 @@ def _child() -> int:
     dataset = build_dataset(data_params(params))
     timings: dict = {}
     stamps: list[float] = []
+    cpu: list[list[float]] = []  # [t, process CPU s] after each update: contention-free times
+
+    def stamp(t: int) -> None:
+        stamps.append(time.perf_counter())
+        cpu.append([t, stamps[-1], time.process_time()])
+
     with tempfile.TemporaryDirectory(prefix="twoclocks-mem-") as tmp:
         t0 = time.perf_counter()
         engine.train_cell(
@@ -119,13 +131,14 @@ def _child() -> int:
             dataset,
             Path(tmp) / "t" / "trajectory.zarr",
             timings=timings,
-            on_step=lambda _t: stamps.append(time.perf_counter()),
+            on_step=stamp,
         )
         wall = time.perf_counter() - t0
     peak_kb = _peak_rss_kb()
     # steps 1 .. last: the first and last log rows (and set-up, final writes) fall outside
     step_s = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else wall
-    out = {"peak_rss_mb": peak_kb / 1024.0, "wall_s": wall, "step_s": step_s, **timings}
+    out = {"peak_rss_mb": peak_kb / 1024.0, "wall_s": wall, "step_s": step_s, "stamps": cpu}
+    out.update(timings)
     print(json.dumps(out))
     return 0
 
@@ -238,7 +251,48 @@ def format_table(rows: list[dict], header: bool = True) -> str:
     return "\n".join(lines)
 
 
+def price_study(config, steps: int = 10, dense: int = 4, threads: int = 1) -> dict[str, dict]:
+    """Per-member-step CPU and wall time of each train group of a study (``config``: a path or
+    dict), each in a fresh subprocess on ``threads`` torch threads: the group's cells stacked at
+    the study's first seed, ``steps`` steps, log rows at steps 0..``dense`` and the last. A step's
+    time is the median over the steps after ``dense`` (no log row among them); CPU time
+    (`time.process_time`) is what a contended machine does not inflate by waiting. A log row's
+    wall time is the engine's metric time over its rows."""
+    import yaml
+
+    from twoclocks.config import load_config
+    from twoclocks.train.group import stacked_params
+    from twoclocks.train.schedule import log_steps
+
+    cfg = yaml.safe_load(Path(config).read_text()) if not isinstance(config, dict) else config
+    cfg = dict(cfg, seeds=list(cfg["seeds"])[:1], device="cpu", train_threads=int(threads))
+    never = 10 * steps
+    cfg["logging"] = dict(log_dense_steps=dense, log_every_steps=never, snapshot_count=2)
+    cfg["logging"]["checkpoint_every_steps"] = never
+    cfg["base"] = dict(cfg["base"], steps=int(steps))
+    out = {}
+    for gid, cells in load_config(cfg).groups.items():
+        params = stacked_params([dict(c.params) for c in cells])
+        got, m = measure_job(params, threads), len(params["seeds"])
+        after = [s for s in got["stamps"] if s[0] > dense]  # stamps after updates dense+1 ..
+        walls = sorted(b[1] - a[1] for a, b in zip(after, after[1:], strict=False))
+        cpus = sorted(b[2] - a[2] for a, b in zip(after, after[1:], strict=False))
+        rows = len(log_steps(int(steps), dense, never))
+        out[gid] = {
+            "members": m,
+            "cpu_per_member_step_s": cpus[len(cpus) // 2] / m,
+            "wall_per_member_step_s": walls[len(walls) // 2] / m,
+            "wall_per_row_s": got["metrics_s"] / rows,
+            "load": os.getloadavg(),
+        }
+        print(gid, json.dumps(out[gid]), file=sys.stderr, flush=True)
+    return out
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         sys.exit(_child())
+    if sys.argv[1:2] == ["--price"]:  # python -m twoclocks.bench_memory --price CONFIG [STEPS]
+        print(json.dumps(price_study(sys.argv[2], *map(int, sys.argv[3:4])), indent=1))
+        sys.exit(0)
     sys.exit("usage: python -m twoclocks.bench --memory-table (this module's --child is internal)")
