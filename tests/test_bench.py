@@ -219,3 +219,22 @@ def test_reference_metric_set_is_the_engines():
     del row["z_norm"]
     with pytest.raises(RuntimeError, match=r"missing \['z_norm'\]"):
         bench._check_metric_set(row, spec)
+
+
+@pytest.mark.slow  # one training subprocess
+def test_price_study_times_each_train_group():
+    from twoclocks.bench_memory import price_study
+
+    study = {
+        "study": "price",
+        "seeds": [0, 1],
+        "stack_axes": ["weight_decay"],
+        "base": {"modulus": 7, "embed_dim": 4, "hidden_width": 8, "steps": 100, "fourier_keep": 2},
+        "grids": {"relu": {"axes": {"weight_decay": [0.3, 1.0]}}},
+    }
+    out = price_study(study, steps=8, dense=2)
+    assert list(out) == ["relu"]  # the weight decays stack into one train group
+    got = out["relu"]
+    assert got["members"] == 2  # the study's first seed, its two weight decays
+    assert 0 < got["cpu_per_member_step_s"] and 0 < got["wall_per_member_step_s"]
+    assert got["wall_per_row_s"] > 0

@@ -145,3 +145,16 @@ def test_saved_plan_gives_the_time_left_from_the_study_dir(study, tmp_path):
     after = eta.eta_of_run(tmp_path)
     assert after.remaining_s < before.remaining_s and after.total_s == before.total_s
     assert eta.eta_of_run(tmp_path, jobs=1).jobs == 1
+
+
+def test_transformer_work_counts_its_matmuls():
+    """beyond.yaml's transformer (d 128, MLP 512, p 97, half the ordered pairs): K and V at the
+    three positions, the last layer's Q, O and MLP at the last, the head; a second layer runs
+    all of them at the three positions. Before this count it was priced as the bench cell."""
+    cell = {"task": "modular", "model": "transformer", "modulus": 97, "train_fraction": 0.5}
+    cell.update(d_model=128, d_mlp=512, n_layers=1)
+    n, d, f = 0.5 * 97 * 97, 128, 512
+    one = eta.matmul_work(cell)
+    assert one == pytest.approx(n * (8 * d * d + 2 * d * f + d * 97))
+    two = eta.matmul_work(dict(cell, n_layers=2))
+    assert two - one == pytest.approx(n * 3 * (4 * d * d + 2 * d * f))

@@ -137,3 +137,48 @@ def test_estimate_within_25_percent_of_the_measured_peak():
     est = memory.job_memory(cell).total_mb
     assert 0.75 <= est / got <= 1.25, (est, got)
     assert memory.mem_mb_of(memory.job_memory(cell)) >= got
+
+
+def _transformer(**kw) -> memory.JobMemory:
+    from twoclocks.bench_memory import transformer_cell
+
+    return memory.job_memory(transformer_cell(**kw))
+
+
+def test_transformer_estimate_grows_with_its_shapes_samples_and_members():
+    """The transformer's estimate (beyond.yaml's d_model 128, 4 heads, MLP 512): every part
+    grows with layers, members, d_mlp and the train set; the baseline does not."""
+    one = _transformer(modulus=97, n_layers=1)
+    assert (one.n_train, one.n_test) == (4704, 97 * 97 - 4704)
+    assert one.params_per_member == 98 * 128 + 3 * 128 + 4 * 128**2 + 2 * 512 * 128 + 640 + 97 * 128
+    bigger = {
+        "layers": _transformer(modulus=97, n_layers=2),
+        "members": _transformer(modulus=97, n_layers=1, members=3),
+        "d_mlp": _transformer(modulus=97, n_layers=1, d_mlp=1024),
+        "d_model": _transformer(modulus=97, n_layers=1, d_model=256),
+    }
+    for name, est in bigger.items():
+        assert est.parts["activations"] > one.parts["activations"], name
+        assert est.parts["baseline"] == one.parts["baseline"], name
+    assert bigger["members"].parts["activations"] == pytest.approx(3 * one.parts["activations"])
+    small = _transformer(modulus=47, n_layers=1)
+    assert small.n_train == 47 * 47 // 2 and small.total_mb < one.total_mb
+    # the last layer runs queries, output map and MLP at one position: cheaper than a full one
+    spec_floats = one.parts["activations"] / one.n_train
+    full_layer = bigger["layers"].parts["activations"] / one.n_train - spec_floats
+    assert full_layer > spec_floats / 2
+    # the #29 bound holds: declared memory covers the estimate, at most 4x it
+    for est in (one, *bigger.values(), small):
+        assert est.total_mb < memory.mem_mb_of(est) <= 4 * est.total_mb
+
+
+@pytest.mark.slow  # trains two transformer jobs in subprocesses (~15 s idle)
+@pytest.mark.parametrize("modulus,layers,members", [(97, 1, 2), (47, 2, 3)])
+def test_transformer_estimate_within_25_percent_of_the_measured_peak(modulus, layers, members):
+    from twoclocks.bench_memory import measure_job, transformer_cell
+
+    cell = transformer_cell(modulus=modulus, n_layers=layers, members=members, steps=3)
+    got = measure_job(cell)["peak_rss_mb"]
+    est = memory.job_memory(cell)
+    assert 0.75 <= est.total_mb / got <= 1.25, (est.describe(), got)
+    assert memory.mem_mb_of(est) >= got

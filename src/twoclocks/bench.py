@@ -52,7 +52,14 @@ import numpy as np
 import torch
 import yaml
 
-from twoclocks.bench_memory import TABLE_SETTING, format_table, memory_row, memory_table
+from twoclocks.bench_memory import (
+    TABLE_SETTING,
+    TRANSFORMER_SETTING,
+    format_table,
+    memory_row,
+    memory_table,
+    transformer_table,
+)
 from twoclocks.bench_reference import check_metric_set as _check_metric_set  # noqa: F401
 from twoclocks.bench_reference import reference_train
 from twoclocks.config import load_config
@@ -151,10 +158,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--memory-table",
-        action="store_true",
+        nargs="?",
+        const="mlp",
+        choices=["mlp", "transformer"],
         help="instead of the speed record: peak memory and time per member-step of the canonical "
         "grokking MLP (concat 128-d embeddings, mod 97, half the ordered pairs, one seed) over "
-        "widths x depths",
+        "widths x depths, or (`transformer`) of beyond.yaml's transformer over 1-2 layers, "
+        "moduli 97 and 47 and 1-3 stacked members",
     )
     ap.add_argument("--widths", type=int, nargs="+", default=[128, 256, 512, 1024])
     ap.add_argument("--layers", type=int, nargs="+", default=[1, 2, 3])
@@ -559,6 +569,9 @@ def run_memory_table(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(int(args.threads))
     device = engine.resolve_device(args.device).type
+    if args.memory_table == "transformer":  # CPU jobs: measured against the host's peak
+        rows = transformer_table(threads=torch.get_num_threads(), steps=args.steps)
+        return {"setting": TRANSFORMER_SETTING, "rows": rows}
 
     def make(**shape) -> dict:
         return bench_cell(args, members=1, **TABLE_SETTING, **shape) | {"device": device}

@@ -67,6 +67,7 @@ DEFAULT_BENCH_SETUP = {
     "hidden_width": 128,
 }
 MIN_WORK_RATIO = 0.05
+TRANSFORMER_DEFAULTS = {"d_model": 128, "d_mlp": 512, "n_layers": 1}  # the schema's
 # bare step -> engine step: the bench's metric + write share target (<= 0.10)
 CALIBRATION_OVERHEAD = 1.0 / 0.9
 
@@ -148,6 +149,11 @@ def matmul_work(params: dict) -> float | None:
         width = int(params["embed_dim"]) * (2 if params.get("combine") == "concat" else 1)
         hidden = [int(params["hidden_width"])] * int(params.get("hidden_layers", 1))
         dims = [width, *hidden, classes]
+    elif model == "transformer":  # K, V at the 3 positions; the last layer's Q, O, MLP at one
+        d, f, layers = (int(params.get(k, v)) for k, v in TRANSFORMER_DEFAULTS.items())
+        per_layer = 4 * d * d + 2 * d * f
+        per_sample = 3 * (layers - 1) * per_layer + 3 * 2 * d * d + 2 * d * d + 2 * d * f
+        return None if n is None else float(n) * (per_sample + d * int(classes))
     elif model == "deep_linear":
         dims = [params.get("input_dim"), *[params.get("width")] * (int(params["depth"]) - 1)]
         dims.append(classes)

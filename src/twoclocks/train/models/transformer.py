@@ -145,16 +145,28 @@ class TransformerSpec(ModelSpec):
 
     def activation_floats(self, n_train: int, n_test: int) -> tuple[int, int]:
         """Floats per member alive at the peak of (training step, log row), for the memory
-        model (train/memory.py): per sample and layer the residual stream, q, k, v, the
-        attention output and the MLP's pre- and post-activation over the SEQ_LEN positions,
-        the attention weights and their softmax, then the logits and their log-softmax; the
-        log row adds the test pass's last-layer activations and logits. An estimate from the
-        shapes (the memory model was measured on the MLP, not on this model)."""
-        s, d, c = SEQ_LEN, self.d_model, self.num_classes
-        per_layer = s * (6 * d + 2 * self.d_mlp) + 2 * self.n_heads * s * s
-        per_sample = self.n_layers * per_layer + s * d + 2 * c
-        step = n_train * per_sample
-        return step, step + n_test * (s * (4 * d + 2 * self.d_mlp) + c)
+        model (train/memory.py), counted from what the forward keeps for the backward.
+
+        Step, per train sample: the residual stream at the input (``s d``); per layer but the
+        last, over all ``s`` positions, the residual stream after attention and after the MLP,
+        q, k, v and the heads' output (``6 s d``), the MLP's pre- and post-activation
+        (``2 s f``) and the attention scores and weights (``2 H s^2``); the last layer runs
+        queries, output map and MLP at the last position only (`forward`), so it keeps k, v and
+        its input over ``s`` positions (``3 s d``), q, the heads' output and two residual
+        streams at one (``4 d``), the MLP's pre- and post-activation and, at the backward's
+        height, the gradient of one of them (``3 f``), and its scores (``2 H s``); then the
+        logits and their log-softmax (``2 c``). Log row: the train forward's last residual
+        stream and logits and the float64 separation gap of one member (``3 d + 2 c`` per train
+        sample) while the test pass holds a layer's input, k and v, its MLP activation and the
+        logits (``3 s d + f + c`` per test sample). Measured against the resident peak for 1-2
+        layers, moduli 47 and 97 and 1-3 stacked members (``python -m twoclocks.bench
+        --memory-table transformer``, docs/performance.md)."""
+        s, d, f, c, h = SEQ_LEN, self.d_model, self.d_mlp, self.num_classes, self.n_heads
+        full = s * (6 * d + 2 * f) + 2 * h * s * s
+        last = 3 * s * d + 4 * d + 3 * f + 2 * h * s
+        step = n_train * ((self.n_layers - 1) * full + last + s * d + 2 * c)
+        row = n_train * (3 * d + 2 * c) + n_test * (3 * s * d + f + c)
+        return step, row
 
     def init_member(self, gen: torch.Generator, scale: float) -> dict[str, Tensor]:
         """Draws in block order from ``gen``: every matrix N(0, 1/d_model) (``U``: N(0, 1/p)),
