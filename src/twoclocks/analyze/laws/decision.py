@@ -43,6 +43,7 @@ MIN_LEVELS, MIN_SEEDS = 4, 2
 # drift profile grid (effect size D in e-folds of slope change over the span); an optimum on an
 # edge is no fitted drift
 _D_GRID = np.linspace(-12.0, 40.0, 2601)
+BOOT_REACH = 4.0  # replicates' drift searched within this many e-folds of the seeds' estimates
 
 
 @dataclass
@@ -93,24 +94,28 @@ def _phi(d: np.ndarray, xs: np.ndarray) -> np.ndarray:
     return np.where(np.abs(d) < 1e-9, xs + 0 * d, np.expm1(d * xs) / safe)
 
 
-def drift_param(xs: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def drift_param(
+    xs: np.ndarray, t: np.ndarray, w: np.ndarray, grid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row of t (S, n): the power law's drift D (profiled, parabola-refined) and its SSR.
 
     xs (n,) in [0, 1] (levels scaled to the span), weights w (S, n): relative errors 1/T^2 on the
-    levels a seed crossed, 0 elsewhere. NaN where the optimum sits on the grid's edge.
+    levels a seed crossed, 0 elsewhere. NaN where the optimum sits on the grid's edge. grid: a
+    contiguous part of the profile grid (default the whole of it).
     """
-    phi = _phi(_D_GRID, xs)  # (G, n)
+    grid = _D_GRID if grid is None else grid
+    phi = _phi(grid, xs)  # (G, n)
     _, _, ssr = _wls(phi[None], t[:, None, :], w[:, None, :])  # (S, G)
     ssr = np.where(np.isfinite(ssr), ssr, np.inf)
     i = np.argmin(ssr, axis=1)
-    g = len(_D_GRID)
+    g = len(grid)
     rows = np.arange(len(i))
     y0, y1, y2 = (ssr[rows, np.clip(i + o, 0, g - 1)] for o in (-1, 0, 1))
-    h = _D_GRID[1] - _D_GRID[0]
+    h = grid[1] - grid[0]
     with np.errstate(all="ignore"):
         den = y0 - 2 * y1 + y2
         shift = np.where(den > 0, 0.5 * h * (y0 - y2) / den, 0.0)
-    d = _D_GRID[i] + np.clip(np.nan_to_num(shift), -h, h)
+    d = grid[i] + np.clip(np.nan_to_num(shift), -h, h)
     edge = (i == 0) | (i == g - 1) | ~np.isfinite(y1)
     return np.where(edge, np.nan, d), y1
 
@@ -206,15 +211,20 @@ def crossing_weights(x: np.ndarray, t: np.ndarray, rel_noise: np.ndarray | None)
     return 1.0 / np.maximum(sig, 1e-9 * t) ** 2
 
 
-def _within(xs, t, w, times_boot, m_p, m_f, ci_level):
-    """Within-trajectory intervals of both drift estimates from bootstrap times (B, S, n)."""
+def _within(xs, t, w, times_boot, d_par, m_f, ci_level):
+    """Within-trajectory intervals of both drift estimates from bootstrap times (B, S, n); the
+    replicates' drift is profiled over the grid within BOOT_REACH of the seeds' estimates (an
+    optimum on that edge is no estimate, which widens the interval to infinity if common)."""
     tb = np.asarray(times_boot, float)
     n_b, n_s, n = tb.shape
     flat = tb.reshape(n_b * n_s, n)
     ok = (np.isfinite(flat) & (flat > 0)).all(axis=1)
     safe = np.where(ok[:, None], flat, np.tile(t, (n_b, 1)))
     wb = np.tile(w, (n_b, 1))
-    db = np.where(ok, drift_param(xs, safe, wb)[0], np.nan).reshape(n_b, n_s)
+    m_p = float(np.mean(d_par))
+    near = (_D_GRID >= np.nanmin(d_par) - BOOT_REACH) & (_D_GRID <= np.nanmax(d_par) + BOOT_REACH)
+    grid = _D_GRID[near] if near.sum() >= 3 else _D_GRID
+    db = np.where(ok, drift_param(xs, safe, wb, grid)[0], np.nan).reshape(n_b, n_s)
     fb = np.where(ok, drift_free(xs, safe, wb), np.nan).reshape(n_b, n_s)
     z = float(stats.norm.ppf(0.5 + ci_level / 2))
     lo_p, hi_p, se = resample.within_interval(m_p, db, z)
@@ -271,7 +281,7 @@ def decide_law(
     lo, hi = min(lo_p, lo_f), max(hi_p, hi_f)
     if times_boot is not None and np.asarray(times_boot).shape[0] > 1:
         tb = np.asarray(times_boot, float)[:, :, use][:, :, order]
-        lo_w, hi_w, dec.drift_se_within = _within(xs, t, w, tb, m_p, m_f, ci_level)
+        lo_w, hi_w, dec.drift_se_within = _within(xs, t, w, tb, d_par, m_f, ci_level)
         lo, hi, dec.boot_reps = min(lo, lo_w), max(hi, hi_w), int(tb.shape[0])
     dec.drift, dec.drift_low, dec.drift_high = m_p, lo, hi
     dec.span_efolds = span
