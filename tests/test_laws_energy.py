@@ -34,8 +34,16 @@ def _deep_linear_store() -> tuple[xr.Dataset, dict]:
          "grad_norm_energy": (dims + ("block",), gf[..., None])},
         coords={"seed": [0, 1, 2], "step": steps, "block": ["W1"]},
     )  # fmt: skip
-    params = {"model": "deep_linear", "depth": 2, "weight_decay": WD, "optimizer": "sgd",
-              "steps": 6000, "log_dense_steps": 100, "log_every_steps": 20, "dtype": "float64"}
+    params = {
+        "model": "deep_linear",
+        "depth": 2,
+        "weight_decay": WD,
+        "optimizer": "sgd",
+        "steps": 6000,
+        "log_dense_steps": 100,
+        "log_every_steps": 20,
+        "dtype": "float64",
+    }
     return ds, params  # fmt: skip
 
 

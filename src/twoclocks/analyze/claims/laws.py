@@ -85,8 +85,10 @@ def law_claim(
     ev = (
         f"{clock}: {expect} (as the claim states) in {n_for}/{n} cells, against in {n_against}, "
         f"INCONCLUSIVE in {n - n_for - n_against} (margin on the slope drift D: {fmt(margin)}); "
-        + "; ".join(_cell_text(k, r, aic.get(k, math.nan)) + (f" [{notes[k]}]" if notes.get(k)
-                    else "") for k, r in recs.items())  # fmt: skip
+        + "; ".join(
+            _cell_text(k, r, aic.get(k, math.nan)) + (f" [{notes[k]}]" if notes.get(k) else "")
+            for k, r in recs.items()
+        )  # fmt: skip
     )
     if used - {round(margin, 12)}:
         verdict = INCONCLUSIVE
@@ -178,8 +180,13 @@ SPECS = (
         section="Thm 3.5, Prop. 3.6 (T_cls(eps) = O(log 1/eps), eq. 2.1)",
         scope=ANY,
         inputs=("laws", "fits", "trajectories"),
-        thresholds=("law_drift_margin", "margin_slope_drift_max", "cls_eps", "margin_min_logs",
-                    "min_runs"),  # fmt: skip
+        thresholds=(
+            "law_drift_margin",
+            "margin_slope_drift_max",
+            "cls_eps",
+            "margin_min_logs",
+            "min_runs",
+        ),  # fmt: skip
         rule=_cls_rule,
         judge=judge_cls_law,
         order=40,

@@ -133,9 +133,9 @@ def _profile(steps, gaps, t_ref, levels, window_logs, lows, highs, noise, reps=N
         tb = None
         if reps is not None:
             b, s = reps.shape[:2]
-            tile = (lambda a: np.tile(np.asarray(a, float), b))  # noqa: E731
-            tb = rep_times(steps, reps.reshape(b * s, -1), tile(t_ref), tile(g_inf), levels,
-                           window_logs, tile(noise)).reshape(b, s, len(levels))  # fmt: skip
+            tr, gi, nz = (np.tile(np.asarray(a, float), b) for a in (t_ref, g_inf, noise))
+            tb = rep_times(steps, reps.reshape(b * s, -1), tr, gi, levels, window_logs, nz)
+            tb = tb.reshape(b, s, len(levels))
         out.append(decide_law(levels, t, rel_noise=rel, times_boot=tb))
     return out
 

@@ -86,9 +86,7 @@ def tail_replicates(
     return out
 
 
-def within_interval(
-    center: float, boot: np.ndarray, z: float
-) -> tuple[float, float, float]:
+def within_interval(center: float, boot: np.ndarray, z: float) -> tuple[float, float, float]:
     """(low, high, SE) of a seed mean from per-seed replicate estimates boot (B, S): the SE of
     the mean is sqrt(sum_s var_s) / S (seeds independent), the interval center +- z SE; infinite
     where fewer than half of a seed's replicates give a finite estimate."""
