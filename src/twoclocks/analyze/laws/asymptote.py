@@ -127,6 +127,9 @@ def _profile(steps, gaps, t_ref, levels, window_logs, lows, highs, noise, reps=N
     replicates of the gaps, whose clock times give each decision's within-run interval."""
     out = []
     for f in np.linspace(0.0, 1.0, N_PROFILE):
+        if out and np.array_equal(lows, highs):  # a known zero: one asymptote, one decision
+            out.append(out[0])
+            continue
         g_inf = lows + f * (highs - lows)
         t = rep_times(steps, gaps, t_ref, g_inf, levels, window_logs, noise)
         rel = rel_noise_at_levels(gaps, t_ref, steps, g_inf, levels, noise)
