@@ -26,7 +26,7 @@ CELLS = ("a", "b", "c")
 def _fam(name: str, wrong: float = 0.0) -> dict:
     truth = POLYNOMIAL if "power" in name else LOG_LIKE
     return {"family": name, "clock": "cls" if name.startswith("cls_") else "rep",
-            "truth": truth, "draws": 20, "correct": 1.0 - wrong, "inconclusive": 0.0,
+            "truth": truth, "draws": 60, "correct": 1.0 - wrong, "inconclusive": 0.0,
             "wrong": wrong, "coverage": 0.95, "n_interval": 20, "decisions": {}, "note": name,
             "identifiable": wrong == 0.0}  # fmt: skip
 
@@ -34,7 +34,7 @@ def _fam(name: str, wrong: float = 0.0) -> dict:
 def _calibration(wrong: dict | None = None) -> dict:
     names = LC.CLS_FAMILIES + LC.REP_FITTED + LC.REP_KNOWN
     fams = {n: _fam(n, (wrong or {}).get(n, 0.0)) for n in names}
-    return {"draws": 20, "horizons": {"H": {"families": fams}}, "cells": dict.fromkeys(CELLS, "H")}
+    return {"draws": 60, "horizons": {"H": {"families": fams}}, "cells": dict.fromkeys(CELLS, "H")}
 
 
 def _rec(decision: str, k=(0.3, 0.6), margin: float = DRIFT_MARGIN) -> dict:
@@ -44,7 +44,8 @@ def _rec(decision: str, k=(0.3, 0.6), margin: float = DRIFT_MARGIN) -> dict:
             "resolve": "more seeds" if decision == INCONCLUSIVE else ""}  # fmt: skip
 
 
-def _judge(claim: str, clock: str, decisions, calibration=None, settings=None, **kw) -> dict:
+def _judge(claim: str, clock: str, decisions, calibration=None, settings=None, datasets=(),
+           **kw) -> dict:  # fmt: skip
     per_cell = {
         c: {"clocks": {clock: _rec(d, **kw)}} for c, d in zip(CELLS, decisions, strict=True)
     }
@@ -54,7 +55,7 @@ def _judge(claim: str, clock: str, decisions, calibration=None, settings=None, *
     }
     cells = pd.DataFrame({"cell_id": list(CELLS), "model": "relu_embed"})
     spec = C.get(claim)
-    ctx = Context(spec, cells, pd.DataFrame(), {}, None, laws=laws)
+    ctx = Context(spec, cells, pd.DataFrame(), {}, None, list(datasets), laws=laws)
     return spec.judge(ctx, C.resolve_claim_settings(settings))
 
 
@@ -72,13 +73,54 @@ def test_calibration_with_confident_wrong_answers_vetoes_the_verdict():
     cal = _calibration({"cls_floor": 0.2})
     rec = _judge("cls_log_law", "cls", [LOG_LIKE] * 3, calibration=cal)
     assert rec["verdict"] == "INCONCLUSIVE"
-    assert "calibration forbids" in rec["evidence"] and "cls_floor (20%)" in rec["evidence"]
+    assert "calibration forbids" in rec["evidence"] and "cls_floor (12/60 wrong" in rec["evidence"]
     # a family that does not matter for the classifier clock does not veto it
     other = _calibration({"mix2": 0.5})
     assert _judge("cls_log_law", "cls", [LOG_LIKE] * 3, calibration=other)["verdict"] == "PASS"
     # no calibration at all: no verdict
     none = _judge("cls_log_law", "cls", [LOG_LIKE] * 3, calibration={})
     assert none["verdict"] == "INCONCLUSIVE" and "no calibration" in none["evidence"]
+
+
+def test_veto_needs_a_clopper_pearson_bound_below_five_percent():
+    few = _calibration()
+    for f in few["horizons"]["H"]["families"].values():
+        f["draws"] = 20  # 0/20 wrong bounds the rate only below 14%
+    rec = _judge("cls_log_law", "cls", [LOG_LIKE] * 3, calibration=few)
+    assert rec["verdict"] == "INCONCLUSIVE" and "needs >= 59 draws" in rec["evidence"]
+    rows = rec["details"]["calibration"]["families"]
+    assert all(0.13 < r["wrong_upper"] < 0.14 for r in rows)
+
+
+def _margin_store(curved: bool) -> xr.Dataset:
+    """3 seeds: CE 4 exp(-t/100); min margin linear in t, or accelerating (curved)."""
+    steps = np.arange(0, 2001, 20)
+    t = steps[None, :].astype(float) * np.ones((3, 1))
+    margin = -1 + (t / 300) ** 2 if curved else -1 + t / 300
+    dims = ("seed", "step")
+    return xr.Dataset({"train_loss": (dims, 4 * np.exp(-t / 100)),
+                       "train_margin_min": (dims, margin)},
+                      coords={"seed": [0, 1, 2], "step": steps})  # fmt: skip
+
+
+def test_cls_law_combines_the_levels_with_the_margins_linearity():
+    from twoclocks.analyze.claims.laws import combine_margin
+
+    assert combine_margin("for", "linear") == "for" and combine_margin("for", "absent") == "for"
+    assert combine_margin("for", "curved") == "undecided"
+    assert combine_margin("against", "linear") == "undecided"
+    assert combine_margin("against", "undecided") == "against"
+    assert combine_margin("undecided", "linear") == "undecided"
+    ll = [LOG_LIKE] * 3
+    lin = [(c, {}, _margin_store(False)) for c in CELLS]
+    rec = _judge("cls_log_law", "cls", ll, datasets=lin)
+    assert rec["verdict"] == "PASS" and "margin linear" in rec["evidence"], rec["evidence"]
+    cur = [(c, {}, _margin_store(True)) for c in CELLS]
+    rec = _judge("cls_log_law", "cls", ll, datasets=cur)
+    assert rec["verdict"] == "INCONCLUSIVE" and "margin curved" in rec["evidence"]
+    assert _judge("cls_log_law", "cls", [POLYNOMIAL] * 3, datasets=lin)["verdict"] == (
+        "INCONCLUSIVE"
+    )
 
 
 def test_rep_law_needs_polynomial_with_exponent_in_range():
@@ -163,8 +205,8 @@ def test_calibration_uses_the_engines_geometric_cadence_and_gates_verdicts():
     assert set(cal["horizons"][key]["families"]) == set(LC.CLS_FAMILIES)  # no gap: no rep fams
     assert cal["horizons"][key]["noise"]["cls"] == 0.01
     ok, why = LC.verdict_allowed(cal, ["a"], "cls")
-    wrong = max(f["wrong"] for f in cal["horizons"][key]["families"].values())
-    assert ok == (wrong <= 0.05) and key in why
+    bound = max(f["wrong_upper"] for f in cal["horizons"][key]["families"].values())
+    assert bound > 0.05 and not ok and "needs >= 59 draws" in why and key in why  # 2 draws
 
 
 def test_load_results_reads_laws_and_calibration(tmp_path):
@@ -187,5 +229,5 @@ def test_report_shows_the_calibration_next_to_each_law_verdict():
     rec = _judge("cls_log_law", "cls", [LOG_LIKE] * 3, calibration=_calibration({"cls_floor": 0.1}))
     html = law_calibration_table([rec])
     assert "cls_log_law: INCONCLUSIVE; verdict allowed: False" in html
-    assert "is told as log-like in 90% of 20 draws" in html and "10%" in html
+    assert "is told as log-like in 90% of 60 draws" in html and "10% (bound 18.8%)" in html
     assert law_calibration_table([{"id": "separation", "verdict": "PASS", "details": {}}]) == ""

@@ -72,15 +72,18 @@ def test_horizons_come_from_the_configs():
 
 
 def test_verdict_gate_forbids_a_verdict_where_a_family_that_matters_is_confidently_wrong():
-    def fr(name, wrong):
-        return FamilyResult(name, "rep", LOG_LIKE, 20, 0.5, 0.5 - wrong, wrong, 1.0, 20)
+    def fr(name, wrong, draws=60):
+        return FamilyResult(name, "rep", LOG_LIKE, draws, 0.5, 0.5 - wrong, wrong, 1.0, draws)
 
-    res = {"a": fr("a", 0.0), "b": fr("b", 0.10)}
+    res = {"a": fr("a", 0.0), "b": fr("b", 0.10), "c": fr("c", 0.0, 20), "d": fr("d", 0.05)}
     ok, why = verdict_allowed(res, ["a"])
-    assert ok
+    assert ok and "largest 95% Clopper-Pearson bound 4.9%" in why
     ok, why = verdict_allowed(res)
-    assert not ok and "b (10%)" in why
-    assert not verdict_allowed(res, ["c"])[0]
+    assert not ok and "b (6/60 wrong" in why
+    ok, why = verdict_allowed(res, ["c"])  # 0/20: the rate is only shown below 14%
+    assert not ok and "needs >= 59 draws" in why
+    assert not verdict_allowed(res, ["d"])[0]  # 3/60 = 5% observed, but the bound is 13%
+    assert not verdict_allowed(res, ["e"])[0]
 
 
 def test_classifier_families_at_the_quick_horizon():
@@ -114,3 +117,30 @@ def test_known_truths_at_real_horizons(config, grid, noise):
             assert r.coverage >= MIN_COVERAGE, (name, r.coverage)
         if noise == 0.005 and name in IDENTIFIABLE[(config, grid)]:
             assert r.correct >= MIN_CORRECT, (name, r.decisions)
+
+
+def test_known_zero_mixtures_are_never_confidently_wrong_at_the_quick_horizon():
+    """Two and three rates with the zero known (spurious energy, off-key Fourier energy): the
+    clock is asymptotically logarithmic, its slope still drifting over these levels; the
+    estimator may say log-like or INCONCLUSIVE, never polynomial. They veto known-zero clocks."""
+    from twoclocks.analyze.law_calibration import REP_KNOWN
+
+    names = ["mix2_known_zero", "mix3_known_zero"]
+    assert set(names) <= set(REP_KNOWN)
+    fams = families()
+    for n in names:
+        assert fams[n].known_zero and fams[n].asymptote == 0.0 and fams[n].truth == LOG_LIKE
+    res = calibrate(_horizon("config.yaml", "relu"), names, 6)
+    for r in res.values():
+        assert r.wrong == 0.0, (r.family, r.decisions)
+        assert r.draws == 6 and r.wrong_upper > MAX_WRONG  # 6 draws cannot show <= 5%
+
+
+def test_clopper_pearson_bound_and_the_draws_it_needs():
+    from twoclocks.analyze.laws.calibrate import MIN_DRAWS, wrong_upper
+
+    assert MIN_DRAWS == 59
+    assert wrong_upper(0, 59) <= MAX_WRONG < wrong_upper(0, 58)
+    assert abs(wrong_upper(0, 20) - (1 - 0.05 ** (1 / 20))) < 1e-12
+    assert wrong_upper(1, 93) <= MAX_WRONG < wrong_upper(1, 92)
+    assert wrong_upper(4, 4) == 1.0

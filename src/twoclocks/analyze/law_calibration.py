@@ -36,8 +36,8 @@ CALIBRATION_FILE = "calibration.json"
 CLS_FAMILIES = ("cls_exp", "cls_transient", "cls_floor", "cls_near_log", "cls_power")
 REP_FITTED = ("exp", "exp_slow", "mix2", "mix3", "near_log", "transient",
               "power_p0.5", "power_p1", "power_p2")  # fmt: skip
-REP_KNOWN = ("exp_known_zero", "power_p0.5_known_zero", "power_p1_known_zero",
-             "power_p2_known_zero")  # fmt: skip
+REP_KNOWN = ("exp_known_zero", "mix2_known_zero", "mix3_known_zero", "power_p0.5_known_zero",
+             "power_p1_known_zero", "power_p2_known_zero")  # fmt: skip
 DEFAULT_NOISE = 0.005  # where no trajectory gives one (laws.simulate.Horizon's default)
 
 
@@ -146,7 +146,9 @@ def verdict_allowed(calibration: dict | None, cell_ids, clock: str) -> tuple[boo
 
 
 def _family(d: dict) -> laws.FamilyResult:
-    keep = {k: v for k, v in d.items() if k != "identifiable"}
+    from twoclocks.analyze.laws.calibrate import DERIVED
+
+    keep = {k: v for k, v in d.items() if k not in DERIVED}
     keep = {k: (math.nan if v is None and k in ("coverage",) else v) for k, v in keep.items()}
     return laws.FamilyResult(**keep)
 
@@ -163,6 +165,7 @@ def summary(calibration: dict | None, cell_ids, clock: str) -> list[dict]:
                 rows.append({"horizon": key, "family": name, "truth": f["truth"],
                              "draws": f["draws"], "correct": f["correct"],
                              "inconclusive": f["inconclusive"], "wrong": f["wrong"],
+                             "wrong_upper": _family(f).wrong_upper,
                              "coverage": f["coverage"], "note": f.get("note", "")})  # fmt: skip
     return rows
 

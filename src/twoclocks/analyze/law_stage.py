@@ -111,9 +111,30 @@ def _rep_record(name: str, steps, gaps, t_ref, settings: dict) -> dict:
     }
 
 
-def _kl_record(ds: xr.Dataset, params: dict, steps, ce, t_ref) -> dict:
+def param_energy(ds: xr.Dataset, params: dict) -> xr.DataArray | None:
+    """F = CE + wd/2 sum_b ||W_b||^2 from logged variables (`train_loss`, `sqnorm_total`), for
+    every model: the energy whose gradient the store logs (`grad_norm_energy`), so the energy
+    law and its KL exponent read one objective (issue #22.6; for deep linear nets the clocks'
+    `rep_energy` is the Schatten energy of eq. 2.7, equal to F only on balanced factorisations).
+    None where either variable is missing."""
+    if "train_loss" not in ds or "sqnorm_total" not in ds:
+        return None
+    return ds["train_loss"] + float(params.get("weight_decay", 0.0)) / 2.0 * ds["sqnorm_total"]
+
+
+def _f_inf(rec: dict | None, n: int) -> list[tuple[float, float]]:
+    """Per fired member, F's plausible asymptote range (the energy law's profile), else 0."""
+    lo, hi = (rec or {}).get("g_inf_low"), (rec or {}).get("g_inf_high")
+    if not lo or not hi or len(lo) != n:
+        return [(0.0, 0.0)] * n
+    return [(float(a), float(b)) for a, b in zip(lo, hi, strict=True)]
+
+
+def _kl_record(ds: xr.Dataset, params: dict, steps, ce, t_ref, law: dict | None = None) -> dict:
     """KL theta of F = CE + wd/2 sum ||W||^2 per member where it means something (issue #22.6):
-    AdamW -> the stationarity ratio only; the identity case flagged (`laws.kl_exponent`)."""
+    AdamW -> the stationarity ratio only; the identity case flagged (`laws.kl_exponent`).
+    law: F's law record (`_rep_record` on `param_energy`): theta at both ends of each member's
+    plausible asymptote F_inf (their range is reported; F - 0 where F_inf was not fitted)."""
     grad_f, why = regularised_grad_norm(ds, params)
     missing = [v for v in ("sqnorm_total", "grad_norm") if v not in ds]
     if grad_f is None or missing:
@@ -123,13 +144,16 @@ def _kl_record(ds: xr.Dataset, params: dict, steps, ce, t_ref) -> dict:
     gf = _seed_step(grad_f)
     gc = _seed_step(np.sqrt((ds["grad_norm"] ** 2).sum("block")))
     wd, opt = float(params.get("weight_decay", 0.0)), str(params.get("optimizer", "adamw"))
-    members = [
-        laws.kl_exponent(steps, ce[s], sq[s], gf[s], gc[s], wd, opt, t_ref[s])
-        for s in range(ce.shape[0])
-        if np.isfinite(t_ref[s])
+    fired = [s for s in range(ce.shape[0]) if np.isfinite(t_ref[s])]
+    f_inf = _f_inf(law, len(fired))
+    ends = [
+        [laws.kl_exponent(steps, ce[s], sq[s], gf[s], gc[s], wd, opt, t_ref[s], f) for f in fi]
+        for s, fi in zip(fired, f_inf, strict=True)
     ]
+    members = [e[0] for e in ends]
     if not members:
         return {"status": laws.kl.INSUFFICIENT, "note": "T_cls(eps_star) never fired"}
+    both = np.array([[m.theta for m in e] for e in ends if all(m.status == laws.kl.OK for m in e)])
     status = {m.status for m in members}
     one = status.pop() if len(status) == 1 else "mixed"
     thetas = np.array([m.theta for m in members if m.status == laws.kl.OK])
@@ -137,6 +161,10 @@ def _kl_record(ds: xr.Dataset, params: dict, steps, ce, t_ref) -> dict:
         "status": one,
         "theta": float(np.median(thetas)) if thetas.size else math.nan,
         "theta_members": [m.theta for m in members],
+        "theta_range": [float(both.min()), float(both.max())] if both.size else None,
+        "f_inf": [list(f) for f in f_inf],
+        "energy": "F = CE + wd/2 sum_b ||W_b||^2 (train_loss, sqnorm_total); ||grad F|| from "
+        "grad_norm_energy",
         "stationarity_ratio": float(np.nanmedian([m.stationarity_ratio for m in members])),
         "note": members[0].note,
         "notes": [m.note for m in members],
@@ -160,13 +188,20 @@ def cell_laws(
     out["clocks"]["cls"] = _cls_record(steps, ce, settings, dtype)
     t_ref = _t_ref(clocks, ce, steps, float(settings["eps_star"]), window)
     for name in clock_names(kind="gap", fit="law"):
-        raw = clock_spec(name).raw(ds, settings, params)
+        kl = "kl" in clock_spec(name).fits
+        # the KL clock's law is decided on F = CE + wd/2 sum ||W_b||^2 for every model (its
+        # gradient is the logged one); clocks.parquet keeps the clock's own quantity
+        raw = param_energy(ds, params) if kl else None
+        if raw is None:
+            raw = clock_spec(name).raw(ds, settings, params)
         if raw is None:
             out["clocks"][name] = {"decision": ABSENT, "reason": "the store lacks its quantity"}
             continue
         out["clocks"][name] = _rep_record(name, steps, _seed_step(raw), t_ref, settings)
-        if "kl" in clock_spec(name).fits:
-            out["clocks"][name]["kl"] = _kl_record(ds, params, steps, ce, t_ref)
+        if kl:
+            rec = out["clocks"][name]
+            rec["quantity"] = "F = CE + wd/2 sqnorm_total" if "sqnorm_total" in ds else "clock"
+            rec["kl"] = _kl_record(ds, params, steps, ce, t_ref, rec)
     return out
 
 

@@ -56,7 +56,8 @@ DEFAULT_SETTINGS: dict = {
     "reduction": False,
     "reduction_margin": 0.25,
     # simulated studies per known-truth family and horizon in the calibrate stage
-    # (analyze.law_calibration): 4 keeps it about 40 CPU-s per horizon of the default study
+    # (analyze.law_calibration); a law verdict needs >= 59 (the Clopper-Pearson veto,
+    # analyze.laws.calibrate): 4 keeps tiny studies cheap and their law verdicts INCONCLUSIVE
     "calibration_draws": 4,
     # train every group again under torch's portable CPU kernels and make a verdict that
     # differs INCONCLUSIVE (claims/robust.py, issue 26): off by default (one extra training)

@@ -407,6 +407,8 @@ def law_calibration_table(claims: list[dict]) -> str:
         for f in cal.get("families") or []:
             pct = {k: "n/a" if f.get(k) is None else f"{100 * f[k]:.0f}%"
                    for k in ("correct", "inconclusive", "wrong", "coverage")}  # fmt: skip
+            if f.get("wrong_upper") is not None:
+                pct["wrong"] += f" (bound {100 * f['wrong_upper']:.1f}%)"
             said = (f"at {f['horizon']} a {f.get('note') or f['family']} ({f['truth']}) is told "
                     f"as {f['truth']} in {pct['correct']} of {f['draws']} draws")  # fmt: skip
             rows.append(
@@ -422,7 +424,8 @@ def law_calibration_table(claims: list[dict]) -> str:
         "Law verdicts: their calibration (known truths at this horizon)",
         '<p class="note">Known truths simulated at this study\'s horizon, log cadence, level '
         "grids and measured noise, decided by the same estimators (issue #22); a law verdict is "
-        "INCONCLUSIVE where more than 5% of a family's draws are confidently wrong.</p>"
+        "INCONCLUSIVE unless every family that matters shows a confident-wrong rate of at most 5% "
+        "(its one-sided 95% Clopper-Pearson bound, in brackets; 0 wrong needs 59 draws).</p>"
         f'<table class="wide"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>',
         id_="law-calibration",
     )

@@ -52,6 +52,7 @@ def law_claim(
     expect: str,
     cells: list[str] | None = None,
     accept: Callable[[dict], bool] | None = None,
+    refine: Callable[[str, str], tuple[str, str]] | None = None,
 ) -> dict:
     """The judged record of a law claim on `clock` over `cells` (default: the claim's scope).
 
@@ -59,6 +60,8 @@ def law_claim(
     is decided in more than half of the cells, FAIL when the other law is, else INCONCLUSIVE;
     a decided verdict turns INCONCLUSIVE when the study's calibration forbids it. Details carry
     each cell's decision and the calibration next to it. deep_linear's dln_rep_law calls this.
+    refine(cell_id, finding) -> (finding, note): a second instrument's say per cell
+    (cls_log_law: the margin's linearity, `combine_margin`).
     """
     ids = set(ctx.scope_ids if cells is None else cells)
     recs = {k: r for k, r in law_decisions(ctx.laws, clock).items() if k in ids}
@@ -72,13 +75,20 @@ def law_claim(
     used = {round(float(r["margin"]), 12) for r in recs.values() if r.get("margin") is not None}
     aic = {k: fit_param(r, "delta_aic") for k, r in law_records(ctx.fits, clock).items()}
     found = {k: _finding(r, expect, accept) for k, r in recs.items()}
+    notes = {}
+    if refine is not None:
+        for k in found:
+            found[k], notes[k] = refine(k, found[k])
     n = len(recs)
     n_for, n_against = (sum(v == w for v in found.values()) for w in ("for", "against"))
     verdict = PASS if n_for > n / 2 else FAIL if n_against > n / 2 else INCONCLUSIVE
     ev = (
         f"{clock}: {expect} (as the claim states) in {n_for}/{n} cells, against in {n_against}, "
         f"INCONCLUSIVE in {n - n_for - n_against} (margin on the slope drift D: {fmt(margin)}); "
-        + "; ".join(_cell_text(k, r, aic.get(k, math.nan)) for k, r in recs.items())
+        + "; ".join(
+            _cell_text(k, r, aic.get(k, math.nan)) + (f" [{notes[k]}]" if notes.get(k) else "")
+            for k, r in recs.items()
+        )  # fmt: skip
     )
     if used - {round(margin, 12)}:
         verdict = INCONCLUSIVE
@@ -91,14 +101,40 @@ def law_claim(
         k: {"decision": r.get("decision"), "finding": found[k], "drift_low": r.get("drift_low"),
             "drift_high": r.get("drift_high"), "k": r.get("k"), "k_low": r.get("k_low"),
             "k_high": r.get("k_high"), "reason": r.get("reason"), "resolve": r.get("resolve"),
-            "tail": r.get("tail"), "dropped": r.get("dropped"), "delta_aic": aic.get(k)}
+            "tail": r.get("tail"), "dropped": r.get("dropped"), "delta_aic": aic.get(k),
+            "second": notes.get(k)}
         for k, r in recs.items()
     }  # fmt: skip
     return ctx.record(verdict, ev, laws=details, calibration=calib)
 
 
+def combine_margin(levels: str, margin: str) -> str:
+    """cls_log_law's rule per cell (#24.2, stated before any study was judged): the eps levels
+    above the floor (#22's decision: 'for' = log-like, 'against' = polynomial, 'undecided')
+    decide, unless Assumption 3.4's margin check contradicts them: log-like levels with a curved
+    margin, or polynomial levels with a linear margin, are 'undecided' (the instruments
+    disagree). Undecided levels stay undecided whatever the margin says (a linear margin bounds
+    T_cls by a log law, Thm 3.5, but does not measure it at these levels). margin: 'linear',
+    'curved', 'undecided' or 'absent' (no train_margin_min, or too few usable windows)."""
+    if levels == "for":
+        return "undecided" if margin == "curved" else "for"
+    if levels == "against":
+        return "undecided" if margin == "linear" else "against"
+    return "undecided"
+
+
 def judge_cls_law(ctx: Context, s: dict) -> dict:
-    return law_claim(ctx, s, "cls", LOG_LIKE)
+    from twoclocks.analyze.claims.margin import linearity, margin_runs
+
+    margins = {cid: linearity(runs, s) for cid, (runs, _lr) in margin_runs(ctx, s)[0].items()}
+
+    def refine(cid: str, found: str) -> tuple[str, str]:
+        drift, lin = margins.get(cid, ((math.nan,) * 3, "absent"))
+        note = f"margin {lin}" + (f" (drift {fmt(drift[0])} [{fmt(drift[1])}, "
+                                  f"{fmt(drift[2])}])" if lin != "absent" else "")  # fmt: skip
+        return combine_margin(found, lin), note
+
+    return law_claim(ctx, s, "cls", LOG_LIKE, refine=refine)
 
 
 def judge_rep_law(ctx: Context, s: dict) -> dict:
@@ -113,10 +149,15 @@ def judge_rep_law(ctx: Context, s: dict) -> dict:
 
 def _cls_rule(s) -> str:
     return (
-        "PASS if the laws stage decides log-like (the slope drift D's 95% interval inside "
-        f"+-{s['law_drift_margin']:.3g}) in more than half of the cells, FAIL if polynomial in "
-        "more than half, else INCONCLUSIVE; INCONCLUSIVE too when the calibration shows more "
-        "than 5% confident wrong answers for a classifier family"
+        "per cell, the laws stage's decision on the eps levels above the floor (log-like: the "
+        f"slope drift D's 95% interval inside +-{s['law_drift_margin']:.3g}; polynomial: above) "
+        "combined with margin_linear's linearity of the minimum train margin (Assumption 3.4, "
+        f"drift bound {s['margin_slope_drift_max']:g}): for = log-like levels and a margin not "
+        "curved; against = polynomial levels and a margin not linear; otherwise undecided (the "
+        "two disagree, or the levels are inconclusive). PASS if for in more than half of the "
+        "cells, FAIL if against in more than half, else INCONCLUSIVE; INCONCLUSIVE too when the "
+        "calibration does not show <= 5% confident wrong answers (95% Clopper-Pearson bound) "
+        "for every classifier family"
     )
 
 
@@ -126,8 +167,8 @@ def _rep_rule(s) -> str:
         f"PASS if, for {s['rep_clock']}, the laws stage decides polynomial (D's interval above "
         f"{s['law_drift_margin']:.3g}, a power tail) with k's whole interval in ({lo:g}, {hi:g}) "
         "in more than half of the cells, FAIL if log-like or k out of range in more than half, "
-        "else INCONCLUSIVE; INCONCLUSIVE too when the calibration shows more than 5% confident "
-        "wrong answers for a family of the clock's tail"
+        "else INCONCLUSIVE; INCONCLUSIVE too when the calibration does not show <= 5% confident "
+        "wrong answers (95% Clopper-Pearson bound) for every family of the clock's tail"
     )
 
 
@@ -138,8 +179,14 @@ SPECS = (
         "is constant within the margin).",
         section="Thm 3.5, Prop. 3.6 (T_cls(eps) = O(log 1/eps), eq. 2.1)",
         scope=ANY,
-        inputs=("laws", "fits"),
-        thresholds=("law_drift_margin",),
+        inputs=("laws", "fits", "trajectories"),
+        thresholds=(
+            "law_drift_margin",
+            "margin_slope_drift_max",
+            "cls_eps",
+            "margin_min_logs",
+            "min_runs",
+        ),  # fmt: skip
         rule=_cls_rule,
         judge=judge_cls_law,
         order=40,

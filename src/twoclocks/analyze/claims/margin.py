@@ -83,13 +83,19 @@ def _cls_slope(ctx: Context, cid: str, lr: float) -> tuple[float, float, float] 
     return b if all(np.isfinite(b)) and b[1] > 0 else None
 
 
+def linearity(runs: list[dict], s: dict) -> tuple[tuple, str]:
+    """(drift (median, low, high), 'linear' / 'curved' / 'undecided') of one cell's runs: the
+    seed-bootstrap interval of the median drift against margin_slope_drift_max."""
+    drift = seed_bootstrap({"c": [r["drift"] for r in runs]}, lambda g: np.median(g["c"]))
+    shape = three_way(drift[1], drift[2], s["margin_slope_drift_max"])
+    return drift, {"below": "linear", "above": "curved"}.get(shape, "undecided")
+
+
 def judge_cell(runs: list[dict], b, s: dict) -> dict:
     """Linearity (seed-bootstrap interval of the median drift against the bound) and slope
     match (nu * b against [1/(1+tol), 1+tol]) of one cell's runs."""
-    drift = seed_bootstrap({"c": [r["drift"] for r in runs]}, lambda g: np.median(g["c"]))
+    drift, linear = linearity(runs, s)
     nu = seed_bootstrap({"c": [r["nu"] for r in runs]}, lambda g: np.median(g["c"]))
-    shape = three_way(drift[1], drift[2], s["margin_slope_drift_max"])
-    linear = {"below": "linear", "above": "curved"}.get(shape, "undecided")
     out = {"drift": drift, "nu": nu, "linear": linear, "n_runs": len(runs)}
     if b is None:
         return {**out, "match": "no ok cls law fit", "ratio": (np.nan,) * 3}
@@ -110,8 +116,10 @@ def _cell_verdict(c: dict) -> str:
     return PASS if c["linear"] == "linear" and c["match"] == "match" else INCONCLUSIVE
 
 
-def judge_margin(ctx: Context, s: dict) -> dict:
-    per_cell, n_short = {}, 0
+def margin_runs(ctx: Context, s: dict) -> tuple[dict[str, tuple[list[dict], float]], int]:
+    """Per cell with >= min_runs usable windows: (its runs' `margin_run` records, its lr); and
+    the number of runs without a usable window (cls_log_law reads the linearity too)."""
+    cells, n_short = {}, 0
     for cid, ds in ctx.runs():
         if "train_margin_min" not in ds or "train_loss" not in ds:
             continue
@@ -126,8 +134,14 @@ def judge_margin(ctx: Context, s: dict) -> dict:
             if r is not None:
                 runs.append({**r, "seed": int(seed)})
         if len(runs) >= s["min_runs"]:
-            lr = float(json.loads(ds.attrs.get("cell") or "{}").get("lr", 1.0))
-            per_cell[cid] = {**judge_cell(runs, _cls_slope(ctx, cid, lr), s), "runs": runs}
+            cells[cid] = (runs, float(json.loads(ds.attrs.get("cell") or "{}").get("lr", 1.0)))
+    return cells, n_short
+
+
+def judge_margin(ctx: Context, s: dict) -> dict:
+    cells, n_short = margin_runs(ctx, s)
+    per_cell = {cid: {**judge_cell(runs, _cls_slope(ctx, cid, lr), s), "runs": runs}
+                for cid, (runs, lr) in cells.items()}  # fmt: skip
     if not per_cell:
         why = (f"no cell with >= {s['min_runs']} runs whose margin window (positive margin to "
                f"train CE <= {s['cls_eps']:g}) has >= {s['margin_min_logs']} logs "

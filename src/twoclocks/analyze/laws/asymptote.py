@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from twoclocks.analyze.clocks import stable_crossing
-from twoclocks.analyze.laws import tails
+from twoclocks.analyze.laws import resample, tails
 from twoclocks.analyze.laws.decision import (
     CI_LEVEL,
     INCONCLUSIVE,
@@ -122,13 +122,24 @@ def _noise(fit: tails.TailFit) -> float:
     return math.sqrt(2 * m["cost"] / max(fit.n, 1))
 
 
-def _profile(steps, gaps, t_ref, levels, window_logs, lows, highs, noise) -> list[LawDecision]:
+def _profile(steps, gaps, t_ref, levels, window_logs, lows, highs, noise, reps=None):
+    """The law at N_PROFILE asymptotes across [lows, highs]; reps (B, S, N): block-bootstrap
+    replicates of the gaps, whose clock times give each decision's within-run interval."""
     out = []
     for f in np.linspace(0.0, 1.0, N_PROFILE):
+        if out and np.array_equal(lows, highs):  # a known zero: one asymptote, one decision
+            out.append(out[0])
+            continue
         g_inf = lows + f * (highs - lows)
         t = rep_times(steps, gaps, t_ref, g_inf, levels, window_logs, noise)
         rel = rel_noise_at_levels(gaps, t_ref, steps, g_inf, levels, noise)
-        out.append(decide_law(levels, t, rel_noise=rel))
+        tb = None
+        if reps is not None:
+            b, s = reps.shape[:2]
+            tr, gi, nz = (np.tile(np.asarray(a, float), b) for a in (t_ref, g_inf, noise))
+            tb = rep_times(steps, reps.reshape(b * s, -1), tr, gi, levels, window_logs, nz)
+            tb = tb.reshape(b, s, len(levels))
+        out.append(decide_law(levels, t, rel_noise=rel, times_boot=tb))
     return out
 
 
@@ -155,8 +166,12 @@ def rep_law(
     window_logs: int = 5,
     lower: float = 0.0,
     known_zero: float | None = None,
+    boot: int = resample.BOOT_REPS,
 ) -> RepLaw:
-    """Decide one representation clock's law; gaps (S, N) raw G(t), t_ref (S,) = T_cls(eps*)."""
+    """Decide one representation clock's law; gaps (S, N) raw G(t), t_ref (S,) = T_cls(eps*).
+
+    boot: moving-block bootstrap replicates of each member's tail after t_ref (`resample`;
+    0 = seeds only); asymptotes and tail fits stay those of the data."""
     steps = np.asarray(steps, float)
     gaps = np.atleast_2d(np.asarray(gaps, float))
     t_ref = np.asarray(t_ref, float)
@@ -173,7 +188,11 @@ def rep_law(
         rng = [plausible_range(f, lower, e) for f, e in zip(fits, ends, strict=True)]
         lows, highs = np.array([r[0] for r in rng]), np.array([r[1] for r in rng])
     noise = np.array([_noise(f) for f in fits])
-    prof = _profile(steps, gaps, t_ref, levels, window_logs, lows, highs, noise)
+    reps = None
+    if boot > 1:
+        start = np.searchsorted(steps, np.nan_to_num(t_ref, nan=np.inf))
+        reps = resample.tail_replicates(gaps, start, np.random.default_rng(0), boot)
+    prof = _profile(steps, gaps, t_ref, levels, window_logs, lows, highs, noise, reps)
     law = _combine(prof)
     g_ref = np.array([np.interp(tr, steps, row) for tr, row in zip(t_ref, gaps, strict=True)])
     with np.errstate(all="ignore"):

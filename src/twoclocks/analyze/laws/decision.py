@@ -12,9 +12,12 @@ level). Nested laws cannot be told apart by AIC on near-deterministic seeds (any
 - INCONCLUSIVE otherwise, with the reason and what would resolve it.
 
 The interval resamples what is independent: one D per seed (each seed's levels come from one
-trajectory and are not independent points), a t-interval across seeds. Law-form uncertainty:
+trajectory and are not independent points), a t-interval across seeds; and, where the caller
+passes block-bootstrap replicates of each trajectory's tail (`resample.tail_replicates`), the
+within-trajectory SE of the seed mean, an interval of its own. Law-form uncertainty:
 D is measured twice, by the power law's exponent and model-free by the ratio of the straight-line
-slopes over the lower and upper halves of the levels; the reported interval is the union.
+slopes over the lower and upper halves of the levels; the reported interval is the union of all
+of them (each valid under its own assumption: seeds exchangeable; the noise within a run).
 AIC (log law vs power law, seeds pooled) is reported and decides nothing.
 """
 
@@ -25,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
+
+from twoclocks.analyze.laws import resample
 
 LOG_LIKE, POLYNOMIAL, INCONCLUSIVE = "log-like", "polynomial", "inconclusive"
 # Pre-registered (issue #22, before any study result): a clock is log-like when its local slope
@@ -38,6 +43,7 @@ MIN_LEVELS, MIN_SEEDS = 4, 2
 # drift profile grid (effect size D in e-folds of slope change over the span); an optimum on an
 # edge is no fitted drift
 _D_GRID = np.linspace(-12.0, 40.0, 2601)
+BOOT_REACH = 4.0  # replicates' drift searched within this many e-folds of the seeds' estimates
 
 
 @dataclass
@@ -60,6 +66,8 @@ class LawDecision:
     reason: str = ""
     resolve: str = ""
     drift_seeds: list = field(default_factory=list)
+    boot_reps: int = 0
+    drift_se_within: float = math.nan
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -86,24 +94,28 @@ def _phi(d: np.ndarray, xs: np.ndarray) -> np.ndarray:
     return np.where(np.abs(d) < 1e-9, xs + 0 * d, np.expm1(d * xs) / safe)
 
 
-def drift_param(xs: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def drift_param(
+    xs: np.ndarray, t: np.ndarray, w: np.ndarray, grid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row of t (S, n): the power law's drift D (profiled, parabola-refined) and its SSR.
 
     xs (n,) in [0, 1] (levels scaled to the span), weights w (S, n): relative errors 1/T^2 on the
-    levels a seed crossed, 0 elsewhere. NaN where the optimum sits on the grid's edge.
+    levels a seed crossed, 0 elsewhere. NaN where the optimum sits on the grid's edge. grid: a
+    contiguous part of the profile grid (default the whole of it).
     """
-    phi = _phi(_D_GRID, xs)  # (G, n)
+    grid = _D_GRID if grid is None else grid
+    phi = _phi(grid, xs)  # (G, n)
     _, _, ssr = _wls(phi[None], t[:, None, :], w[:, None, :])  # (S, G)
     ssr = np.where(np.isfinite(ssr), ssr, np.inf)
     i = np.argmin(ssr, axis=1)
-    g = len(_D_GRID)
+    g = len(grid)
     rows = np.arange(len(i))
     y0, y1, y2 = (ssr[rows, np.clip(i + o, 0, g - 1)] for o in (-1, 0, 1))
-    h = _D_GRID[1] - _D_GRID[0]
+    h = grid[1] - grid[0]
     with np.errstate(all="ignore"):
         den = y0 - 2 * y1 + y2
         shift = np.where(den > 0, 0.5 * h * (y0 - y2) / den, 0.0)
-    d = _D_GRID[i] + np.clip(np.nan_to_num(shift), -h, h)
+    d = grid[i] + np.clip(np.nan_to_num(shift), -h, h)
     edge = (i == 0) | (i == g - 1) | ~np.isfinite(y1)
     return np.where(edge, np.nan, d), y1
 
@@ -199,14 +211,41 @@ def crossing_weights(x: np.ndarray, t: np.ndarray, rel_noise: np.ndarray | None)
     return 1.0 / np.maximum(sig, 1e-9 * t) ** 2
 
 
+def _within(xs, t, w, times_boot, d_par, m_f, ci_level):
+    """Within-trajectory intervals of both drift estimates from bootstrap times (B, S, n); the
+    replicates' drift is profiled over the grid within BOOT_REACH of the seeds' estimates (an
+    optimum on that edge is no estimate, which widens the interval to infinity if common)."""
+    tb = np.asarray(times_boot, float)
+    n_b, n_s, n = tb.shape
+    flat = tb.reshape(n_b * n_s, n)
+    ok = (np.isfinite(flat) & (flat > 0)).all(axis=1)
+    safe = np.where(ok[:, None], flat, np.tile(t, (n_b, 1)))
+    wb = np.tile(w, (n_b, 1))
+    m_p = float(np.mean(d_par))
+    near = (_D_GRID >= np.nanmin(d_par) - BOOT_REACH) & (_D_GRID <= np.nanmax(d_par) + BOOT_REACH)
+    grid = _D_GRID[near] if near.sum() >= 3 else _D_GRID
+    db = np.where(ok, drift_param(xs, safe, wb, grid)[0], np.nan).reshape(n_b, n_s)
+    fb = np.where(ok, drift_free(xs, safe, wb), np.nan).reshape(n_b, n_s)
+    z = float(stats.norm.ppf(0.5 + ci_level / 2))
+    lo_p, hi_p, se = resample.within_interval(m_p, db, z)
+    lo_f, hi_f, _ = resample.within_interval(m_f, fb, z)
+    return min(lo_p, lo_f), max(hi_p, hi_f), se
+
+
 def decide_law(
-    levels: np.ndarray, times: np.ndarray, ci_level: float = CI_LEVEL, rel_noise=None
+    levels: np.ndarray,
+    times: np.ndarray,
+    ci_level: float = CI_LEVEL,
+    rel_noise=None,
+    times_boot: np.ndarray | None = None,
 ) -> LawDecision:
     """Decide the law of one clock from times (S seeds, K levels); NaN = censored.
 
     Only levels every seed crossed are fitted (the fitted decades are common to all seeds).
     rel_noise (S, K): relative noise SD of the crossed quantity at each level, for inverse-
-    variance weights (`crossing_weights`); None: relative errors.
+    variance weights (`crossing_weights`); None: relative errors. times_boot (B, S, K): the
+    same clock's times on B block-bootstrap replicates of each seed's trajectory; their
+    within-trajectory interval joins the union (None: seeds only).
     """
     levels = np.asarray(levels, float)
     times = np.atleast_2d(np.asarray(times, float))
@@ -234,12 +273,17 @@ def decide_law(
     d_par, _ = drift_param(xs, t, w)
     d_free = drift_free(xs, t, w)
     m_p, lo_p, hi_p = t_interval(d_par, ci_level)
-    _, lo_f, hi_f = t_interval(d_free, ci_level)
+    m_f, lo_f, hi_f = t_interval(d_free, ci_level)
     if not np.isfinite(d_par).all():
         lo_p, hi_p = -math.inf, math.inf
     if not np.isfinite(d_free).all():
         lo_f, hi_f = -math.inf, math.inf
-    dec.drift, dec.drift_low, dec.drift_high = m_p, min(lo_p, lo_f), max(hi_p, hi_f)
+    lo, hi = min(lo_p, lo_f), max(hi_p, hi_f)
+    if times_boot is not None and np.asarray(times_boot).shape[0] > 1:
+        tb = np.asarray(times_boot, float)[:, :, use][:, :, order]
+        lo_w, hi_w, dec.drift_se_within = _within(xs, t, w, tb, d_par, m_f, ci_level)
+        lo, hi, dec.boot_reps = min(lo, lo_w), max(hi, hi_w), int(tb.shape[0])
+    dec.drift, dec.drift_low, dec.drift_high = m_p, lo, hi
     dec.span_efolds = span
     dec.k, dec.k_low, dec.k_high = m_p / span, dec.drift_low / span, dec.drift_high / span
     dec.drift_seeds = [float(v) for v in d_par]

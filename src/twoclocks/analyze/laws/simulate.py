@@ -152,6 +152,31 @@ def _ce(kind: str, **kw):
     return f
 
 
+def _known_zero_mixtures() -> list[Family]:
+    """Sums of two and three rates whose zero is known by construction (the spurious energy, the
+    Fourier energy outside the key frequencies): the generic GD tail of a known-zero gap."""
+    return [
+        Family(
+            "mix2_known_zero",
+            "rep",
+            LOG_LIKE,
+            _exp_gap([1.6, 2.4], [1 / 40, 1 / 8], 0.0),
+            0.0,
+            True,
+            note="two rates 5x apart, zero known (spurious energy, off-key Fourier energy)",
+        ),
+        Family(
+            "mix3_known_zero",
+            "rep",
+            LOG_LIKE,
+            _exp_gap([1.3, 1.3, 1.4], [1 / 100, 1 / 20, 1 / 5], 0.0),
+            0.0,
+            True,
+            note="three rates, zero known",
+        ),
+    ]
+
+
 def families() -> dict[str, Family]:
     """The known truths of issue #22.7, by name."""
     fam = [
@@ -201,6 +226,7 @@ def families() -> dict[str, Family]:
             note="start-up bump before T_cls, then one rate",
         ),
     ]
+    fam += _known_zero_mixtures()
     for p in (0.5, 1.0, 2.0):
         fam.append(Family(f"power_p{p:g}", "rep", POLYNOMIAL, _power_gap(p), 1.0,
                           note=f"G_inf + A t^-{p:g}: fell {100 * (1 - 10**-p):.0f}% by the end",
