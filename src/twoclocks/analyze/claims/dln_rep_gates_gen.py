@@ -128,7 +128,7 @@ def judge_dln_rep_gates_gen(ctx: Context, s: dict) -> dict:
     pairs = {c: g for c, g in both.groupby("cell_id") if len(g) >= s["min_runs"]}
     counted = counted_text(
         {"members without T_cls(eps_star)": int((t["rep_status"] == "no T_cls").sum()),
-         f"members with S below eta by T_cls or no T_rep (rep status not fired, or dt 0)":
+         "members with S below eta by T_cls or no T_rep (rep status not fired, or dt 0)":
              int(((t["rep_status"] != "no T_cls") & ~t.index.isin(both.index)
                   & ~t.index.isin(rep_only.index)).sum()),
          "members with T_rep that never reached T_gen (censored or relapsed)": len(rep_only),
@@ -143,10 +143,14 @@ def judge_dln_rep_gates_gen(ctx: Context, s: dict) -> dict:
     text = "; ".join(
         f"{c}: S(T_cls) {fmt(r['s_cls'])}, T_cls {fmt(r['t_cls'])}, T_rep - T_cls "
         f"{fmt(r['dt_rep'])}, T_gen - T_cls {fmt(r['dt_gen'])} (ratio "
-        f"{fmt(r['dt_gen'] / r['dt_rep'])})" for c, r in per.iterrows()
+        f"{fmt(r['dt_gen'] / r['dt_rep'])})"
+        for c, r in per.iterrows()
     )
-    details = {"gen_acc_level": level, "missed_cells": missed,
-               "per_cell": {c: {k: float(v) for k, v in r.items()} for c, r in per.iterrows()}}
+    details = {
+        "gen_acc_level": level,
+        "missed_cells": missed,
+        "per_cell": {c: {k: float(v) for k, v in r.items()} for c, r in per.iterrows()},
+    }
     if len(pairs) < s["dln_gen_min_cells"]:
         return ctx.record(INCONCLUSIVE, f"{len(pairs)} cells with T_rep and T_gen (need "
                           f"{s['dln_gen_min_cells']}): {text}{counted}", **details)  # fmt: skip
@@ -182,8 +186,13 @@ SPECS = (
         section="Sec. 4 (T_rep gates T_gen) on the theorems' model class; docs/science.md 6",
         scope=SPARSE_GD,
         inputs=("cells", "clocks", "trajectories"),
-        thresholds=("dln_eta_abs", "gen_acc_level", "dln_gen_slope_band", "dln_gen_min_cells",
-                    "min_runs"),
+        thresholds=(
+            "dln_eta_abs",
+            "gen_acc_level",
+            "dln_gen_slope_band",
+            "dln_gen_min_cells",
+            "min_runs",
+        ),
         rule=lambda s: (
             f"per member T_rep = first log after T_cls(eps_star) from which S < "
             f"{s['dln_eta_abs']:g} stays, T_gen = test accuracy >= {s['gen_acc_level']}; slope "
