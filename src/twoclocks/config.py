@@ -37,7 +37,7 @@ from twoclocks.schema import (  # noqa: F401 (re-exported: the schema readers)
 # `omitted_at_default`, `token_inputs_only`, `block_names`), asked through `model_class`.
 # Keys added after studies were run, left out of the resolved cell at their schema default so an
 # existing cell keeps its params, hash, cache entry and trajectory: these, plus each model's.
-OMITTED_AT_DEFAULT = ("frozen_blocks",)
+OMITTED_AT_DEFAULT = ("frozen_blocks", "observed_features")
 OPTIMIZER_KEYS = {
     "adamw": ("betas", "adam_eps"),
     "sgd": ("momentum",),

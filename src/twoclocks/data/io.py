@@ -14,9 +14,10 @@ from twoclocks.publish import write_zarr
 
 
 def data_params(params: dict) -> dict:
-    """The subset of a resolved cell's params that determines its dataset (its task's keys)."""
+    """The subset of a resolved cell's params that determines its dataset (its task's keys; a key
+    left out of the resolved cell at its default, config.OMITTED_AT_DEFAULT, stays out)."""
     keys = task(params["task"]).config_keys
-    return {"task": params["task"], **{k: params[k] for k in keys}}
+    return {"task": params["task"], **{k: params[k] for k in keys if k in params}}
 
 
 def build_dataset(spec: dict) -> xr.Dataset:
