@@ -144,8 +144,10 @@ def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds)
     real = engine.set_up(params, dataset, device)
     frozen = [_fork(real) for _ in ANCHORS]
     m = len(seeds)
-    log_at = sorted({int(s) for s in store["step"].values if int(s) <= last} | _extra_steps(
-        t0, horizon, t_gen, last))
+    log_at = sorted(
+        {int(s) for s in store["step"].values if int(s) <= last}
+        | _extra_steps(t0, horizon, t_gen, last)
+    )
     log_row = {s: i for i, s in enumerate(log_at)}
     snaps = {}
     if "checkpoint_step" in store.coords:
