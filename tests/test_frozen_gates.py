@@ -256,3 +256,17 @@ def test_measure_stage_writes_every_snapshot_pair_and_the_reduction(
         .str.contains("no weight snapshots of")
         .any()
     )
+
+
+def test_reduction_figure_from_the_replayed_cell(trained, reduced, tmp_path):
+    """The divergence-against-drift figure on a real (tiny) reduce stage output, saved as the
+    report saves it."""
+    from twoclocks.report import figures as F
+
+    measures = measure_cell(trained, CELL["cell_id"], fourier_keep=6, reduction=reduced)
+    charts, _notes = F.build_figures({CELL["cell_id"]: trained}, None, None, measures=measures)
+    curves = F.reduction.reduction_curves(measures)
+    assert curves.groupby("line").ngroups == 6 and int(curves["at_gen"].sum()) == 6
+    assert np.isfinite(curves["drift"]).all() and (curves["drift"] >= 0).all()
+    F.save_chart(charts["reduction_drift"], tmp_path / "reduction_drift")
+    assert (tmp_path / "reduction_drift.svg").stat().st_size > 1000

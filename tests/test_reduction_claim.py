@@ -123,3 +123,25 @@ def test_threshold_is_in_the_schema_with_its_reason():
     assert entry["default"] == 0.5 and "null" in entry["description"]
     assert "before" in entry["description"]  # stated before the reduction ran in any study
     assert schema_claims()["reduction_min_drop"]["default"] == pytest.approx(np.log(2))
+
+
+def test_figure_plots_divergence_and_test_ce_error_against_the_gate_drift():
+    from twoclocks.report import figures as F
+
+    table = _table(_all(0.2, 0.3))
+    fig = F.figure_named("reduction_drift")
+    assert "never" not in fig.caption and "PASS" not in fig.caption  # what is plotted, no verdict
+    chart = fig.draw({"measures": table, "max_points": 400})
+    spec = chart.to_dict()
+    left, right = spec["hconcat"]
+    assert left["layer"][0]["encoding"]["x"]["field"] == "drift"
+    assert right["layer"][0]["encoding"]["y"]["field"] == "reduction_test_ce_error"
+    curves = F.reduction.reduction_curves(table)
+    assert curves.groupby("line").ngroups == 6 and int(curves["at_gen"].sum()) == 6
+    assert curves.loc[curves["at_gen"], "step"].eq(800).all()
+    assert curves["drift"].max() == pytest.approx(0.12 * 550 / 350)  # mid fork, to the horizon
+    # skipped (with the reason) without the reduction's rows, listed with the rest otherwise
+    charts, notes = F.build_figures({}, None, None)
+    assert "reduction_drift" not in charts and any("reduction_drift" in n for n in notes)
+    charts, _ = F.build_figures({}, None, None, measures=table)
+    assert "reduction_drift" in charts
