@@ -81,6 +81,8 @@ def test_synthetic_grokking_passes_every_claim(study, fits):
         want = "MEASURED" if c["id"] in DESCRIPTIVE else want  # the paper states no value
         # the synthetic clocks have no asymptote columns: tests/test_relu_gap_claims.py
         want = "INCONCLUSIVE" if c["id"] == "gap_at_gen" else want
+        # no freeze-E ablation cell in the synthetic study: tests/test_relu_claims.py
+        want = "INCONCLUSIVE" if c["id"] == "grad_hierarchy" else want
         assert c["verdict"] == want, (c["id"], c["evidence"])
         assert c["evidence"] and c["claim"]
 

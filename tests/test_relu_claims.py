@@ -212,8 +212,16 @@ def test_relative_displacement_uses_the_last_snapshot_inside_the_window():
     assert np.isnan(relative_displacement(ds, "U", np.array([np.nan, 3.0]))).all()
 
 
-def test_grad_hierarchy_window_ends_at_the_classifier_clock():
-    """The head's gradient dominates up to step 50 only: the verdict follows T_cls(eps)."""
+def _as_gd(ds):
+    """The same synthetic cell declared as trained by plain GD (optimizer sgd)."""
+    cell = json.loads(ds.attrs["cell"])
+    ds.attrs["cell"] = json.dumps({**cell, "optimizer": "sgd", "momentum": 0.0})
+    return ds
+
+
+def test_grad_hierarchy_gradient_ratio_window_ends_at_the_classifier_clock():
+    """The head's gradient dominates up to step 50 only: the raw ratio read over
+    [1, T_cls(eps)] follows the clock; it is reported for plain-GD cells only."""
     cells = {}
     for cid, ds in sr.study(deep=False).items():
         ds = ds.copy(deep=True)
@@ -222,16 +230,64 @@ def test_grad_hierarchy_window_ends_at_the_classifier_clock():
         g[:, late, 3] = 0.2 * g[:, late, 0]
         g[:, ~late, 3] = 3.0 * g[:, ~late, 0]
         ds["grad_norm"] = (ds["grad_norm"].dims, g)
-        cells[cid] = ds
+        cells[cid] = _as_gd(ds)
     clocks = sr.clocks(cells)
     wide = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["grad_hierarchy"]
-    assert wide["verdict"] == "FAIL", wide["evidence"]  # T_cls(0.01) ~ 390 steps
+    assert np.allclose(list(wide["details"]["gd_gradient_ratios"].values()), 0.2)
+    assert wide["verdict"] == "INCONCLUSIVE" and "no freeze-E ablation" in wide["evidence"]
     early = clocks.copy()
     at = (early["clock"] == "cls") & np.isclose(early["level"], 1e-2)
     early.loc[at, "step"] = 50.0
     got = {c["id"]: c for c in C.evaluate_claims(cells, early, None, {})}["grad_hierarchy"]
-    assert got["verdict"] == "PASS", got["evidence"]
-    assert "[1, T_cls(eps=0.01)]" in got["evidence"]
+    assert np.allclose(list(got["details"]["gd_gradient_ratios"].values()), 3.0)
+    assert "[1, T_cls(eps=0.01)]" in got["evidence"] and "plain-GD" in got["evidence"]
+    # AdamW cells: no raw ratio (under AdamW it is the init convention, not Prop. 4.2's)
+    adamw = {c["id"]: c for c in C.evaluate_claims(sr.study(deep=False), early, None, {})}
+    assert adamw["grad_hierarchy"]["details"]["gd_gradient_ratios"] == {}
+
+
+def _with_freeze_e(delay: float, generalises: bool = False):
+    """The synthetic study plus relu_freeze_e/wd=1.0, the twin of relu/wd=1.0 with E frozen:
+    its T_cls is `delay` x the twin's; it generalises or not."""
+    cells = sr.study(deep=False)
+    ds = cells["relu/wd=1.0"].copy(deep=True)
+    cell = json.loads(ds.attrs["cell"])
+    cid = "relu_freeze_e/wd=1.0"
+    cell.update(cell_id=cid, grid="relu_freeze_e", cell_hash="1" * 12, frozen_blocks=["E"])
+    ds.attrs["cell"] = json.dumps(cell)
+    cells[cid] = ds
+    clocks = sr.clocks(cells)
+    mine = clocks["cell_id"] == cid
+    cls = mine & (clocks["clock"] == "cls")
+    clocks.loc[cls, "step"] = clocks.loc[cls, "step"] * delay
+    if not generalises:
+        gen = mine & (clocks["clock"] == "gen_acc")
+        clocks.loc[gen, "step"], clocks.loc[gen, "censored"] = np.nan, True
+    return cells, clocks
+
+
+@pytest.mark.parametrize(("delay", "want"), [(1.05, "PASS"), (1.25, "PASS"), (1.6, "FAIL")])
+def test_grad_hierarchy_is_decided_on_the_freeze_e_ablation(delay, want):
+    cells, clocks = _with_freeze_e(delay)
+    got = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["grad_hierarchy"]
+    assert got["verdict"] == want, got["evidence"]
+    assert got["details"]["freeze_pairs"] == [("relu_freeze_e/wd=1.0", "relu/wd=1.0")]
+    assert np.allclose(list(got["details"]["freeze_ratios"].values()), delay)
+    assert "E frozen in 0/3 runs, unfrozen twins in 3/3" in got["evidence"]
+
+
+def test_grad_hierarchy_without_a_twin_or_fit_is_inconclusive():
+    cells, clocks = _with_freeze_e(1.0)
+    del cells["relu/wd=1.0"]  # the frozen cell has no unfrozen twin left
+    clocks = clocks[clocks["cell_id"] != "relu/wd=1.0"]
+    got = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["grad_hierarchy"]
+    assert got["verdict"] == "INCONCLUSIVE" and "relu_freeze_e/wd=1.0" in got["evidence"]
+    # a frozen run that never fits counts as an infinite delay
+    cells, clocks = _with_freeze_e(1.0)
+    frozen_cls = (clocks["cell_id"] == "relu_freeze_e/wd=1.0") & (clocks["clock"] == "cls")
+    clocks.loc[frozen_cls, "step"], clocks.loc[frozen_cls, "censored"] = np.nan, True
+    got = {c["id"]: c for c in C.evaluate_claims(cells, clocks, None, {})}["grad_hierarchy"]
+    assert got["verdict"] == "FAIL" and "inf" in got["evidence"]
 
 
 def test_grad_hierarchy_reports_the_relative_update_sizes_in_its_window():

@@ -5,7 +5,9 @@ Which clocks exist, what they read and which levels they cross is declared once,
 
 A clock T(level) is the first logged step after which a quantity stays at or below `level` for
 `stability_window_logs` consecutive logs (the crossing log included), so a curve that touches the
-level once and bounces back is not counted. The crossing is located between the crossing log and
+level once and bounces back is not counted. A gap logged on every k-th row only (the gated map's
+stable rank, NaN between) runs on its logged rows: its window counts logged rows of the gap
+(k x the store's rows). The crossing is located between the crossing log and
 the previous log by linear interpolation in log(quantity) (linear in the quantity for accuracies
 and flip fractions), and `tau` (accumulated lr) is interpolated with the same fraction.
 
@@ -290,6 +292,10 @@ def _rep_gap_rows(
     """Rows of one representation clock: per member tail fit, normalisation, crossings, and for
     a clock declared with the `kl` fit the Kurdyka-Lojasiewicz exponent (`grad`: ||grad E|| and
     the note why it is missing; None: no KL fit)."""
+    logged = np.isfinite(g_raw).any(axis=0)  # a gap logged on every k-th row only (srank_gated)
+    if not logged.all():  # runs on its logged rows: the stability window counts logged rows
+        g_raw, steps, tau = g_raw[:, logged], steps[logged], tau[:, logged]
+        grad = grad if grad is None or grad[0] is None else (grad[0][:, logged], grad[1])
     n_seeds = g_raw.shape[0]
     tail, g_ref = _member_tails(g_raw, lower, t_cls, steps)
     g_inf = tail["g_inf"].to_numpy(float)

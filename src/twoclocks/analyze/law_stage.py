@@ -84,6 +84,8 @@ def _rep_record(name: str, steps, gaps, t_ref, settings: dict) -> dict:
     """One gap's law over its asymptote's plausible range (or its known zero), tail verdict."""
     spec = clock_spec(name)
     known = spec.zero == "known"
+    logged = np.isfinite(gaps).any(axis=0)  # a gap logged every k-th row: its logged rows, as
+    steps, gaps = np.asarray(steps)[logged], gaps[:, logged]  # analyze.clocks reads it
     fired = np.isfinite(t_ref) & np.isfinite(gaps).any(axis=1)
     base = {"zero": spec.zero, "known_zero": known}
     if fired.sum() < laws.decision.MIN_SEEDS:

@@ -91,12 +91,25 @@ def regularised_grad_norm(ds: xr.Dataset, cell: dict) -> tuple[xr.DataArray | No
     return np.sqrt((ds["grad_norm"] ** 2).sum("block")), ""
 
 
+# stable ranks logged as their own variables, not rows of `srank` (relu_embed's Fig. 3
+# candidates, logged on every 4th log row, NaN between; analyze.results.SRANK_VARIABLES)
+SRANK_OWN_VARIABLES = {"gated": "srank_gated", "hidden": "srank_hidden", "logits": "srank_logits"}
+
+
 def srank_gap(ds: xr.Dataset, settings: dict) -> xr.DataArray | None:
-    """Stable rank (eq. 2.3) of `srank_matrix` (default the store's end-to-end map,
-    `end_to_end_matrix`: "UW" relu, "A" deep linear); None if the store has no `srank`."""
+    """Stable rank (eq. 2.3) of `srank_matrix`; default the training-set mean gated map
+    U D(a) W (`srank_gated`) in stores that log it (relu_embed; the matrix srank_drop judges,
+    issue 24 item 5), else the store's end-to-end map (`end_to_end_matrix`: "A" deep linear).
+    None if the store has neither."""
+    matrix = settings["srank_matrix"] or ("gated" if "srank_gated" in ds else None)
+    if matrix in SRANK_OWN_VARIABLES:
+        var = SRANK_OWN_VARIABLES[matrix]
+        if var not in ds:
+            raise ValueError(f"srank_matrix {matrix!r}: the store has no {var}")
+        return ds[var]
     if "srank" not in ds:
         return None
-    matrix = settings["srank_matrix"] or end_to_end_matrix(ds)
+    matrix = matrix or end_to_end_matrix(ds)
     names = [str(m) for m in ds["srank"].coords["matrix"].values]
     if matrix not in names:
         raise ValueError(f"srank_matrix {matrix!r} not in the store's matrices {names}")

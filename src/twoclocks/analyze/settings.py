@@ -34,8 +34,8 @@ DEFAULT_SETTINGS: dict = {
     "acc_threshold": 0.99,
     "test_loss_level": [1e-1, 1e-2],
     "gate_flip_threshold": 1e-3,
-    # matrix of `srank` for the stable-rank gap; None = the store's end-to-end map
-    # (`end_to_end_matrix` attr: "UW" relu, "A" deep linear)
+    # matrix of the stable-rank gap; None = the gated map (`srank_gated`) where the store logs
+    # it (relu_embed), else the store's end-to-end map (`end_to_end_matrix` attr: "A" deep linear)
     "srank_matrix": None,
     "bootstrap_samples": 1000,
     "bootstrap_seed": 0,

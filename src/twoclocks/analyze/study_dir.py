@@ -228,6 +228,7 @@ def analyse(study_dir: str | Path, out_dir: str | Path | None = None, config: di
         fits=fits,
         claims=claims,
         notes=notes,
+        measures=measures,
     )
     return out
 

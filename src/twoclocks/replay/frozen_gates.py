@@ -103,7 +103,8 @@ def reduce_cell(
     margin: float = 0.25,
 ) -> xr.Dataset:
     """Run the frozen-gate reduction of one cell (see module docstring) and return both
-    trajectories at the store's log steps up to the last member's horizon (and at it).
+    trajectories at the store's log steps up to the last member's horizon (and at it, at every
+    anchor t0 and at every ceil(T_gen)).
 
     ``store``: the cell's trajectory (its ``step`` coord and ``snap_*`` weight snapshots are
     the control); ``t_cls``, ``t_gen`` (M,) per seed in steps (NaN: censored, see
@@ -112,6 +113,9 @@ def reduce_cell(
     training set), ``frozen_train_loss_real``, ``frozen_test_loss``/``frozen_test_acc`` (its
     parameters in the real network) and ``divergence`` =
     ||theta_b - theta_a|| / ||theta_a - theta(t0)|| (all blocks, float64), NaN at and before t0;
+    ``gate_drift``: the real network's training-set gate drift since the anchor's t0 (fraction
+    of (sample, unit) gates off their t0 pattern, 0 at t0, NaN before); the steps are the
+    store's log steps plus every t0, ceil(T_gen) and the horizon;
     ``t0`` (anchor, seed), ``horizon`` (seed), ``t_cls``, ``t_gen``.
     """
     # the replay runs on the CPU, where training is bitwise reproducible (the snapshot control)
@@ -140,7 +144,10 @@ def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds)
     real = engine.set_up(params, dataset, device)
     frozen = [_fork(real) for _ in ANCHORS]
     m = len(seeds)
-    log_at = sorted({int(s) for s in store["step"].values if int(s) <= last} | {last})
+    log_at = sorted(
+        {int(s) for s in store["step"].values if int(s) <= last}
+        | _extra_steps(t0, horizon, t_gen, last)
+    )
     log_row = {s: i for i, s in enumerate(log_at)}
     snaps = {}
     if "checkpoint_step" in store.coords:
@@ -149,6 +156,7 @@ def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds)
     out = {f"real_{n}": np.full(shape_r, np.nan) for n in _NAMES_REAL}
     out.update({f"frozen_{n}": np.full(shape_f, np.nan) for n in _NAMES_FROZEN})
     out["divergence"] = np.full(shape_f, np.nan)
+    out["gate_drift"] = np.full(shape_f, np.nan)
     masks: list[list[torch.Tensor | None]] = [[] for _ in ANCHORS]
     is_frozen = [torch.zeros(m, dtype=torch.bool, device=device) for _ in ANCHORS]
     theta0 = [torch.zeros(m, 0, dtype=torch.float64, device=device) for _ in ANCHORS]
@@ -190,6 +198,7 @@ def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds)
             _check_store(real, store, snaps[t], t)
         if t in log_row:
             _record(out, log_row[t], t, real, fwd_r, frozen, fwd_f, t0, theta0)
+            _record_drift(out, log_row[t], t, fwd_r, masks, t0)
         if t == last:
             break
         real.opt.step()
@@ -208,6 +217,30 @@ def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds)
     data["t_gen"] = (("seed",), np.asarray(t_gen, np.float64))
     attrs = {"cell_id": str(params.get("cell_id", "?")), "model": real.spec.kind}
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _extra_steps(t0: np.ndarray, horizon: np.ndarray, t_gen: np.ndarray, last: int) -> set:
+    """Steps logged besides the store's: the horizon, every anchor t0 (the fork, where the
+    frozen run equals the real one) and ceil(T_gen) of every member with anchors (where
+    `relu_reduction` reads its measures)."""
+    has = horizon >= 0
+    gen = np.ceil(np.asarray(t_gen, float)[has]).astype(np.int64)
+    return {last, *(int(s) for s in t0[t0 >= 0]), *(int(s) for s in gen if s <= last)}
+
+
+@torch.no_grad()
+def _record_drift(out, i, t, fwd_r, masks, t0) -> None:
+    """The real network's cumulative training-set gate drift since each anchor's t0: fraction of
+    (train sample, unit) gates whose live state differs from the frozen mask (0 at t0; the
+    quantity of `replay.gates`, at every log step instead of the weight snapshots)."""
+    live = torch.cat([(p > 0) for p in fwd_r.pre], dim=2)
+    for k, mask in enumerate(masks):
+        if not mask:
+            continue
+        frozen = torch.cat([m > 0 for m in mask], dim=2)
+        drift = (live != frozen).double().mean(dim=(1, 2)).cpu().numpy()
+        after = (t0[k] >= 0) & (t >= t0[k])
+        out["gate_drift"][k, :, i] = np.where(after, drift, np.nan)
 
 
 _NAMES_REAL = ("train_loss", "train_acc", "test_loss", "test_acc")

@@ -105,13 +105,14 @@ def build_report(
     if reductions is not None:
         reduced = {cid: xr.open_zarr(path).load() for cid, path in reductions.items()}
     record = {"study": config["study"], "provenance": provenance.collect(), "config": config}
+    measures_table = read_measures(measures) if measures is not None else None
     claims = claims_stage(
         claims_path,
         trajectories,
         clocks,
         fits,
         config.get("claims"),
-        measures=read_measures(measures) if measures is not None else None,
+        measures=measures_table,
         reductions=reduced,
         record=record,
         laws=read_laws(laws, calibration) if laws is not None else None,
@@ -128,7 +129,18 @@ def build_report(
         clocks=clocks,
         fits=fits,
         claims=claims,
+        measures=_with_reductions(measures_table, reduced),
     )
+
+
+def _with_reductions(measures: pd.DataFrame | None, reduced: dict | None) -> pd.DataFrame | None:
+    """The measures table with the reduce stores' rows folded in (the older way to pass them)."""
+    if not reduced:
+        return measures
+    from twoclocks.replay.table import frame, reduction_rows
+
+    rows = [r for cid, red in sorted(reduced.items()) for r in reduction_rows(cid, red)]
+    return pd.concat([m for m in (measures, frame(rows)) if m is not None], ignore_index=True)
 
 
 def read_replicate(paths: dict) -> dict:
@@ -154,6 +166,7 @@ def render_report(
     fits: dict,
     claims: list[dict],
     notes: list[str] | None = None,
+    measures: pd.DataFrame | None = None,
 ) -> Path:
     """The report stage's page: every figure the study supports (saved as PNG/SVG under
     `figures_dir` unless None) and the study page at `index_path` (the Snakemake rule and
@@ -161,8 +174,9 @@ def render_report(
     max_points = (config.get("report") or {}).get("max_points_per_line")
     kwargs = {"max_points": max_points} if max_points else {}
     charts, fig_notes = build_figures(
-        trajectories, clocks, fits, **kwargs, claim_settings=config.get("claims")
-    )
+        trajectories, clocks, fits, **kwargs, claim_settings=config.get("claims"),
+        measures=measures,
+    )  # fmt: skip
     if figures_dir is not None:
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
         for name, chart in charts.items():

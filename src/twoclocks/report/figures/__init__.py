@@ -1,18 +1,18 @@
 """Altair figures of a study: the paper's Figs. 1-3, clock laws and mechanism diagnostics.
 
 One module per family of figures (``curves``: Figs. 1 and 3; ``fourier``: Fig. 2; ``clocks``;
-``mechanism``; ``deep_linear``), each figure registered with its file stem and caption
-(``registry.figure``); ``common`` holds the shared data shaping, ``render`` the writers. Each
-figure function returns an ``alt.Chart`` (or layered/concatenated chart) or raises
-``FigureSkipped`` when the study lacks its inputs. Adding a figure is one decorated function
-(docs/design.md, "Extending twoclocks").
+``mechanism``; ``deep_linear``; ``reduction``: the frozen-gate run against the gate drift),
+each figure registered with its file stem and caption (``registry.figure``); ``common`` holds
+the shared data shaping, ``render`` the writers. Each figure function returns an ``alt.Chart``
+(or layered/concatenated chart) or raises ``FigureSkipped`` when the study lacks its inputs.
+Adding a figure is one decorated function (docs/design.md, "Extending twoclocks").
 """
 
 from __future__ import annotations
 
 # the families register their figures on import, in this order: the report's
 # isort: off
-from twoclocks.report.figures import curves, fourier, clocks, mechanism, deep_linear
+from twoclocks.report.figures import curves, fourier, clocks, mechanism, deep_linear, reduction
 
 # isort: on
 from twoclocks.report.figures.clocks import (
@@ -99,6 +99,7 @@ __all__ = [
     "log_domain",
     "mechanism",
     "primitive_root",
+    "reduction",
     "save_chart",
     "spec_json",
     "stable_svg",

@@ -2,8 +2,9 @@
 
 A figure is a function decorated with ``@figure(name, caption, **options)`` in a module of this
 package (one module per family). Its parameters name the inputs it reads, any of ``study``
-(the trajectories), ``clocks``, ``fits``, ``max_points`` and ``claim_settings`` (the config's
-``claims`` section: which matrix, levels and ratio the claims judge); ``options`` are fixed keyword
+(the trajectories), ``clocks``, ``fits``, ``max_points``, ``claim_settings`` (the config's
+``claims`` section: which matrix, levels and ratio the claims judge) and ``measures`` (the replay
+stage's table, None when not given); ``options`` are fixed keyword
 arguments (one function may register twice, e.g. Fig. 2 for E and for U). The caption says what
 the plot shows and its units, never a verdict (claims judge; figures show). The report draws the
 figures in registration order.
@@ -19,7 +20,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-INPUTS = ("study", "clocks", "fits", "max_points", "claim_settings")
+INPUTS = ("study", "clocks", "fits", "max_points", "claim_settings", "measures")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ def build_figures(
     fits: dict | None,
     max_points: int | None = None,
     claim_settings: dict | None = None,
+    measures: pd.DataFrame | None = None,
 ) -> tuple[dict[str, alt.TopLevelMixin], list[str]]:
     """All figures this study supports, keyed by file stem, and notes on the skipped ones.
 
@@ -93,6 +95,7 @@ def build_figures(
         "fits": fits,
         "max_points": MAX_POINTS if max_points is None else max_points,
         "claim_settings": claim_settings,
+        "measures": measures,
     }
     charts, notes = {}, []
     for name, fig in FIGURES.items():
