@@ -231,3 +231,34 @@ def test_report_shows_the_calibration_next_to_each_law_verdict():
     assert "cls_log_law: INCONCLUSIVE; verdict allowed: False" in html
     assert "is told as log-like in 90% of 60 draws" in html and "10% (bound 18.8%)" in html
     assert law_calibration_table([{"id": "separation", "verdict": "PASS", "details": {}}]) == ""
+
+
+def test_calibration_simulates_a_sparse_gap_at_its_own_row_stride(monkeypatch):
+    """A gap logged on every 4th row (the gated map) is calibrated on every 4th row of the grid,
+    and its verdict reads those families, not the dense grid's (issue 22 item 7)."""
+    ds, params = _store()
+    hz = horizon_of(ds, params)
+    calls = []
+
+    def fake_calibrate(horizon, names, draws, seed, workers):
+        calls.append((horizon, tuple(names)))
+        wrong = 0.5 if "every 4th row" in horizon.name else 0.0
+        return {n: LC._family(_fam(n, wrong)) for n in names}
+
+    monkeypatch.setattr(LC.laws, "calibrate", fake_calibrate)
+    rec = {"horizon": hz, "clocks": {
+        "cls": {"noise": 0.01, "decision": LOG_LIKE},
+        "rep_srank": {"noise": 0.01, "decision": LOG_LIKE, "rows_every": 4},
+        "rep_spurious": {"noise": 0.01, "decision": LOG_LIKE, "rows_every": 1}}}  # fmt: skip
+    cal = LC.study_calibration({"a": rec}, None, draws=60)
+    (key,) = cal["horizons"]
+    dense = len(LC.horizon(hz, LC.resolve_settings(None), 0.0).log_steps)
+    grids = {len(h.log_steps) for h, names in calls if not names[0].startswith("cls_")}
+    assert grids == {dense, len(range(0, dense, 4))}
+    assert cal["horizons"][key]["rows_every"] == {"rep_srank": 4, "rep_spurious": 1}
+    ok_sparse, why = LC.verdict_allowed(cal, ["a"], "rep_srank")
+    ok_dense, _ = LC.verdict_allowed(cal, ["a"], "rep_spurious")
+    assert ok_dense and not ok_sparse
+    assert "30/60 wrong" in why  # the sparse grid's families, not the dense grid's 0/60
+    rows = LC.summary(cal, ["a"], "rep_srank")
+    assert rows and all(r["wrong"] == 0.5 for r in rows)

@@ -15,6 +15,8 @@ cadence included), not `laws.simulate.log_grid` (linear cadence only).
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from collections import defaultdict
@@ -114,16 +116,54 @@ def study_calibration(
     for key, recs in groups.items():
         need = _needed(recs)
         noise = {"cls": _noise(recs, False), "rep": _noise(recs, True)}
+        every = _rows_every(recs)
         fams: dict = {}
-        for part, names in (("cls", [n for n in need if n.startswith("cls_")]),
-                            ("rep", [n for n in need if not n.startswith("cls_")])):  # fmt: skip
-            if names and draws > 0:
-                hz = horizon(recs[0]["horizon"], settings, noise[part])
-                res = laws.calibrate(hz, names, int(draws), seed, workers)
-                fams.update({n: v.as_dict() for n, v in res.items()})
+        by_stride: dict = {}
+        cls_names = [n for n in need if n.startswith("cls_")]
+        rep_names = [n for n in need if not n.startswith("cls_")]
+        if cls_names and draws > 0:
+            hz = horizon(recs[0]["horizon"], settings, noise["cls"])
+            res = laws.calibrate(hz, cls_names, int(draws), seed, workers)
+            fams.update({n: v.as_dict() for n, v in res.items()})
+        for k in sorted(set(every.values()) | {1}) if rep_names and draws > 0 else ():
+            names = [n for n in rep_names if k == 1 or any(
+                v == k and n in families_that_matter(c) for c, v in every.items())]  # fmt: skip
+            if k == 1 and every and 1 not in every.values():
+                continue  # every gap of this horizon is logged on a sparser grid
+            hz = _every_kth_row(horizon(recs[0]["horizon"], settings, noise["rep"]), k)
+            res = laws.calibrate(hz, names, int(draws), seed, workers)
+            (fams if k == 1 else by_stride.setdefault(str(k), {})).update(
+                {n: v.as_dict() for n, v in res.items()})  # fmt: skip
         out["horizons"][key] = {"noise": noise, "n_logs": len(horizon(recs[0]["horizon"],
-                                settings, 0.0).log_steps), "families": fams}  # fmt: skip
+                                settings, 0.0).log_steps), "families": fams,
+                                "rows_every": every, "families_every": by_stride}  # fmt: skip
     return out
+
+
+def _rows_every(records: list[dict]) -> dict[str, int]:
+    """Per gap of the horizon, the row stride it is logged on (the gated map: every 4th)."""
+    out: dict[str, int] = {}
+    for r in records:
+        for name, c in r["clocks"].items():
+            if name != "cls" and c.get("decision") != "absent":
+                out[name] = max(out.get(name, 1), int(c.get("rows_every", 1) or 1))
+    return out
+
+
+def _every_kth_row(hz: laws.Horizon, k: int) -> laws.Horizon:
+    """The horizon of a gap logged on every k-th row of the store's grid (its own cadence)."""
+    if k <= 1:
+        return hz
+    name = f"{hz.name}, every {k}th row"
+    return dataclasses.replace(hz, name=name, log_steps=np.asarray(hz.log_steps)[::k])
+
+
+def _families_for(hz_entry: dict, clock: str) -> dict:
+    """The calibrated families a clock's verdict reads: those at its own row stride."""
+    k = int(hz_entry.get("rows_every", {}).get(clock, 1))
+    if k > 1 and str(k) in hz_entry.get("families_every", {}):
+        return {**hz_entry["families"], **hz_entry["families_every"][str(k)]}
+    return hz_entry["families"]
 
 
 def verdict_allowed(calibration: dict | None, cell_ids, clock: str) -> tuple[bool, str]:
@@ -137,7 +177,7 @@ def verdict_allowed(calibration: dict | None, cell_ids, clock: str) -> tuple[boo
         return False, f"no calibration for cells {sorted(cell_ids)}"
     reasons, ok_all = [], True
     for key in keys:
-        fams = calibration["horizons"][key]["families"]
+        fams = _families_for(calibration["horizons"][key], clock)
         res = {n: _family(v) for n, v in fams.items()}
         ok, why = laws.verdict_allowed(res, matters)
         ok_all &= ok
@@ -158,7 +198,7 @@ def summary(calibration: dict | None, cell_ids, clock: str) -> list[dict]:
     that matters, the shares correct / inconclusive / confident wrong and the coverage."""
     rows = []
     for key in sorted({(calibration or {}).get("cells", {}).get(c) for c in cell_ids} - {None}):
-        fams = calibration["horizons"][key]["families"]
+        fams = _families_for(calibration["horizons"][key], clock)
         for name in families_that_matter(clock):
             f = fams.get(name)
             if f is not None:

@@ -87,7 +87,9 @@ def _rep_record(name: str, steps, gaps, t_ref, settings: dict) -> dict:
     logged = np.isfinite(gaps).any(axis=0)  # a gap logged every k-th row: its logged rows, as
     steps, gaps = np.asarray(steps)[logged], gaps[:, logged]  # analyze.clocks reads it
     fired = np.isfinite(t_ref) & np.isfinite(gaps).any(axis=1)
-    base = {"zero": spec.zero, "known_zero": known}
+    # the calibration simulates this gap on every `rows_every`-th row of the store's grid
+    rows_every = max(1, round(logged.size / max(int(logged.sum()), 1)))
+    base = {"zero": spec.zero, "known_zero": known, "rows_every": int(rows_every)}
     if fired.sum() < laws.decision.MIN_SEEDS:
         why = f"T_cls(eps_star) fired in {int(fired.sum())} seed(s); the law needs 2"
         return {**base, "decision": laws.INCONCLUSIVE, "reason": why,
