@@ -16,7 +16,6 @@ cadence included), not `laws.simulate.log_grid` (linear cadence only).
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
 from collections import defaultdict
