@@ -170,9 +170,9 @@ def memory_row(params: dict, threads: int = 1) -> dict:
     return {
         "model": str(params["model"]),
         "shape": _shape(params),
-        "modulus": int(params.get("modulus", 0)),
-        "hidden_width": int(params.get("hidden_width", params.get("d_model", 0))),
-        "hidden_layers": int(params.get("hidden_layers", params.get("n_layers", 0))),
+        "modulus": _first(params, "modulus"),
+        "hidden_width": _first(params, "hidden_width", "d_model"),
+        "hidden_layers": _first(params, "hidden_layers", "n_layers"),
         "n_train": est.n_train,
         "members": members,
         "steps": steps,
@@ -195,7 +195,12 @@ def _shape(params: dict) -> str:
         return (
             f"{params['n_layers']}L d{params['d_model']} h{params['n_heads']} mlp{params['d_mlp']}"
         )
-    return f"{params.get('hidden_layers', 1)}x{params.get('hidden_width', 0)}"
+    return f"{_first(params, 'hidden_layers') or 1}x{_first(params, 'hidden_width')}"
+
+
+def _first(params: dict, *keys: str) -> int:
+    """The table's column: the first of `keys` the job has (a model without it: 0)."""
+    return next((int(params[k]) for k in keys if k in params), 0)
 
 
 def transformer_table(
