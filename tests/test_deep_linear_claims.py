@@ -225,15 +225,16 @@ def _decision(decision: str) -> dict:
 
 def _calibration(cells, wrong: float = 0.0) -> dict:
     """A calibration.json of one horizon whose known-zero gap families (rep_spurious' zero is
-    known) come back confidently wrong in a share `wrong` of the draws."""
+    known) come back confidently wrong in a share `wrong` of the draws (60: enough for the
+    Clopper-Pearson veto to allow a verdict with 0 wrong)."""
     fams = {
         n: {"family": n, "clock": "rep", "truth": POLYNOMIAL if "power" in n else LOG_LIKE,
-            "draws": 20, "correct": 1.0 - wrong, "inconclusive": 0.0, "wrong": wrong,
+            "draws": 60, "correct": 1.0 - wrong, "inconclusive": 0.0, "wrong": wrong,
             "coverage": 0.95, "n_interval": 20, "decisions": {}, "note": n,
             "identifiable": wrong == 0.0}
         for n in LC.REP_KNOWN
     }  # fmt: skip
-    return {"draws": 20, "horizons": {"H": {"families": fams}}, "cells": dict.fromkeys(cells, "H")}
+    return {"draws": 60, "horizons": {"H": {"families": fams}}, "cells": dict.fromkeys(cells, "H")}
 
 
 def _dln_rep_law(decisions: dict[str, str], wrong: float = 0.0) -> dict:
