@@ -70,6 +70,32 @@ def _model(name: str, q: np.ndarray, u: np.ndarray, c: float | None) -> np.ndarr
     return c + np.exp(q[0] - q[2] * np.log1p(u / np.exp(q[1])))
 
 
+def _jac(name: str, q: np.ndarray, u: np.ndarray, c: float | None) -> np.ndarray:
+    """d log(model)/dq, analytic (n x len(q)): a forward-difference Jacobian costs len(q) more
+    model calls per iteration and most of the fit's time (the calibration stage's hot path)."""
+    free = c is None
+    if free:
+        c, q = q[0], q[1:]
+    if name == "exp":
+        e = np.exp(q[0] - q[1] * u)
+        cols = [e, -u * e]
+    elif name in ("exp2", "exp3"):
+        rate, terms = 0.0, []
+        for i in range(0, len(q), 2):
+            rate = rate + q[i + 1]
+            terms.append(np.exp(q[i] - rate * u))
+        tail = np.cumsum(terms[::-1], axis=0)[::-1]  # sum_{i >= j} of the terms: d/d(dr_j)
+        cols = [x for j, e in enumerate(terms) for x in (e, -u * tail[j])]
+    else:
+        v = u / np.exp(q[1])
+        e = np.exp(q[0] - q[2] * np.log1p(v))
+        cols = [e, q[2] * e * v / (1 + v), -np.log1p(v) * e]
+    m = _model(name, q if not free else np.concatenate([[c], q]), u, None if free else c)
+    cols = ([np.ones_like(u)] if free else []) + cols
+    live = m > 1e-300  # where the model is clipped, the residual does not move
+    return np.where(live[:, None], np.stack(cols, axis=1) / np.where(live, m, 1.0)[:, None], 0.0)
+
+
 def _starts(name: str, u: np.ndarray, y: np.ndarray, c0: float) -> list[list[float]]:
     """Starting points from a straight line through log(G - c0) against u (or log u/d)."""
     with np.errstate(all="ignore"):
@@ -116,7 +142,8 @@ def _fit_model(name, u, y, lower, upper, c_fixed, c_starts) -> dict | None:
                     warnings.simplefilter("ignore")
                     res = optimize.least_squares(
                         lambda q: np.log(np.maximum(_model(name, q, u, c_fixed), 1e-300)) - y,
-                        x0, bounds=(lo, hi), x_scale="jac", max_nfev=200,
+                        x0, jac=lambda q: _jac(name, q, u, c_fixed), bounds=(lo, hi),
+                        x_scale="jac", max_nfev=200,
                     )  # fmt: skip
             except (ValueError, np.linalg.LinAlgError):
                 continue
