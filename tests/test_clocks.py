@@ -371,3 +371,27 @@ def test_relapse_never_flags_censored_diverged_or_gap_rows():
     df = extract_clocks(ds, {"eps": [1e-5]}, {})
     assert not df.loc[df["diverged"], "relapse"].any()
     assert df["relapse"].dtype == bool
+
+
+def test_a_list_valued_treatment_is_a_cell_table_column_so_ablations_are_not_pooled():
+    """frozen_blocks [E] (the freeze-E ablation) is a column ("" where absent): claims that group
+    cells by every other varying axis (wd_earlier, plateau_wd_scaling) keep it apart."""
+    from twoclocks.analyze import claims
+
+    steps = np.arange(0, 101, 10)
+    loss = np.linspace(1, 0.1, len(steps))[None]
+
+    def cell(cid: str, **extra) -> xr.Dataset:
+        ds = synthetic_trajectory(loss, steps)
+        return ds.assign_attrs(cell=json.dumps(dict(json.loads(ds.attrs["cell"]), cell_id=cid,
+                                                    **extra)))  # fmt: skip
+
+    study = {"a": cell("a", weight_decay=0.5, betas=[0.9, 0.98]),
+             "b": cell("b", weight_decay=1.0, betas=[0.9, 0.98]),
+             "f": cell("f", weight_decay=1.0, betas=[0.9, 0.98], frozen_blocks=["E"])}  # fmt: skip
+    table = claims.cell_table(study).set_index("cell_id")
+    assert table["frozen_blocks"].to_dict() == {"a": "", "b": "", "f": "E"}
+    assert "frozen_blocks=E" in table.loc["f", "label"]
+    assert "frozen_blocks" not in table.loc["b", "label"] and table["betas"].nunique() == 1
+    groups = table.groupby(["frozen_blocks"]).groups
+    assert sorted(map(sorted, groups.values())) == [["a", "b"], ["f"]]

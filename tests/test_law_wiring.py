@@ -209,6 +209,16 @@ def test_calibration_uses_the_engines_geometric_cadence_and_gates_verdicts():
     assert bound > 0.05 and not ok and "needs >= 59 draws" in why and key in why  # 2 draws
 
 
+def test_no_calibration_draws_runs_no_simulation_and_says_why_the_verdict_waits():
+    ds, params = _store()
+    rec = {"horizon": horizon_of(ds, params), "clocks": {"cls": {"noise": 0.01}}}
+    cal = LC.study_calibration({"a": rec}, None, draws=0)
+    (key,) = cal["horizons"]
+    assert cal["draws"] == 0 and cal["horizons"][key]["families"] == {}
+    ok, why = LC.verdict_allowed(cal, ["a"], "cls")
+    assert not ok and "calibration_draws: 0" in why and ">= 59 draws" in why
+
+
 def test_load_results_reads_laws_and_calibration(tmp_path):
     from twoclocks.analyze.results import law_decisions, load_results
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from twoclocks.analyze import laws
 from twoclocks.analyze.clock_specs import clock_spec
-from twoclocks.analyze.laws.calibrate import MAX_WRONG
+from twoclocks.analyze.laws.calibrate import MAX_WRONG, MIN_DRAWS
 from twoclocks.analyze.settings import resolve_settings
 from twoclocks.provenance import json_safe
 from twoclocks.train.schedule import log_steps
@@ -170,6 +170,9 @@ def verdict_allowed(calibration: dict | None, cell_ids, clock: str) -> tuple[boo
     families that matter for `clock`; no calibration -> not allowed, with the reason."""
     if not calibration or not calibration.get("horizons"):
         return False, "no calibration of the law estimators for this study (calibration.json)"
+    if int(calibration.get("draws", 1)) == 0:
+        return False, (f"the law estimators were not calibrated (analysis.calibration_draws: 0); a "
+                       f"law verdict needs >= {MIN_DRAWS} draws per family")  # fmt: skip
     matters = families_that_matter(clock)
     keys = sorted({calibration["cells"].get(c) for c in cell_ids} - {None})
     if not keys:

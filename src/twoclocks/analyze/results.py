@@ -104,13 +104,17 @@ def parse_json(value: Any, default: Any) -> Any:
 
 def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per cell: cell_id, model, weight_decay, depth, label (varying params, short)."""
-    rows = {}
+    rows: dict = {}
+    listed: set = set()  # list-valued params (frozen_blocks, betas): one label, "" where absent
     for cid, params, ds in cell_datasets(study):
         rows[cid] = {
             "cell_id": cid,
             "model": None,  # first column; the store's model, not a guess from params
             **{k: v for k, v in params.items() if k not in _IDENTITY and _scalar(v)},
         }
+        rows[cid].update({k: _list_label(v) for k, v in params.items()
+                          if k not in _IDENTITY and _scalar_list(v)})  # fmt: skip
+        listed.update(k for k, v in params.items() if k not in _IDENTITY and _scalar_list(v))
         rows[cid]["model"] = model_kind(ds)
     if clocks is not None and len(clocks):
         axes = [c for c in clocks.columns if c not in CLOCK_TABLE_COLUMNS]
@@ -124,6 +128,8 @@ def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
     table = pd.DataFrame(list(rows.values()))
     if table.empty:
         return pd.DataFrame(columns=["cell_id", "model", "label"])
+    for c in sorted(listed):  # a cell without the list (no frozen blocks) is its own value
+        table[c] = table[c].fillna("")
     varying = [
         c
         for c in table.columns
@@ -132,7 +138,7 @@ def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
     short = ABBREVIATIONS  # the cell ids' abbreviations (config)
 
     def label(r: pd.Series) -> str:
-        parts = [f"{short.get(c, c)}={r[c]}" for c in varying if pd.notna(r[c])]
+        parts = [f"{short.get(c, c)}={r[c]}" for c in varying if pd.notna(r[c]) and r[c] != ""]
         return ", ".join(parts) if parts else r["cell_id"]
 
     table["label"] = table.apply(label, axis=1)
@@ -143,6 +149,15 @@ def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
 
 def _scalar(v: Any) -> bool:
     return isinstance(v, (int, float, str, bool)) or v is None
+
+
+def _scalar_list(v: Any) -> bool:
+    return isinstance(v, list | tuple) and all(_scalar(x) for x in v)
+
+
+def _list_label(v: list | tuple) -> str:
+    """A list-valued param as one label, written as in cell ids and the clocks table."""
+    return "-".join(map(str, v))
 
 
 CLOCK_TABLE_COLUMNS = {*IDENTITY_COLUMNS, *CLOCK_COLUMNS}
