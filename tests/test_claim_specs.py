@@ -100,7 +100,7 @@ def test_claims_json_states_scope_rule_statement_and_reason():
         assert c["verdict"] in c["outcomes"]
     gates = by_id["gates_stable"]
     assert gates["kind"] == "precondition" and gates["verdict"] == C.MET
-    assert gates["outcomes"] == [C.MET, C.NOT_MET, C.INCONCLUSIVE]
+    assert gates["outcomes"] == [C.MET, C.NOT_MET, C.INCONCLUSIVE, C.OUT_OF_SCOPE]
     sep = by_id["separation"]
     assert sep["scope"]["models"] == ("relu_embed",) or sep["scope"]["models"] == ["relu_embed"]
     assert all(cid.startswith("relu/") for cid in sep["scope"]["cells"])
@@ -121,3 +121,30 @@ def test_a_judge_that_returns_a_verdict_outside_its_vocabulary_fails(toy_module)
     C.register(spec)
     with pytest.raises(ValueError, match="not one of"):
         C.evaluate(None, None, None, None)
+
+
+def test_a_claim_no_cell_falls_under_is_out_of_scope_and_not_judged():
+    """A study of deep linear cells only: the ReLU claims are OUT OF SCOPE (never INCONCLUSIVE),
+    say why, and their judges do not run; the deep-linear claims are judged as before."""
+    cells = {cid: ds for cid, ds in sr.study().items() if not cid.startswith("relu/")}
+    called = []
+    spec = C.get("separation")
+    import dataclasses
+
+    def judge(ctx, s):
+        called.append(ctx.spec.id)
+        return spec.judge(ctx, s)
+
+    C.unregister("separation")
+    C.register(dataclasses.replace(spec, judge=judge))
+    try:
+        by_id = {c["id"]: c for c in C.evaluate(cells, sr.clocks(cells), {}, {})}
+    finally:
+        C.unregister("separation")
+        C.register(spec)
+    sep = by_id["separation"]
+    assert sep["verdict"] == C.OUT_OF_SCOPE and called == []
+    assert "no cell of this study is in the claim's scope" in sep["evidence"]
+    assert "deep_linear" in sep["evidence"] and sep["reason"] == sep["evidence"]
+    assert sep["scope"]["cells"] == [] and sep["scope"][C.OUT_OF_SCOPE]
+    assert by_id["deep_linear"]["verdict"] != C.OUT_OF_SCOPE

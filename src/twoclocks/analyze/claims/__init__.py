@@ -4,7 +4,8 @@ Each claim is a declared `ClaimSpec` (spec.py) in its own module: the paper's st
 where it stands, its scope (models, optimisers, cells), the tables it reads, its rule, its
 thresholds (keys of the config's `claims:` section, defaults and reasons in the schema) and its
 outcomes: PASS / FAIL / INCONCLUSIVE for claims, MET / NOT MET (/ INCONCLUSIVE) for
-preconditions, OUT OF SCOPE for the cells a statement does not cover. A new claim is one module
+preconditions, OUT OF SCOPE for the cells a statement does not cover (and as the verdict of a
+claim none of the study's cells falls under: it is not judged). A new claim is one module
 here with ``SPECS`` plus its schema entries; the package registers every module on import.
 
 Law claims read fits.json and never fit; snapshot and model measurements come from the replay
@@ -99,7 +100,10 @@ def evaluate(
         ctx = Context(spec, cells, clocks, fits, measures, datasets, bool(reduction), laws)
         if spec.applies is not None and not spec.applies(ctx):
             continue
-        rec = spec.judge(ctx, s)
+        if spec.scope.restricts and not ctx.scope_ids and len(cells):
+            rec = ctx.record(OUT_OF_SCOPE, spec.scope.outside_evidence(cells))
+        else:
+            rec = spec.judge(ctx, s)
         out.append({**rec, **_described(spec, ctx, s, rec)})
     return out
 
@@ -109,7 +113,7 @@ def _described(spec: ClaimSpec, ctx: Context, s: dict, rec: dict) -> dict:
     inside = ctx.scope_ids
     outside = [str(c) for c in ctx.cells.get("cell_id", []) if str(c) not in set(inside)]
     rule = spec.rule(s)
-    decided = rec["verdict"] != INCONCLUSIVE
+    decided = rec["verdict"] not in (INCONCLUSIVE, OUT_OF_SCOPE)
     return {
         "kind": spec.kind,
         "section": spec.section,

@@ -83,6 +83,22 @@ class Scope:
     def describe(self) -> dict:
         return {"text": self.text, "models": self.models, "optimizers": self.optimizers}
 
+    @property
+    def restricts(self) -> bool:
+        """Whether the scope leaves any cell out (a scope of every cell never does)."""
+        return any(v is not None for v in (self.models, self.optimizers, self.where))
+
+    def outside_evidence(self, cells: pd.DataFrame) -> str:
+        """Why a study is OUT OF SCOPE: the scope, and what the study's cells are instead."""
+        seen = []
+        for col in ("model", "optimizer"):
+            if col in cells and cells[col].notna().any():
+                vals = sorted({str(v) for v in cells[col].dropna()})
+                seen.append(f"{col} {', '.join(vals)}")
+        what = f" ({'; '.join(seen)})" if seen else ""
+        return (f"no cell of this study is in the claim's scope ({self.text}): all "
+                f"{len(cells)} cells are outside it{what}")  # fmt: skip
+
 
 @dataclass(frozen=True)
 class ClaimSpec:
@@ -107,7 +123,8 @@ class ClaimSpec:
 
     @property
     def outcomes(self) -> tuple[str, ...]:
-        return OUTCOMES[self.kind]
+        """The kind's vocabulary, plus OUT OF SCOPE: a study with no cell the statement covers."""
+        return (*OUTCOMES[self.kind], OUT_OF_SCOPE)
 
     def check(self) -> None:
         """Raise ValueError naming what is wrong with the declaration (before any study)."""
