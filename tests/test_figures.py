@@ -72,6 +72,7 @@ def test_all_figures_build_under_row_limit(built):
     assert set(charts) >= {
         "fig1_loss",
         "fig3_loss_srank",
+        "srank_generalisation",
         "fig2_embedding",
         "fig2_head",
         "fig2_spectra",
@@ -241,6 +242,7 @@ def test_separation_ratio_names_a_ratio_it_cannot_draw_at_all():
 STEMS = [  # the report's file stems, in its order; renaming one breaks links to older reports
     "fig1_loss",
     "fig3_loss_srank",
+    "srank_generalisation",
     "fig2_embedding",
     "fig2_head",
     "fig2_spectra",

@@ -210,7 +210,7 @@ def test_tables():
 @pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_chromium_renders_the_page(report, tmp_path):
     path, figures, _claims = report
-    assert len(figures) == 14  # every figure of the synthetic study, under the height budget
+    assert len(figures) == 15  # every figure of the synthetic study, under the height budget
     assert_page_renders(path, len(figures), tmp_path)
 
 

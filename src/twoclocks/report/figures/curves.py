@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import altair as alt
+import numpy as np
+import pandas as pd
 
+from twoclocks.analyze.claims.common import interp_at
 from twoclocks.analyze.claims.spec import resolve_claim_settings
 from twoclocks.report.figures.common import (
     MAX_POINTS,
@@ -66,3 +69,57 @@ def fig_loss_srank(
     title = f"Test loss and stable rank (Fig. 3), matrix {mat}"
     title += " (the srank_drop claim's matrix)" if have else f" (claim's {claim_mat!r} not logged)"
     return alt.layer(left, right).resolve_scale(y="independent").properties(title=title)
+
+
+@figure(
+    "srank_generalisation",
+    "Stable rank of the srank_drop claim's matrix at T_gen (test accuracy at the claims' "
+    "gen_acc_level) against the test cross-entropy there (nats, log), one point per run, one "
+    "colour per cell (Thm 5.2/5.5: effective dimension against test error).",
+)
+def fig_srank_generalisation(
+    study: Any, clocks: Any, claim_settings: dict | None = None
+) -> alt.Chart:
+    """The srank_generalisation claim's points: per run, the matrix's stable rank and the test
+    CE at its own T_gen (interpolated between logs; log-linear for the CE). Runs that never
+    generalise have no point; the subtitle counts them."""
+    s = resolve_claim_settings(claim_settings)
+    mat = s["srank_claim_matrix"]
+    cells = [c for c in _relu(study) if mat in cl.srank_candidates(c[2]) and "test_loss" in c[2]]
+    if not cells or clocks is None or not len(clocks):
+        raise FigureSkipped(f"no ReLU run with the stable rank of {mat!r}, test loss and clocks")
+    gclock, glevel = cl.gen_clock(clocks, s["gen_acc_level"])
+    t_gen = cl.clock_times(clocks, gclock, glevel).set_index(["cell_id", "seed"])["step"]
+    rows, missing = [], 0
+    for cid, _params, ds in cells:
+        steps = ds["step"].to_numpy().astype(float)
+        sr = cl.srank_candidates(ds)[mat]
+        for seed in ds["seed"].to_numpy():
+            t = float(t_gen.get((cid, int(seed)), np.nan))
+            x = interp_at(steps, sr.sel(seed=seed).to_numpy(), t)
+            y = interp_at(steps, ds["test_loss"].sel(seed=seed).to_numpy(), t, True)
+            if np.isfinite(x) and np.isfinite(y):
+                rows.append({"cell": cid, "seed": int(seed), "srank": x, "test_ce": y, "t_gen": t})
+            else:
+                missing += 1
+    if not rows:
+        raise FigureSkipped(f"no run reaches {gclock} at {glevel:g} with {mat!r} logged")
+    df = pd.DataFrame(rows)
+    sub = f"{len(df)} runs; {missing} without T_gen (no point)" if missing else f"{len(df)} runs"
+    return (
+        alt.Chart(df)
+        .mark_point(filled=True, size=60)
+        .encode(
+            x=alt.X("srank:Q", title=f"stable rank of {mat} at T_gen", scale=alt.Scale(zero=False)),
+            y=alt.Y(
+                "test_ce:Q",
+                title="test cross-entropy at T_gen (nats, log)",
+                scale=alt.Scale(type="log"),
+            ),  # fmt: skip
+            color=alt.Color("cell:N", title="cell"),
+            tooltip=["cell", "seed", "srank", "test_ce", "t_gen"],
+        )
+        .properties(
+            title={"text": f"Stable rank and generalisation at T_gen ({mat})", "subtitle": [sub]}
+        )  # fmt: skip
+    )
