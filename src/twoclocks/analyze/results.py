@@ -112,9 +112,9 @@ def cell_table(study: Any, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
             "model": None,  # first column; the store's model, not a guess from params
             **{k: v for k, v in params.items() if k not in _IDENTITY and _scalar(v)},
         }
-        rows[cid].update({k: _list_label(v) for k, v in params.items()
-                          if k not in _IDENTITY and _scalar_list(v)})  # fmt: skip
-        listed.update(k for k, v in params.items() if k not in _IDENTITY and _scalar_list(v))
+        lists = {k: v for k, v in params.items() if k not in _IDENTITY and _scalar_list(v)}
+        rows[cid].update({k: _list_label(v) for k, v in lists.items()})
+        listed.update(lists)
         rows[cid]["model"] = model_kind(ds)
     if clocks is not None and len(clocks):
         axes = [c for c in clocks.columns if c not in CLOCK_TABLE_COLUMNS]

@@ -80,9 +80,9 @@ def fig_loss_srank(
 def fig_srank_generalisation(
     study: Any, clocks: Any, claim_settings: dict | None = None
 ) -> alt.Chart:
-    """The srank_generalisation claim's points: per run, the matrix's stable rank and the test
-    CE at its own T_gen (interpolated between logs; log-linear for the CE). Runs that never
-    generalise have no point; the subtitle counts them."""
+    """Per run, the matrix's stable rank and the test CE at its own T_gen (interpolated between
+    logs; log-linear for the CE), as the srank_generalisation claim reads them (the claim also
+    needs T_cls). Runs that never generalise have no point; the subtitle counts them."""
     s = resolve_claim_settings(claim_settings)
     mat = s["srank_claim_matrix"]
     cells = [c for c in _relu(study) if mat in cl.srank_candidates(c[2]) and "test_loss" in c[2]]
