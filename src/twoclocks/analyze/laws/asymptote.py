@@ -61,17 +61,37 @@ class RepLaw:
 
 
 def plausible_range(fit: tails.TailFit, lower: float, g_end: float) -> tuple[float, float]:
-    """Hull of G_inf +- 2 SE over the tail models within BIC_MARGIN of the best."""
+    """Hull of G_inf +- 2 SE over the tail models within BIC_MARGIN of the best, each exponential
+    model's extended by its nested step (`nested_step`): the SE covers the noise, not a model
+    that is the wrong shape."""
     if not fit.models:
         return lower, g_end
     best = min(m["bic"] for m in fit.models.values())
     lo, hi = math.inf, -math.inf
-    for m in fit.models.values():
+    for name, m in fit.models.items():
         if m["bic"] <= best + tails.BIC_MARGIN:
             se = m["g_inf_se"] if math.isfinite(m["g_inf_se"]) else abs(g_end - lower)
-            lo, hi = min(lo, m["g_inf"] - 2 * se), max(hi, m["g_inf"] + 2 * se)
+            reach = abs(nested_step(fit.models, name)) + 2 * se
+            lo, hi = min(lo, m["g_inf"] - reach), max(hi, m["g_inf"] + reach)
     upper = lower + (g_end - lower) * (1 - 1e-6)
     return float(np.clip(lo, lower, upper)), float(np.clip(hi, lower, upper))
+
+
+NESTED = ("exp", "exp2", "exp3")
+
+
+def nested_step(models: dict, name: str) -> float:
+    """How far G_inf moved when the exponential model `name` added its last rate (0 for `exp`
+    and the power law, and where a fit failed). The plausible range extends by it either way:
+    a misshapen tail (a stretched exponential, a drifting rate) is fitted by ever more rates
+    whose asymptotes walk towards the truth without reaching it, by amounts far above their SEs
+    at low noise, and the rest of the walk is taken to be at most its last step (a geometric
+    walk with ratio <= 1/2); or the last rate went to a start-up bump instead of the tail and the
+    model before it was the nearer. A tail the model fits moves by its noise only."""
+    if name not in NESTED[1:] or NESTED[NESTED.index(name) - 1] not in models:
+        return 0.0
+    step = models[name]["g_inf"] - models[NESTED[NESTED.index(name) - 1]]["g_inf"]
+    return float(step) if math.isfinite(step) else 0.0
 
 
 def rel_noise_at_levels(gaps, t_ref, steps, g_inf, levels, noise) -> np.ndarray:
