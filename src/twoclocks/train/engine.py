@@ -63,6 +63,7 @@ from twoclocks.train.progress import (  # noqa: F401  (re-exported: the old impo
     progress_stream,
 )
 from twoclocks.train.schedule import cell_log_steps, log_steps, snapshot_steps
+from twoclocks.train.host_memory import keep_freed_memory
 from twoclocks.train.writer import BackgroundWriter
 
 __all__ = [
@@ -178,6 +179,7 @@ def train_cell(
     state_dir = ts.state_path(store_path) if state_dir is None else Path(state_dir)
     device = resolve_device(str(params.get("device", "auto")))
     flush = device.type == "cpu" and bool(params.get("flush_denormal", True))
+    keep_freed_memory()  # temporaries reused, not page-faulted in every step (bits unchanged)
     if flush:
         torch.set_flush_denormal(True)
     try:
