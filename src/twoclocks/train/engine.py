@@ -47,6 +47,7 @@ from twoclocks.data.tasks import task
 from twoclocks.provenance import digest
 from twoclocks.train import metric_catalog as cat
 from twoclocks.train import store as ts
+from twoclocks.train.host_memory import keep_freed_memory
 from twoclocks.train.manifest import seed_status
 from twoclocks.train.models import (
     ModelSpec,
@@ -63,7 +64,6 @@ from twoclocks.train.progress import (  # noqa: F401  (re-exported: the old impo
     progress_stream,
 )
 from twoclocks.train.schedule import cell_log_steps, log_steps, snapshot_steps
-from twoclocks.train.host_memory import keep_freed_memory
 from twoclocks.train.writer import BackgroundWriter
 
 __all__ = [
