@@ -6,7 +6,8 @@ with fresh mmaps and returns the top of the heap to the OS above its trim thresh
 step's temporaries of a few hundred KB to a few MB are zero-filled page by page again on every
 step: ~300 minor page faults per step of the bench cell. With the mmap threshold at 32 MB and
 the trim threshold at 512 MB they are reused instead: ~24 faults per step, 5-7% less CPU time
-per bare step on the 2-core VM (docs/performance.md), peak resident memory +3.5% there. The bits
+per bare step on the 2-core VM by itself (docs/performance.md has the bench with it and the
+optimiser's fewer temporaries), peak resident memory +3.5% there. The bits
 of a run do not change (allocation decides where numbers live, never their arithmetic).
 
 Process-wide and not undone (glibc has no call that restores its adaptive thresholds): a

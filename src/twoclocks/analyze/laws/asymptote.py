@@ -88,9 +88,10 @@ def nested_step(models: dict, name: str) -> float:
     at low noise, and the rest of the walk is taken to be at most its last step (a geometric
     walk with ratio <= 1/2); or the last rate went to a start-up bump instead of the tail and the
     model before it was the nearer. A tail the model fits moves by its noise only."""
-    if name not in NESTED[1:] or NESTED[NESTED.index(name) - 1] not in models:
+    i = NESTED.index(name) if name in NESTED else 0
+    if i == 0 or NESTED[i - 1] not in models:
         return 0.0
-    step = models[name]["g_inf"] - models[NESTED[NESTED.index(name) - 1]]["g_inf"]
+    step = models[name]["g_inf"] - models[NESTED[i - 1]]["g_inf"]
     return float(step) if math.isfinite(step) else 0.0
 
 
