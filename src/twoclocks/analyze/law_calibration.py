@@ -105,37 +105,41 @@ def _needed(records: list[dict]) -> tuple[str, ...]:
 def study_calibration(
     records: dict[str, dict], analysis: dict | None, draws: int, workers: int = 1, seed: int = 0
 ) -> dict:
-    """calibration.json: per horizon, every family's shares; per cell, its horizon's key."""
+    """calibration.json: per horizon, every family's shares; per cell, its horizon's key.
+    Every (horizon, row stride, family) job of the study runs through one pool
+    (`laws.calibrate_many`)."""
     settings = resolve_settings(analysis)
     groups: dict[str, list[dict]] = defaultdict(list)
     for _cid, r in sorted(records.items()):
         groups[horizon_key(r["horizon"])].append(r)
     cells = {cid: horizon_key(r["horizon"]) for cid, r in sorted(records.items())}
     out = {"draws": int(draws), "max_wrong": MAX_WRONG, "horizons": {}, "cells": cells}
+    tasks, where = [], []  # (horizon, families) and (horizon key, stride or None) per task
     for key, recs in groups.items():
         need = _needed(recs)
         noise = {"cls": _noise(recs, False), "rep": _noise(recs, True)}
         every = _rows_every(recs)
-        fams: dict = {}
-        by_stride: dict = {}
         cls_names = [n for n in need if n.startswith("cls_")]
         rep_names = [n for n in need if not n.startswith("cls_")]
         if cls_names and draws > 0:
-            hz = horizon(recs[0]["horizon"], settings, noise["cls"])
-            res = laws.calibrate(hz, cls_names, int(draws), seed, workers)
-            fams.update({n: v.as_dict() for n, v in res.items()})
+            tasks.append((horizon(recs[0]["horizon"], settings, noise["cls"]), cls_names))
+            where.append((key, None))
         for k in sorted(set(every.values()) | {1}) if rep_names and draws > 0 else ():
             names = [n for n in rep_names if k == 1 or any(
                 v == k and n in families_that_matter(c) for c, v in every.items())]  # fmt: skip
             if k == 1 and every and 1 not in every.values():
                 continue  # every gap of this horizon is logged on a sparser grid
             hz = _every_kth_row(horizon(recs[0]["horizon"], settings, noise["rep"]), k)
-            res = laws.calibrate(hz, names, int(draws), seed, workers)
-            (fams if k == 1 else by_stride.setdefault(str(k), {})).update(
-                {n: v.as_dict() for n, v in res.items()})  # fmt: skip
+            tasks.append((hz, names))
+            where.append((key, None if k == 1 else str(k)))
         out["horizons"][key] = {"noise": noise, "n_logs": len(horizon(recs[0]["horizon"],
-                                settings, 0.0).log_steps), "families": fams,
-                                "rows_every": every, "families_every": by_stride}  # fmt: skip
+                                settings, 0.0).log_steps), "families": {},
+                                "rows_every": every, "families_every": {}}  # fmt: skip
+    results = laws.calibrate_many(tasks, int(draws), seed, workers) if tasks else []
+    for (key, stride), res in zip(where, results, strict=True):
+        h = out["horizons"][key]
+        dest = h["families"] if stride is None else h["families_every"].setdefault(stride, {})
+        dest.update({n: v.as_dict() for n, v in res.items()})
     return out
 
 

@@ -6,7 +6,12 @@ One estimator per module; none reads a study result. Definitions: docs/laws.md.
 """
 
 from twoclocks.analyze.laws.asymptote import RepLaw, rep_law
-from twoclocks.analyze.laws.calibrate import FamilyResult, calibrate, verdict_allowed
+from twoclocks.analyze.laws.calibrate import (
+    FamilyResult,
+    calibrate,
+    calibrate_many,
+    verdict_allowed,
+)
 from twoclocks.analyze.laws.classifier import cls_law, measure_noise
 from twoclocks.analyze.laws.decision import (
     DRIFT_MARGIN,
@@ -34,6 +39,7 @@ __all__ = [
     "RepLaw",
     "TailFit",
     "calibrate",
+    "calibrate_many",
     "cls_law",
     "decide_law",
     "decide_tails",
