@@ -17,9 +17,11 @@ The state at t0 is rebuilt by replaying training from step 0 with the cell's par
 deterministic on the CPU). Three stacks run in lockstep: the real one and one frozen stack per
 anchor, in which member i uses its live gates (``mask = pre > 0``, bitwise the real network)
 until its own t0 and the frozen mask after it, so every member forks at its own step with the
-exact parameters and optimiser moments. Controls (checked, else RuntimeError naming step and
-block): the real replay equals the store's weight snapshots bitwise at every snapshot step it
-passes; each frozen member equals the real one bitwise at its t0.
+exact parameters and optimiser moments. A frozen stack starts as a copy of the real one at its
+first member's t0 (before it, it would only repeat the real replay). Controls (checked, else
+RuntimeError naming step and block): the real replay equals the store's weight snapshots
+bitwise at every snapshot step it passes; each frozen member equals the real one bitwise at its
+t0.
 """
 
 from __future__ import annotations
@@ -142,7 +144,9 @@ def reduce_cell(
 
 def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds) -> xr.Dataset:
     real = engine.set_up(params, dataset, device)
-    frozen = [_fork(real) for _ in ANCHORS]
+    # a frozen stack equals the real one until its first member forks: it is forked from the
+    # real replay then (parameters and optimiser state), not run beside it from step 0
+    frozen: list[engine.Run | None] = [None for _ in ANCHORS]
     m = len(seeds)
     log_at = sorted(
         {int(s) for s in store["step"].values if int(s) <= last}
@@ -172,10 +176,13 @@ def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds)
 
     gates = [gate_of(k) for k in range(len(ANCHORS))]
     for t in range(last + 1):
-        for k, run in enumerate(frozen):
+        for k in range(len(ANCHORS)):
             new = torch.as_tensor(t0[k] == t, device=device)
             if not bool(new.any()):
                 continue
+            if frozen[k] is None:
+                frozen[k] = _fork(real)
+            run = frozen[k]
             _check_equal(run, real, new, f"frozen stack {ANCHORS[k]} at its t0 = {t}")
             with torch.no_grad():
                 pre = run.spec.forward(run.p, run.train.x).pre
@@ -193,7 +200,10 @@ def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds)
             )
             is_frozen[k] = is_frozen[k] | new
         fwd_r, _ = engine.gradients(real)
-        fwd_f = [_frozen_gradients(run, gates[k])[0] for k, run in enumerate(frozen)]
+        fwd_f = [
+            None if run is None else _frozen_gradients(run, gates[k])[0]
+            for k, run in enumerate(frozen)
+        ]
         if t in snaps:
             _check_store(real, store, snaps[t], t)
         if t in log_row:
@@ -203,7 +213,8 @@ def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds)
             break
         real.opt.step()
         for run in frozen:
-            run.opt.step()
+            if run is not None:
+                run.opt.step()
     coords = {
         "anchor": np.array(ANCHORS, dtype=object),
         "seed": seeds,
@@ -264,6 +275,8 @@ def _record(out, i, t, real, fwd_r, frozen, fwd_f, t0, theta0) -> None:
         out[f"real_{split}_loss"][:, i], out[f"real_{split}_acc"][:, i] = ce, acc
     flat_r = _flat(real)
     for k, (run, fwd) in enumerate(zip(frozen, fwd_f, strict=True)):
+        if run is None:  # not forked yet: every member is before its t0 (NaN rows)
+            continue
         after = t0[k] >= 0
         after &= t >= t0[k]
         ce, acc = _ce_acc(fwd.logits, run.train)
