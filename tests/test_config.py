@@ -189,6 +189,39 @@ def test_stack_axes_group_cells_into_one_train_job():
     assert all(len(cs) == 1 for cs in plain.groups.values())
 
 
+def test_stack_grids_merges_groups_of_different_grids_with_the_same_shapes():
+    grids = {
+        "relu": {"axes": {"weight_decay": [0.5, 1.0]}},
+        "relu_wd0": {"axes": {"weight_decay": [0.0]}},  # same model: joins relu's job
+        "wide": {"set": {"hidden_width": 32}, "axes": {"weight_decay": [0.0]}},  # other shapes
+    }
+    extra = [{"grid": "relu", "set": {"weight_decay": 0.3}}]
+    cfg = with_changes(stack_axes=["weight_decay"], grids=grids, extra_cells=extra)
+    apart = load_config(cfg)
+    assert len(apart.groups) == 4  # default: one job per grid (and per extra cell)
+    study = load_config(dict(cfg, stack_grids=True))
+    assert {g: [c.id for c in cs] for g, cs in study.groups.items()} == {
+        "relu+relu_wd0": ["relu/wd=0.5", "relu/wd=1.0", "relu_wd0/wd=0.0"],
+        "wide": ["wide/wd=0.0"],
+        "relu/wd=0.3": ["relu/wd=0.3"],
+    }
+    # merging jobs changes neither a cell's identity nor its hash
+    assert [c.hash for c in apart.cells] == [c.hash for c in study.cells]
+    # a grid whose non-stacked axes differ stays apart
+    cfg = with_changes(
+        stack_axes=["weight_decay"],
+        stack_grids=True,
+        grids={
+            "a": {"axes": {"weight_decay": [0.5], "lr": [1e-3, 2e-3]}},
+            "b": {"axes": {"weight_decay": [1.0], "lr": [1e-3]}},
+        },
+    )
+    assert {g: len(cs) for g, cs in load_config(cfg).groups.items()} == {
+        "a/lr=0.001+b": 2,
+        "a/lr=0.002": 1,
+    }
+
+
 def test_stack_axes_only_hyperparameters():
     rejects(with_changes(stack_axes=["train_fraction"]), "stack_axes[0] = 'train_fraction'")
 

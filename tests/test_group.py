@@ -36,13 +36,16 @@ def test_stacked_params_fold_hyperparameters_per_member():
     assert params["seeds"] == [0, 1, 0, 1]
     assert params["weight_decay"] == [0.5, 0.5, 1.0, 1.0]
     assert params["lr"] == [1e-2, 1e-2, 3e-3, 3e-3]
+    assert stacked_params([cell(0.5), dict(cell(1.0), grid="b")])["seeds"] == [0, 1, 0, 1]
     with pytest.raises(ValueError, match="differ in \\['hidden_width'\\]"):
         stacked_params([cell(0.5), cell(1.0, hidden_width=32)])
 
 
 @pytest.mark.slow  # > 2 s: full suite only (fast tier < 90 s)
 def test_stacked_sweep_equals_cells_trained_alone(tmp_path, data):
-    cells = [cell(0.5), cell(1.0, lr=3e-3)]
+    # the second cell comes from another grid, as config `stack_grids` allows
+    other = dict(cell(1.0, lr=3e-3), grid="relu_b", cell_id="relu_b/wd=1.0")
+    cells = [cell(0.5), other]
     stacked = train_group(cells, data, tmp_path / "stacked", state_dir=tmp_path / "s1")
     for c in cells:
         alone = train_group(

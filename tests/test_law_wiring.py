@@ -250,12 +250,15 @@ def test_calibration_simulates_a_sparse_gap_at_its_own_row_stride(monkeypatch):
     hz = horizon_of(ds, params)
     calls = []
 
-    def fake_calibrate(horizon, names, draws, seed, workers):
-        calls.append((horizon, tuple(names)))
-        wrong = 0.5 if "every 4th row" in horizon.name else 0.0
-        return {n: LC._family(_fam(n, wrong)) for n in names}
+    def fake_calibrate_many(tasks, draws, seed, workers):
+        out = []
+        for horizon, names in tasks:
+            calls.append((horizon, tuple(names)))
+            wrong = 0.5 if "every 4th row" in horizon.name else 0.0
+            out.append({n: LC._family(_fam(n, wrong)) for n in names})
+        return out
 
-    monkeypatch.setattr(LC.laws, "calibrate", fake_calibrate)
+    monkeypatch.setattr(LC.laws, "calibrate_many", fake_calibrate_many)
     rec = {"horizon": hz, "clocks": {
         "cls": {"noise": 0.01, "decision": LOG_LIKE},
         "rep_srank": {"noise": 0.01, "decision": LOG_LIKE, "rows_every": 4},

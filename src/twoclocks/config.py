@@ -412,9 +412,32 @@ def expand(config: dict, schema: dict | None = None) -> list[Cell]:
         for point in itertools.product(*axes.values()):
             label = dict(zip(axes, point, strict=True))
             cells.append(_resolve(config, gname, label, label, True, defaults))
+    grid_cells = len(cells)
     for extra in config["extra_cells"]:
         cells.append(_resolve(config, extra["grid"], extra["set"], extra["set"], False, defaults))
+    if config.get("stack_grids"):
+        _stack_across_grids(cells[:grid_cells], config["stack_axes"])
     return cells
+
+
+def _stack_across_grids(cells: list[Cell], stack_axes) -> None:
+    """`stack_grids`: train groups of different grids whose cells differ only in the grid and
+    the `stack_axes` values merge into one group (in place), so cells of the same shapes train
+    as one job wherever they are declared. The merged id is the first group's id plus the other
+    grids' names (``dln_lazy_gd/.../depth=3+dln_wd0_gd``); extra cells keep their own jobs."""
+    skip = {"study", "grid", "cell_id", "cell_hash", "group_id", *stack_axes}
+    by_key: dict[str, list[Cell]] = {}
+    for c in cells:
+        key = digest({k: v for k, v in c.params.items() if k not in skip})
+        by_key.setdefault(key, []).append(c)
+    for members in by_key.values():
+        gids = list(dict.fromkeys(c.params["group_id"] for c in members))
+        if len(gids) < 2:
+            continue
+        others = dict.fromkeys(c.params["grid"] for c in members if c.params["group_id"] != gids[0])
+        merged = "+".join([gids[0], *others])
+        for c in members:
+            c.params["group_id"] = merged
 
 
 def model_blocks(p: dict) -> list[str]:
@@ -460,7 +483,7 @@ def _frozen_errors(p: dict) -> list[str]:
 
 def _group_errors(cells: list[Cell]) -> list[str]:
     """Cells that share a train group may differ only in the stacked axes."""
-    identity = {"cell_id", "cell_hash", "group_id", *STACKABLE}
+    identity = {"grid", "cell_id", "cell_hash", "group_id", *STACKABLE}
     first: dict[str, Cell] = {}
     errors = []
     for c in cells:

@@ -178,27 +178,11 @@ def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds)
     for t in range(last + 1):
         for k in range(len(ANCHORS)):
             new = torch.as_tensor(t0[k] == t, device=device)
-            if not bool(new.any()):
-                continue
-            if frozen[k] is None:
-                frozen[k] = _fork(real)
-            run = frozen[k]
-            _check_equal(run, real, new, f"frozen stack {ANCHORS[k]} at its t0 = {t}")
-            with torch.no_grad():
-                pre = run.spec.forward(run.p, run.train.x).pre
-            pats = [(a > 0).to(a.dtype) for a in pre]
-            if not masks[k]:
-                masks[k] = pats
-            else:
-                masks[k] = [
-                    torch.where(new[:, None, None], p, q)
-                    for p, q in zip(pats, masks[k], strict=True)
-                ]
-            flat = _flat(real)
-            theta0[k] = (
-                flat if theta0[k].shape[1] == 0 else torch.where(new[:, None], flat, theta0[k])
-            )
-            is_frozen[k] = is_frozen[k] | new
+            if bool(new.any()):
+                if frozen[k] is None:
+                    frozen[k] = _fork(real)
+                _freeze(k, new, t, real, frozen[k], masks, theta0)
+                is_frozen[k] = is_frozen[k] | new
         fwd_r, _ = engine.gradients(real)
         fwd_f = [
             None if run is None else _frozen_gradients(run, gates[k])[0]
@@ -228,6 +212,23 @@ def _run(params, dataset, store, t0, horizon, last, device, t_cls, t_gen, seeds)
     data["t_gen"] = (("seed",), np.asarray(t_gen, np.float64))
     attrs = {"cell_id": str(params.get("cell_id", "?")), "model": real.spec.kind}
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def _freeze(k: int, new: torch.Tensor, t: int, real, run, masks, theta0) -> None:
+    """Members ``new`` of frozen stack ``k`` fork at step t: checked equal to the real replay,
+    their gate masks become the live pattern now, and theta(t0) is recorded (in place)."""
+    _check_equal(run, real, new, f"frozen stack {ANCHORS[k]} at its t0 = {t}")
+    with torch.no_grad():
+        pre = run.spec.forward(run.p, run.train.x).pre
+    pats = [(a > 0).to(a.dtype) for a in pre]
+    if not masks[k]:
+        masks[k] = pats
+    else:
+        masks[k] = [
+            torch.where(new[:, None, None], p, q) for p, q in zip(pats, masks[k], strict=True)
+        ]
+    flat = _flat(real)
+    theta0[k] = flat if theta0[k].shape[1] == 0 else torch.where(new[:, None], flat, theta0[k])
 
 
 def _extra_steps(t0: np.ndarray, horizon: np.ndarray, t_gen: np.ndarray, last: int) -> set:

@@ -1,10 +1,11 @@
 """Train a group of cells as one stacked program, then split it back into per-cell stores.
 
 With `stack_axes` (config) the cells of a grid that differ only in lr, weight decay or init
-scale share one job: their members (cells x seeds) are stacked with per-member hyperparameters,
-so a whole weight-decay sweep is one tensor program. Every reduction stays per member, so each
-cell's trajectory is the one it would have alone (tests/test_group.py). The split stores are
-ordinary per-cell trajectories: every later stage reads them unchanged.
+scale share one job (with `stack_grids`, such cells of different grids too): their members
+(cells x seeds) are stacked with per-member hyperparameters, so a whole weight-decay sweep is
+one tensor program. Every reduction stays per member, so each cell's trajectory is the one it
+would have alone (tests/test_group.py). The split stores are ordinary per-cell trajectories:
+every later stage reads them unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from twoclocks.train.manifest import seed_status
 from twoclocks.train.store import open_trajectory
 
 log = logging.getLogger("twoclocks.group")
+_IDENTITY = ("grid", "cell_id", "cell_hash")  # a group may span grids (config `stack_grids`)
 
 
 def stacked_params(cells: list[dict]) -> dict:
@@ -31,8 +33,8 @@ def stacked_params(cells: list[dict]) -> dict:
     first = cells[0]
     differing = {k for k in STACKABLE for c in cells if c.get(k) != first.get(k)}
     for c in cells:
-        core = {k: v for k, v in c.items() if k not in {*STACKABLE, "cell_id", "cell_hash"}}
-        ref = {k: v for k, v in first.items() if k not in {*STACKABLE, "cell_id", "cell_hash"}}
+        core = {k: v for k, v in c.items() if k not in {*STACKABLE, *_IDENTITY}}
+        ref = {k: v for k, v in first.items() if k not in {*STACKABLE, *_IDENTITY}}
         if core != ref:
             diff = sorted(k for k in set(core) | set(ref) if core.get(k) != ref.get(k))
             raise ValueError(f"cells {first['cell_id']} and {c['cell_id']} differ in {diff}")
