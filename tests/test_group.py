@@ -94,3 +94,18 @@ def test_seed_status_names_the_divergence_step():
     assert seed_status([3, 7], np.array([-1, 41])) == {"3": "ok", "7": "diverged@41"}
     with pytest.raises(ValueError):
         seed_status([0, 1], [-1])
+
+
+def test_spurious_energy_of_a_member_does_not_depend_on_its_stack():
+    """Measured on the paper study: a folded (M C, d) matmul gave stack-dependent last bits."""
+    import torch
+
+    from twoclocks.train.models.deep_linear import spurious_energy
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(15, 6, 24, generator=gen, dtype=torch.float64)
+    x = torch.randn(24, 24, generator=gen, dtype=torch.float64)
+    full = spurious_energy(a, x @ x.T)
+    for i in range(15):
+        assert torch.equal(spurious_energy(a[i : i + 1], x @ x.T)[0], full[i])
+        assert torch.equal(spurious_energy(a[max(0, i - 3) : i + 1], x @ x.T)[-1], full[i])
