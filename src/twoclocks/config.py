@@ -366,13 +366,16 @@ def dataset_id(p: dict) -> str:
     return TASKS[p["task"]].dataset_id(p)
 
 
+# names, not settings: left out of a cell's hash and of what decides whether cells can stack
+IDENTITY_KEYS = ("study", "grid", "cell_id", "cell_hash", "group_id")
+
+
 def cell_hash(params: dict) -> str:
     """12 hex chars of sha256 over the canonical JSON of the params that define the run.
 
     Study, grid and cell names are left out: identical runs share a hash across studies.
     """
-    identity = ("study", "grid", "cell_id", "cell_hash", "group_id")
-    return digest({k: v for k, v in params.items() if k not in identity})
+    return digest({k: v for k, v in params.items() if k not in IDENTITY_KEYS})
 
 
 def _resolve(
@@ -425,7 +428,7 @@ def _stack_across_grids(cells: list[Cell], stack_axes) -> None:
     the `stack_axes` values merge into one group (in place), so cells of the same shapes train
     as one job wherever they are declared. The merged id is the first group's id plus the other
     grids' names (``dln_lazy_gd/.../depth=3+dln_wd0_gd``); extra cells keep their own jobs."""
-    skip = {"study", "grid", "cell_id", "cell_hash", "group_id", *stack_axes}
+    skip = {*IDENTITY_KEYS, *stack_axes}
     by_key: dict[str, list[Cell]] = {}
     for c in cells:
         key = digest({k: v for k, v in c.params.items() if k not in skip})
